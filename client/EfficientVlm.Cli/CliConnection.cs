@@ -1,0 +1,50 @@
+using System.CommandLine;
+using EfficientVlm.Client;
+using EfficientVlm.Grains.Abstractions;
+using Spectre.Console;
+
+namespace EfficientVlm.Cli;
+
+/// <summary>Connection settings: options, else environment (Fleet__ClusterId, Fleet__StorageConnectionString), else defaults (Azurite).</summary>
+internal static class CliConnection
+{
+    public static readonly Option<string?> ClusterOption = new("--cluster")
+    {
+        Description = "Orleans cluster id (default: $Fleet__ClusterId or efficientvlm-dev)",
+        Recursive = true,
+    };
+
+    public static readonly Option<string?> StorageOption = new("--storage")
+    {
+        Description = "Azure Storage connection string (default: $Fleet__StorageConnectionString or Azurite)",
+        Recursive = true,
+    };
+
+    public static FleetConnectionOptions From(ParseResult parse)
+    {
+        var defaults = new FleetConnectionOptions();
+        return defaults with
+        {
+            ClusterId = parse.GetValue(ClusterOption) ?? Environment.GetEnvironmentVariable("Fleet__ClusterId") ?? defaults.ClusterId,
+            ServiceId = Environment.GetEnvironmentVariable("Fleet__ServiceId") ?? defaults.ServiceId,
+            StorageConnectionString = parse.GetValue(StorageOption)
+                ?? Environment.GetEnvironmentVariable("Fleet__StorageConnectionString") ?? defaults.StorageConnectionString,
+        };
+    }
+
+    /// <summary>Connects, runs <paramref name="action"/>, and turns SDK errors into one red line and exit code 1.</summary>
+    public static async Task<int> RunAsync(ParseResult parse, CancellationToken ct, Func<FleetClient, Task> action)
+    {
+        try
+        {
+            await using var client = await FleetClient.ConnectAsync(From(parse), cancellationToken: ct);
+            await action(client);
+            return 0;
+        }
+        catch (Exception e) when (e is FleetUnavailableException or ArgumentException or TimeoutException)
+        {
+            AnsiConsole.MarkupLineInterpolated($"[red]error:[/] {e.Message}");
+            return 1;
+        }
+    }
+}

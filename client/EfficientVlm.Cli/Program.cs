@@ -1,0 +1,9 @@
+using System.CommandLine;
+using EfficientVlm.Cli;
+
+var root = new RootCommand("fleet: the EfficientVlm.Fleet command-line tool");
+root.Options.Add(CliConnection.ClusterOption);
+root.Options.Add(CliConnection.StorageOption);
+root.Subcommands.Add(ProbeCommand.Create());
+root.Subcommands.Add(ModelsCommand.Create());
+return await root.Parse(args).InvokeAsync();

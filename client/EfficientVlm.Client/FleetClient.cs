@@ -1,0 +1,163 @@
+using Azure.Data.Tables;
+using EfficientVlm.Grains.Abstractions;
+using Microsoft.Extensions.DependencyInjection;
+using Microsoft.Extensions.Hosting;
+using Microsoft.Extensions.Logging;
+using Orleans.Configuration;
+using Orleans.Runtime;
+
+namespace EfficientVlm.Client;
+
+/// <summary>
+/// The fleet's client SDK. Connect once, share the instance, dispose it at the end.
+/// Calls retry transient cluster errors (a silo that just died, a gateway that moved): every
+/// call here is idempotent.
+/// </summary>
+public sealed class FleetClient : IAsyncDisposable
+{
+    private readonly IHost _host;
+    private readonly FleetClientOptions _options;
+
+    private FleetClient(IHost host, FleetClientOptions options)
+    {
+        _host = host;
+        _options = options;
+        Grains = host.Services.GetRequiredService<IClusterClient>();
+    }
+
+    /// <summary>The underlying Orleans client, for callers who need a grain this SDK does not wrap yet.</summary>
+    public IClusterClient Grains { get; }
+
+    /// <summary>Connects to the cluster described by <paramref name="connection"/>.</summary>
+    /// <exception cref="FleetUnavailableException">No gateway answered within <see cref="FleetClientOptions.ConnectTimeout"/>.</exception>
+    public static async Task<FleetClient> ConnectAsync(FleetConnectionOptions connection,
+        FleetClientOptions? options = null, CancellationToken cancellationToken = default)
+    {
+        connection.Validate();
+        options ??= new FleetClientOptions();
+        var builder = Host.CreateApplicationBuilder(new HostApplicationBuilderSettings { DisableDefaults = true });
+        builder.Logging.SetMinimumLevel(options.LogLevel);
+        builder.Logging.AddSimpleConsole(o => o.SingleLine = true);
+        builder.UseOrleansClient(client =>
+        {
+            client.Configure<ClusterOptions>(o =>
+            {
+                o.ClusterId = connection.ClusterId;
+                o.ServiceId = connection.ServiceId;
+            });
+            if (connection.Clustering == "Localhost")
+                client.UseLocalhostClustering(connection.LocalhostGatewayPort, connection.ServiceId, connection.ClusterId);
+            else
+                client.UseAzureStorageClustering(o => o.TableServiceClient = new TableServiceClient(connection.StorageConnectionString));
+            client.Configure<GatewayOptions>(o => o.GatewayListRefreshPeriod = TimeSpan.FromSeconds(5));
+        });
+        var host = builder.Build();
+        using var timeout = CancellationTokenSource.CreateLinkedTokenSource(cancellationToken);
+        timeout.CancelAfter(options.ConnectTimeout);
+        try
+        {
+            await host.StartAsync(timeout.Token);
+        }
+        catch (Exception e) when (!cancellationToken.IsCancellationRequested)
+        {
+            host.Dispose();
+            throw new FleetUnavailableException(
+                $"Could not connect to fleet cluster '{connection.ClusterId}' within {options.ConnectTimeout.TotalSeconds:0} s: {e.Message}", e);
+        }
+        return new FleetClient(host, options);
+    }
+
+    /// <summary>Runs a small computation on a silo's device executor.</summary>
+    public Task<DeviceProbeResult> ProbeDeviceAsync(CancellationToken cancellationToken = default) =>
+        CallAsync(() => Grains.GetGrain<IDeviceProbeGrain>(0).Probe(), cancellationToken);
+
+    public Task<CompactModelInfo> RegisterCompactModelAsync(CompactModelRegistration registration,
+        CancellationToken cancellationToken = default) =>
+        CallAsync(() => Registry.RegisterCompactModel(registration), cancellationToken);
+
+    public Task<IReadOnlyList<CompactModelInfo>> ListCompactModelsAsync(CancellationToken cancellationToken = default) =>
+        CallAsync(() => Registry.ListCompactModels(), cancellationToken);
+
+    public Task<CompactModelInfo?> GetCompactModelAsync(string id, CancellationToken cancellationToken = default) =>
+        CallAsync(() => Registry.GetCompactModel(id), cancellationToken);
+
+    private IFleetRegistryGrain Registry => Grains.GetGrain<IFleetRegistryGrain>(IFleetRegistryGrain.DefaultKey);
+
+    private Task<T> CallAsync<T>(Func<Task<T>> call, CancellationToken cancellationToken) =>
+        TransientRetry.RunAsync(call, _options.Retry, _options.CallTimeout, cancellationToken);
+
+    public async ValueTask DisposeAsync()
+    {
+        try
+        {
+            using var cts = new CancellationTokenSource(TimeSpan.FromSeconds(5));
+            await _host.StopAsync(cts.Token);
+        }
+        catch (OperationCanceledException)
+        {
+            // the cluster may be gone already; nothing left to flush.
+        }
+        _host.Dispose();
+    }
+}
+
+/// <summary>Client-side settings.</summary>
+public sealed record FleetClientOptions
+{
+    public TimeSpan ConnectTimeout { get; init; } = TimeSpan.FromSeconds(30);
+
+    /// <summary>Limit for one call including its retries.</summary>
+    public TimeSpan CallTimeout { get; init; } = TimeSpan.FromSeconds(60);
+
+    public RetryPolicy Retry { get; init; } = new();
+
+    public LogLevel LogLevel { get; init; } = LogLevel.Warning;
+}
+
+/// <summary>Exponential back-off for transient cluster errors.</summary>
+public sealed record RetryPolicy
+{
+    public int MaxAttempts { get; init; } = 8;
+    public TimeSpan FirstDelay { get; init; } = TimeSpan.FromMilliseconds(100);
+    public TimeSpan MaxDelay { get; init; } = TimeSpan.FromSeconds(3);
+}
+
+/// <summary>The cluster could not be reached.</summary>
+public sealed class FleetUnavailableException(string message, Exception? inner = null) : Exception(message, inner);
+
+/// <summary>Retries calls that failed because the cluster was changing under them.</summary>
+public static class TransientRetry
+{
+    /// <summary>True for errors that a retry can fix: silo or gateway loss, rejected or timed-out messages.</summary>
+    public static bool IsTransient(Exception e) => e switch
+    {
+        OrleansMessageRejectionException or SiloUnavailableException or Orleans.Runtime.Messaging.ConnectionFailedException => true,
+        TimeoutException => true,
+        OrleansException { InnerException: { } inner } => IsTransient(inner),
+        _ => false,
+    };
+
+    public static async Task<T> RunAsync<T>(Func<Task<T>> call, RetryPolicy policy, TimeSpan timeout,
+        CancellationToken cancellationToken)
+    {
+        using var limit = CancellationTokenSource.CreateLinkedTokenSource(cancellationToken);
+        limit.CancelAfter(timeout);
+        var delay = policy.FirstDelay;
+        for (int attempt = 1; ; attempt++)
+        {
+            try
+            {
+                return await call().WaitAsync(limit.Token);
+            }
+            catch (Exception e) when (attempt < policy.MaxAttempts && IsTransient(e) && !limit.IsCancellationRequested)
+            {
+                await Task.Delay(delay, limit.Token);
+                delay = TimeSpan.FromTicks(Math.Min(delay.Ticks * 2, policy.MaxDelay.Ticks));
+            }
+            catch (OperationCanceledException) when (limit.IsCancellationRequested && !cancellationToken.IsCancellationRequested)
+            {
+                throw new TimeoutException($"The fleet call did not complete within {timeout.TotalSeconds:0} s (retries included).");
+            }
+        }
+    }
+}

@@ -1,0 +1,36 @@
+namespace EfficientVlm.Grains.Abstractions;
+
+/// <summary>
+/// How silos and clients find the cluster and its storage. Bound from configuration section
+/// <c>Fleet</c> (environment: <c>Fleet__ClusterId</c>, <c>Fleet__StorageConnectionString</c>, ...).
+/// </summary>
+public sealed record FleetConnectionOptions
+{
+    public const string SectionName = "Fleet";
+
+    /// <summary>Orleans cluster id: silos and clients with the same id form one cluster.</summary>
+    public string ClusterId { get; init; } = "efficientvlm-dev";
+
+    /// <summary>Orleans service id: keys persistent state and reminders; keep it stable across deployments.</summary>
+    public string ServiceId { get; init; } = "efficientvlm-fleet";
+
+    /// <summary>Azure Storage connection string (Azure Table membership, reminders; Azure Blob state and artefacts).
+    /// The default points at Azurite on its standard ports.</summary>
+    public string StorageConnectionString { get; init; } = "UseDevelopmentStorage=true";
+
+    /// <summary><c>AzureStorage</c> (default) or <c>Localhost</c> (single-process development and unit tests only).</summary>
+    public string Clustering { get; init; } = "AzureStorage";
+
+    /// <summary>Gateway port for <c>Localhost</c> clustering.</summary>
+    public int LocalhostGatewayPort { get; init; } = 30000;
+
+    public void Validate()
+    {
+        if (string.IsNullOrWhiteSpace(ClusterId)) throw new ArgumentException("Fleet:ClusterId is empty.");
+        if (string.IsNullOrWhiteSpace(ServiceId)) throw new ArgumentException("Fleet:ServiceId is empty.");
+        if (Clustering is not ("AzureStorage" or "Localhost"))
+            throw new ArgumentException($"Fleet:Clustering must be AzureStorage or Localhost (was '{Clustering}').");
+        if (Clustering == "AzureStorage" && string.IsNullOrWhiteSpace(StorageConnectionString))
+            throw new ArgumentException("Fleet:StorageConnectionString is empty.");
+    }
+}

@@ -1,0 +1,94 @@
+using System.Net;
+using Azure.Data.Tables;
+using Azure.Storage.Blobs;
+using EfficientVlm.Grains;
+using EfficientVlm.Grains.Abstractions;
+using EfficientVlm.Model.Runtime;
+using Orleans.Configuration;
+
+namespace EfficientVlm.Silo;
+
+/// <summary>The wiring of a fleet silo, kept out of Program.cs.</summary>
+public static class FleetSiloHosting
+{
+    /// <summary>Binds and validates the options, then adds the device executor and the Orleans silo.</summary>
+    public static WebApplicationBuilder AddFleetSilo(this WebApplicationBuilder builder)
+    {
+        var connection = builder.Configuration.GetSection(FleetConnectionOptions.SectionName).Get<FleetConnectionOptions>()
+                         ?? new FleetConnectionOptions();
+        var silo = builder.Configuration.GetSection(FleetSiloOptions.SectionName).Get<FleetSiloOptions>()
+                   ?? new FleetSiloOptions();
+        connection.Validate();
+        silo.Validate();
+        builder.Services.AddSingleton(connection);
+        builder.Services.AddSingleton(silo);
+        builder.Services.AddSingleton(TimeProvider.System);
+        builder.Services.AddSingleton(_ => new DeviceExecutor(silo.Executor));
+
+        builder.UseOrleans(orleans =>
+        {
+            orleans.Configure<ClusterOptions>(o =>
+            {
+                o.ClusterId = connection.ClusterId;
+                o.ServiceId = connection.ServiceId;
+            });
+
+            if (connection.Clustering == "Localhost")
+            {
+                orleans.UseLocalhostClustering(silo.SiloPort, silo.GatewayPort);
+                orleans.UseInMemoryReminderService();
+            }
+            else
+            {
+                var auto = silo.AdvertisedAddress == "auto";
+                var advertised = auto ? HostAddress() : IPAddress.Parse(silo.AdvertisedAddress);
+                orleans.ConfigureEndpoints(advertised, silo.SiloPort, silo.GatewayPort, listenOnAnyHostAddress: auto);
+                orleans.UseAzureStorageClustering(o => o.TableServiceClient = new TableServiceClient(connection.StorageConnectionString));
+                orleans.UseAzureTableReminderService(o => o.TableServiceClient = new TableServiceClient(connection.StorageConnectionString));
+            }
+
+            if (silo.InMemoryGrainState || connection.Clustering == "Localhost")
+                orleans.AddMemoryGrainStorage(FleetStorage.GrainStateProvider);
+            else
+                orleans.AddAzureBlobGrainStorage(FleetStorage.GrainStateProvider,
+                    o => o.BlobServiceClient = new BlobServiceClient(connection.StorageConnectionString));
+
+            if (silo.FastFailureDetection)
+            {
+                orleans.Configure<ClusterMembershipOptions>(o =>
+                {
+                    o.ProbeTimeout = TimeSpan.FromSeconds(1);
+                    o.NumMissedProbesLimit = 2;
+                    o.NumVotesForDeathDeclaration = 1;
+                    o.TableRefreshTimeout = TimeSpan.FromSeconds(2);
+                    o.IAmAliveTablePublishTimeout = TimeSpan.FromSeconds(5);
+                });
+            }
+        });
+        return builder;
+    }
+
+    private static IPAddress HostAddress() =>
+        Dns.GetHostAddresses(Dns.GetHostName())
+            .FirstOrDefault(a => a.AddressFamily == System.Net.Sockets.AddressFamily.InterNetwork && !IPAddress.IsLoopback(a))
+        ?? throw new InvalidOperationException("Fleet:Silo:AdvertisedAddress is 'auto' but this host has no non-loopback IPv4 address.");
+
+    /// <summary><c>/health</c> (the process is up) and <c>/ready</c> (the silo has joined the cluster and its device executor answers).</summary>
+    public static WebApplication MapFleetHealth(this WebApplication app)
+    {
+        app.MapGet("/health", () => Results.Ok(new { status = "up" }));
+        app.MapGet("/ready", async (IGrainFactory grains, CancellationToken ct) =>
+        {
+            try
+            {
+                var probe = await grains.GetGrain<IDeviceProbeGrain>(0).Probe().WaitAsync(TimeSpan.FromSeconds(10), ct);
+                return Results.Ok(new { status = "ready", probe.SiloAddress, probe.Device });
+            }
+            catch (Exception e) when (e is not OperationCanceledException)
+            {
+                return Results.Problem(title: "not ready", detail: e.Message, statusCode: 503);
+            }
+        });
+        return app;
+    }
+}
