@@ -1,0 +1,171 @@
+using System.Text.Json;
+using System.Text.Json.Serialization;
+
+namespace EfficientVlm.Model.Config;
+
+/// <summary>The shape of one transformer layer after pruning: heads kept and FFN width.</summary>
+/// <param name="Heads">Self-attention heads kept (0: the sub-block is an identity).</param>
+/// <param name="CrossHeads">Cross-attention heads kept (fusion and decoder layers; 0 elsewhere).</param>
+/// <param name="FfnWidth">FFN intermediate neurons kept (0: the sub-block is an identity).</param>
+public sealed record LayerShape(int Heads, int CrossHeads, int FfnWidth);
+
+/// <summary>
+/// The architecture of a vision-language model (method.md section 2), immutable and validated on
+/// construction. All encoders share the hidden width D. A pruned model carries its per-layer
+/// shapes in <see cref="Pruned"/>, so a shrunk checkpoint reloads without the masks.
+/// </summary>
+public sealed record VlmConfig
+{
+    /// <summary>Preset or model name, for people.</summary>
+    public string Name { get; init; } = "custom";
+
+    /// <summary>D: hidden width of every encoder.</summary>
+    public int Hidden { get; init; } = 768;
+
+    /// <summary>Attention heads per layer before pruning; head size hs = D / heads.</summary>
+    public int Heads { get; init; } = 12;
+
+    /// <summary>F: FFN intermediate width before pruning.</summary>
+    public int Intermediate { get; init; } = 3072;
+
+    public int VisionLayers { get; init; } = 12;
+    public int TextLayers { get; init; } = 6;
+    public int FusionLayers { get; init; } = 6;
+
+    /// <summary>Layers of the VQA answer decoder (initialised from the fusion layers).</summary>
+    public int DecoderLayers { get; init; } = 6;
+
+    /// <summary>Square input images: side in pixels.</summary>
+    public int ImageSize { get; init; } = 224;
+
+    /// <summary>Patch side in pixels; ImageSize must be a multiple.</summary>
+    public int PatchSize { get; init; } = 16;
+
+    /// <summary>V: word-piece vocabulary size.</summary>
+    public int VocabSize { get; init; } = 30522;
+
+    /// <summary>Most text positions (learned position embeddings).</summary>
+    public int MaxTextLength { get; init; } = 512;
+
+    /// <summary>ITC projection width.</summary>
+    public int EmbedDim { get; init; } = 256;
+
+    public double Dropout { get; init; } = 0.1;
+
+    /// <summary>Per-stack layer shapes after pruning; null for an unpruned model.</summary>
+    public PrunedShape? Pruned { get; init; }
+
+    [JsonIgnore] public int HeadSize => Hidden / Heads;
+
+    /// <summary>Image tokens N = (ImageSize / PatchSize)^2 + 1 (class token).</summary>
+    [JsonIgnore] public int ImageTokens => (ImageSize / PatchSize) * (ImageSize / PatchSize) + 1;
+
+    /// <summary>Throws <see cref="ArgumentException"/> naming the first inconsistent field.</summary>
+    public VlmConfig Validated()
+    {
+        Require(Hidden > 0, "Hidden must be positive");
+        Require(Heads > 0 && Hidden % Heads == 0, $"Hidden ({Hidden}) must be divisible by Heads ({Heads})");
+        Require(Intermediate > 0, "Intermediate must be positive");
+        Require(VisionLayers >= 0 && TextLayers >= 0 && FusionLayers >= 0 && DecoderLayers >= 0, "layer counts must be 0 or more");
+        Require(PatchSize > 0 && ImageSize > 0 && ImageSize % PatchSize == 0,
+            $"ImageSize ({ImageSize}) must be a positive multiple of PatchSize ({PatchSize})");
+        Require(VocabSize > 4, "VocabSize must be larger than the special tokens");
+        Require(MaxTextLength >= 2, "MaxTextLength must be at least 2");
+        Require(EmbedDim > 0, "EmbedDim must be positive");
+        Require(Dropout is >= 0 and < 1, "Dropout must be in [0, 1)");
+        Pruned?.Validate(this);
+        return this;
+    }
+
+    /// <summary>The shape of layer <paramref name="index"/> of <paramref name="stack"/>, pruned or not.</summary>
+    public LayerShape Shape(Stack stack, int index)
+    {
+        var pruned = Pruned?.For(stack);
+        if (pruned != null) return pruned[index];
+        bool cross = stack is Stack.Fusion or Stack.Decoder;
+        return new LayerShape(Heads, cross ? Heads : 0, Intermediate);
+    }
+
+    public int Layers(Stack stack) => stack switch
+    {
+        Stack.Vision => VisionLayers,
+        Stack.Text => TextLayers,
+        Stack.Fusion => FusionLayers,
+        Stack.Decoder => DecoderLayers,
+        _ => throw new ArgumentOutOfRangeException(nameof(stack)),
+    };
+
+    private static void Require(bool condition, string message)
+    {
+        if (!condition) throw new ArgumentException($"Invalid model config: {message}.");
+    }
+
+    private static readonly JsonSerializerOptions Json = new()
+    {
+        WriteIndented = true,
+        PropertyNamingPolicy = JsonNamingPolicy.SnakeCaseLower,
+        Converters = { new JsonStringEnumConverter(JsonNamingPolicy.SnakeCaseLower) },
+    };
+
+    public string ToJson() => JsonSerializer.Serialize(this, Json);
+
+    /// <summary>Parses and validates; a malformed document is an <see cref="ArgumentException"/>.</summary>
+    public static VlmConfig FromJson(string json)
+    {
+        try
+        {
+            return (JsonSerializer.Deserialize<VlmConfig>(json, Json) ?? throw new ArgumentException("Model config JSON is null."))
+                .Validated();
+        }
+        catch (JsonException e)
+        {
+            throw new ArgumentException($"Model config JSON is malformed: {e.Message}", e);
+        }
+    }
+}
+
+/// <summary>The transformer stacks of the model.</summary>
+public enum Stack
+{
+    Vision,
+    Text,
+    Fusion,
+    Decoder,
+}
+
+/// <summary>Per-layer shapes of each stack after pruning (null: that stack is not pruned).</summary>
+public sealed record PrunedShape
+{
+    public IReadOnlyList<LayerShape>? Vision { get; init; }
+    public IReadOnlyList<LayerShape>? Text { get; init; }
+    public IReadOnlyList<LayerShape>? Fusion { get; init; }
+    public IReadOnlyList<LayerShape>? Decoder { get; init; }
+
+    public IReadOnlyList<LayerShape>? For(Stack stack) => stack switch
+    {
+        Stack.Vision => Vision,
+        Stack.Text => Text,
+        Stack.Fusion => Fusion,
+        Stack.Decoder => Decoder,
+        _ => throw new ArgumentOutOfRangeException(nameof(stack)),
+    };
+
+    internal void Validate(VlmConfig config)
+    {
+        foreach (var stack in Enum.GetValues<Stack>())
+        {
+            var shapes = For(stack);
+            if (shapes == null) continue;
+            if (shapes.Count != config.Layers(stack))
+                throw new ArgumentException($"Invalid model config: pruned {stack} has {shapes.Count} layers, the model {config.Layers(stack)}.");
+            bool cross = stack is Stack.Fusion or Stack.Decoder;
+            for (int i = 0; i < shapes.Count; i++)
+            {
+                var s = shapes[i];
+                if (s.Heads < 0 || s.Heads > config.Heads || s.FfnWidth < 0 || s.FfnWidth > config.Intermediate
+                    || s.CrossHeads < 0 || s.CrossHeads > (cross ? config.Heads : 0))
+                    throw new ArgumentException($"Invalid model config: pruned {stack} layer {i} shape {s} is out of range.");
+            }
+        }
+    }
+}

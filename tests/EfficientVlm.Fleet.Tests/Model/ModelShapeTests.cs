@@ -1,0 +1,40 @@
+using EfficientVlm.Model.Config;
+using EfficientVlm.Model.Modules;
+using TorchSharp;
+
+namespace EfficientVlm.Fleet.Tests.Model;
+
+[Collection(TorchCollection.Name)]
+public sealed class ModelShapeTests
+{
+    private static readonly torch.Device Meta = torch.device("meta");
+
+    // Backbone = vision (patch conv, class token, positions, ln_pre, layers, ln_post; no projection)
+    // + BERT embeddings (word, position 512, type, LayerNorm) + text layers + fusion layers
+    // (with cross-attention); no pooler, no heads, 224 px. method.md section 2 / paper Table 1.
+    [Theory]
+    [InlineData("paper-teacher", 208_874_496L, 208.87e6)]
+    [InlineData("paper-student", 116_728_320L, 116.73e6)]
+    public void Paper_backbones_have_the_paper_parameter_counts(string preset, long exact, double paper)
+    {
+        using var model = new VlmModel(Presets.Get(preset), Meta);
+        long backbone = ParameterCounts.Backbone(model);
+        Assert.Equal(exact, backbone);                               // our own arithmetic (see docs/model.md)
+        Assert.InRange(Math.Abs(backbone - paper) / paper, 0, 0.005); // within 0.5% of the paper's figure
+    }
+
+    [Fact]
+    public void Paper_student_state_dict_keys_and_shapes_match_the_snapshot()
+    {
+        using var model = new VlmModel(Presets.PaperStudent, Meta);
+        var actual = model.state_dict().Select(kv => $"{kv.Key} [{string.Join(",", kv.Value.shape)}]").ToList();
+        var path = Path.Combine(AppContext.BaseDirectory, "Snapshots", "paper-student.state-dict.txt");
+        var expected = File.ReadAllLines(path).Where(l => l.Length > 0).ToList();
+        if (!expected.SequenceEqual(actual))
+        {
+            // Approval style: review the received file, then copy it over the snapshot in the source tree.
+            File.WriteAllLines(Path.ChangeExtension(path, ".received.txt"), actual);
+        }
+        Assert.Equal(expected, actual);
+    }
+}
