@@ -1,0 +1,148 @@
+using EfficientVlm.Model.Modules;
+using TorchSharp;
+using static TorchSharp.torch;
+using static TorchSharp.torch.nn;
+
+namespace EfficientVlm.Model.Objectives;
+
+/// <summary>The three pre-training losses and what was sampled for them (so a teacher can be scored on the same).</summary>
+public sealed record PretrainResult(
+    Tensor Itc, Tensor Itm, Tensor Mlm,
+    Tensor ItmLogits, Tensor MlmLogits,
+    Tensor NegativeTextForImage, Tensor NegativeImageForText,
+    Tensor MaskedIds, Tensor MaskedPositions, Tensor MaskedTargets)
+{
+    /// <summary>ITC + ITM + MLM.</summary>
+    public Tensor Total => Itc.add(Itm).add(Mlm);
+}
+
+/// <summary>Choices made before the forward pass (negatives, masks), shared by a student and its teacher.</summary>
+public sealed record PretrainSamples(Tensor NegativeTextForImage, Tensor NegativeImageForText,
+    Tensor MaskedIds, Tensor MaskedPositions, Tensor MaskedTargets);
+
+/// <summary>ITC, ITM with hard negatives, and MLM (method.md section 2), as functions of a model and a batch.</summary>
+public static class Pretraining
+{
+    public const double MaskProbability = 0.25;
+    public const int MaxMasks = 8;
+
+    /// <summary>
+    /// Symmetric contrastive loss over the batch: sim = img · txtᵀ / temp; every pair of the same image
+    /// is a positive (targets spread evenly over them). img, txt [B, E] (L2-normalised) -> scalar.
+    /// </summary>
+    public static Tensor ItcLoss(Tensor imageEmb, Tensor textEmb, Tensor temperature, Tensor imageIds)
+    {
+        var sim = imageEmb.matmul(textEmb.t()).div(temperature);                           // (B, B)
+        var positives = imageIds.view(-1, 1).eq(imageIds.view(1, -1)).to(sim.dtype);       // (B, B)
+        var targets = positives.div(positives.sum(1, keepdim: true));
+        var i2t = functional.log_softmax(sim, 1).mul(targets).sum(1).mean().neg();
+        var t2i = functional.log_softmax(sim.t(), 1).mul(targets).sum(1).mean().neg();
+        return i2t.add(t2i).div(2);
+    }
+
+    /// <summary>
+    /// For each image one hard negative text, and for each text one hard negative image, drawn from
+    /// softmax(similarity) with same-image pairs excluded. Returns indices [B] each.
+    /// When a row has no other image (all pairs positive), it falls back to the next index.
+    /// </summary>
+    public static (Tensor TextForImage, Tensor ImageForText) SampleHardNegatives(Tensor imageEmb, Tensor textEmb,
+        Tensor temperature, Tensor imageIds)
+    {
+        using var _ = torch.no_grad();
+        var sim = imageEmb.matmul(textEmb.t()).div(temperature);                           // (B, B)
+        var same = imageIds.view(-1, 1).eq(imageIds.view(1, -1));
+        long b = sim.shape[0];
+        Tensor Draw(Tensor scores)
+        {
+            var weights = functional.softmax(scores.to(ScalarType.Float32), 1).masked_fill(same, 0).add(1e-12).masked_fill(same, 0);
+            var rowHasNegative = weights.sum(1).gt(0);
+            var fallback = torch.arange(b, device: sim.device).add(1).remainder(b);
+            var safe = torch.where(rowHasNegative.view(-1, 1), weights, torch.ones_like(weights));
+            return torch.where(rowHasNegative, torch.multinomial(safe, 1).view(-1), fallback);
+        }
+        return (Draw(sim), Draw(sim.t()));
+    }
+
+    /// <summary>
+    /// BERT-style masking: each ordinary token with probability 0.25, at most 8 per text; of those,
+    /// 80% become [MASK], 10% a random word piece, 10% stay. Returns the masked ids [B, T], and the
+    /// flat positions [M] (into B*T) with their original ids [M].
+    /// </summary>
+    public static (Tensor MaskedIds, Tensor Positions, Tensor Targets) MaskTokens(Tensor ids, Tensor padding, SpecialTokens tokens)
+    {
+        using var _ = torch.no_grad();
+        var ordinary = padding.gt(0).logical_and(ids.ne(tokens.Cls)).logical_and(ids.ne(tokens.Sep)).logical_and(ids.ne(tokens.Pad));
+        var draw = torch.rand(ids.shape, device: ids.device);
+        var chosen = draw.lt(MaskProbability).logical_and(ordinary);
+        // keep at most MaxMasks per row: rank the chosen by their draw and drop the rest
+        var rank = draw.masked_fill(chosen.logical_not(), 2.0).argsort(1).argsort(1);
+        chosen = chosen.logical_and(rank.lt(MaxMasks));
+        // guarantee one mask per text that has any ordinary token, so every row teaches something
+        var none = chosen.sum(1).eq(0).logical_and(ordinary.sum(1).gt(0));
+        var first = draw.masked_fill(ordinary.logical_not(), 2.0).argmin(1);
+        chosen = chosen.logical_or(functional.one_hot(first, ids.shape[1]).to(ScalarType.Bool).logical_and(none.view(-1, 1)));
+
+        var masked = ids.clone();
+        var action = torch.rand(ids.shape, device: ids.device);
+        masked = torch.where(chosen.logical_and(action.lt(0.8)), torch.full_like(ids, tokens.Mask), masked);
+        var random = torch.randint(5, tokens.VocabSize, ids.shape, device: ids.device);
+        masked = torch.where(chosen.logical_and(action.ge(0.8)).logical_and(action.lt(0.9)), random, masked);
+        var positions = chosen.flatten().nonzero().view(-1);
+        return (masked, positions, ids.flatten().index_select(0, positions));
+    }
+
+    /// <summary>Draws the negatives and masks of a batch (from the given model's ITC similarities).</summary>
+    public static PretrainSamples Sample(VlmModel model, PretrainBatch batch, SpecialTokens tokens)
+    {
+        using var _ = torch.no_grad();
+        var image = model.EncodeImage(batch.Images).Last;
+        var text = model.EncodeText(batch.Ids, batch.Padding).Last;
+        var (negText, negImage) = SampleHardNegatives(model.ImageEmbedding(image), model.TextEmbedding(text),
+            model.Temperature, batch.ImageIds);
+        var (maskedIds, positions, targets) = MaskTokens(batch.Ids, batch.Padding, tokens);
+        return new PretrainSamples(negText, negImage, maskedIds, positions, targets);
+    }
+
+    /// <summary>Runs the three objectives. With <paramref name="samples"/> given (a teacher's), uses them; else draws its own.</summary>
+    public static PretrainResult Run(VlmModel model, PretrainBatch batch, SpecialTokens tokens,
+        PretrainSamples? samples = null, ModelGates? gates = null)
+    {
+        var imageTokens = model.EncodeImage(batch.Images, gates).Last;                       // (B, N, D)
+        var textStates = model.EncodeText(batch.Ids, batch.Padding, gates).Last;             // (B, T, D)
+        var imageEmb = model.ImageEmbedding(imageTokens);
+        var textEmb = model.TextEmbedding(textStates);
+        var itc = ItcLoss(imageEmb, textEmb, model.Temperature, batch.ImageIds);
+
+        Tensor negText, negImage, maskedIds, positions, targets;
+        if (samples is null)
+        {
+            (negText, negImage) = SampleHardNegatives(imageEmb.detach(), textEmb.detach(), model.Temperature.detach(), batch.ImageIds);
+            (maskedIds, positions, targets) = MaskTokens(batch.Ids, batch.Padding, tokens);
+        }
+        else
+        {
+            (negText, negImage, maskedIds, positions, targets) =
+                (samples.NegativeTextForImage, samples.NegativeImageForText, samples.MaskedIds, samples.MaskedPositions, samples.MaskedTargets);
+        }
+
+        // ITM over 3B pairs: (image, its text), (image, hard negative text), (hard negative image, text)
+        var pairImages = torch.cat([imageTokens, imageTokens, imageTokens.index_select(0, negImage)], 0);
+        var pairText = torch.cat([textStates, textStates.index_select(0, negText), textStates], 0);
+        var pairPadding = torch.cat([batch.Padding, batch.Padding.index_select(0, negText), batch.Padding], 0);
+        var fused = model.Fuse(pairText, pairPadding, pairImages, gates).Last;
+        var itmLogits = model.ItmLogits(fused);                                               // (3B, 2)
+        long b = batch.Ids.shape[0];
+        var labels = torch.cat([torch.ones(b, dtype: ScalarType.Int64, device: itmLogits.device),
+            torch.zeros(2 * b, dtype: ScalarType.Int64, device: itmLogits.device)], 0);
+        var itm = functional.cross_entropy(itmLogits, labels);
+
+        // MLM: masked text through text and fusion layers, logits at masked positions only
+        var maskedText = model.EncodeText(maskedIds, batch.Padding, gates).Last;
+        var maskedFused = model.Fuse(maskedText, batch.Padding, imageTokens, gates).Last;    // (B, T, D)
+        var states = maskedFused.reshape(-1, maskedFused.shape[2]).index_select(0, positions); // (M, D)
+        var mlmLogits = model.LmLogits(states);                                               // (M, V)
+        var mlm = functional.cross_entropy(mlmLogits, targets);
+
+        return new PretrainResult(itc, itm, mlm, itmLogits, mlmLogits, negText, negImage, maskedIds, positions, targets);
+    }
+}

@@ -1,0 +1,95 @@
+using EfficientVlm.Model.Config;
+using EfficientVlm.Model.Modules;
+using EfficientVlm.Model.Objectives;
+using TorchSharp;
+using static TorchSharp.torch;
+
+namespace EfficientVlm.Fleet.Tests.Model;
+
+[Collection(TorchCollection.Name)]
+public sealed class PretrainingTests
+{
+    [Fact]
+    public void Itc_itm_and_mlm_losses_fall_on_a_repeated_batch()
+    {
+        torch.manual_seed(11);
+        using var model = new VlmModel(Presets.Tiny);
+        model.train();
+        var batch = TinyBatches.Pretrain(Presets.Tiny);
+        var samples = Pretraining.Sample(model, batch, TinyBatches.Tokens);
+        using var optimizer = torch.optim.AdamW(model.parameters(), lr: 2e-3);
+        var first = (0f, 0f, 0f);
+        var last = (0f, 0f, 0f);
+        for (int step = 0; step < 60; step++)
+        {
+            using var scope = torch.NewDisposeScope();
+            optimizer.zero_grad();
+            var result = Pretraining.Run(model, batch, TinyBatches.Tokens, samples);
+            result.Total.backward();
+            optimizer.step();
+            model.ClampTemperature();
+            var now = (result.Itc.item<float>(), result.Itm.item<float>(), result.Mlm.item<float>());
+            if (step == 0) first = now;
+            last = now;
+        }
+        Assert.True(last.Item1 < first.Item1 * 0.5, $"ITC {first.Item1} -> {last.Item1}");
+        Assert.True(last.Item2 < first.Item2 * 0.5, $"ITM {first.Item2} -> {last.Item2}");
+        Assert.True(last.Item3 < first.Item3 * 0.5, $"MLM {first.Item3} -> {last.Item3}");
+    }
+
+    [Fact]
+    public void Itc_counts_captions_of_the_same_image_as_positives()
+    {
+        using var scope = torch.NewDisposeScope();
+        // Two captions of image 0, one of image 1; embeddings so that each text matches its image exactly.
+        var img = torch.tensor(new float[] { 1, 0, 1, 0, 0, 1 }).view(3, 2);
+        var txt = img.clone();
+        var ids = torch.tensor(new long[] { 0, 0, 1 });
+        var loss = Pretraining.ItcLoss(img, txt, torch.tensor(0.01f), ids).item<float>();
+        // Rows of image 0 split their target over two identical texts: log 2 is the floor of that row's CE.
+        // Expected: i2t = (ln2 + ln2 + 0)/3, t2i the same; mean = 2 ln2 / 3.
+        Assert.Equal(2 * Math.Log(2) / 3, loss, 3);
+    }
+
+    [Fact]
+    public void Hard_negatives_never_pick_a_caption_of_the_same_image()
+    {
+        using var scope = torch.NewDisposeScope();
+        torch.manual_seed(3);
+        var emb = torch.nn.functional.normalize(torch.randn(6, 8), dim: -1);
+        var ids = torch.tensor(new long[] { 0, 0, 1, 1, 2, 3 });
+        for (int trial = 0; trial < 20; trial++)
+        {
+            var (negText, negImage) = Pretraining.SampleHardNegatives(emb, emb, torch.tensor(0.07f), ids);
+            var idArray = ids.data<long>().ToArray();
+            var t = negText.data<long>().ToArray();
+            var i = negImage.data<long>().ToArray();
+            for (int row = 0; row < 6; row++)
+            {
+                Assert.NotEqual(idArray[row], idArray[t[row]]);
+                Assert.NotEqual(idArray[row], idArray[i[row]]);
+            }
+        }
+    }
+
+    [Fact]
+    public void Masking_touches_only_ordinary_tokens_and_at_most_eight_per_text()
+    {
+        using var scope = torch.NewDisposeScope();
+        torch.manual_seed(5);
+        var ids = torch.randint(5, 61, new long[] { 16, 30 });
+        ids[TensorIndex.Colon, 0] = torch.tensor(TinyBatches.Tokens.Cls);
+        ids[TensorIndex.Colon, 29] = torch.tensor(TinyBatches.Tokens.Sep);
+        var padding = torch.ones(16, 30, dtype: ScalarType.Int64);
+        var (masked, positions, targets) = Pretraining.MaskTokens(ids, padding, TinyBatches.Tokens);
+        var perRow = positions.div(30, rounding_mode: RoundingMode.floor).bincount(null, 16).data<long>().ToArray();
+        Assert.All(perRow, n => Assert.InRange(n, 1, Pretraining.MaxMasks));
+        var columns = positions.remainder(30).data<long>().ToArray();
+        Assert.DoesNotContain(0L, columns);
+        Assert.DoesNotContain(29L, columns);
+        Assert.Equal(ids.flatten().index_select(0, positions).data<long>().ToArray(), targets.data<long>().ToArray());
+        // Unmasked positions are unchanged.
+        var changed = masked.ne(ids).flatten().nonzero().view(-1).data<long>().ToArray();
+        Assert.All(changed, p => Assert.Contains(p, positions.data<long>().ToArray()));
+    }
+}
