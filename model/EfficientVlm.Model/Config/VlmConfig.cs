@@ -52,6 +52,14 @@ public sealed record VlmConfig
 
     public double Dropout { get; init; } = 0.1;
 
+    /// <summary>
+    /// Which heads the model carries. Pre-training and retrieval use the shared ITC/ITM/MLM heads;
+    /// captioning reuses text + fusion as a causal decoder with the MLM head as its LM head; VQA adds
+    /// the answer decoder (<see cref="DecoderLayers"/>); NLVR2 doubles the fusion layers and adds a
+    /// 2-way classifier.
+    /// </summary>
+    public VlmTask Task { get; init; } = VlmTask.Pretrain;
+
     /// <summary>Per-stack layer shapes after pruning; null for an unpruned model.</summary>
     public PrunedShape? Pruned { get; init; }
 
@@ -86,12 +94,13 @@ public sealed record VlmConfig
         return new LayerShape(Heads, cross ? Heads : 0, Intermediate);
     }
 
+    /// <summary>Layers the built model has in <paramref name="stack"/> (NLVR2 doubles fusion; only VQA has a decoder).</summary>
     public int Layers(Stack stack) => stack switch
     {
         Stack.Vision => VisionLayers,
         Stack.Text => TextLayers,
-        Stack.Fusion => FusionLayers,
-        Stack.Decoder => DecoderLayers,
+        Stack.Fusion => Task == VlmTask.Nlvr2 ? 2 * FusionLayers : FusionLayers,
+        Stack.Decoder => Task == VlmTask.Vqa ? DecoderLayers : 0,
         _ => throw new ArgumentOutOfRangeException(nameof(stack)),
     };
 
@@ -122,6 +131,16 @@ public sealed record VlmConfig
             throw new ArgumentException($"Model config JSON is malformed: {e.Message}", e);
         }
     }
+}
+
+/// <summary>The task a model is built for (decides its heads; see <see cref="VlmConfig.Task"/>).</summary>
+public enum VlmTask
+{
+    Pretrain,
+    Vqa,
+    Nlvr2,
+    Retrieval,
+    Captioning,
 }
 
 /// <summary>The transformer stacks of the model.</summary>
@@ -165,6 +184,8 @@ public sealed record PrunedShape
                 if (s.Heads < 0 || s.Heads > config.Heads || s.FfnWidth < 0 || s.FfnWidth > config.Intermediate
                     || s.CrossHeads < 0 || s.CrossHeads > (cross ? config.Heads : 0))
                     throw new ArgumentException($"Invalid model config: pruned {stack} layer {i} shape {s} is out of range.");
+                if (stack == Stack.Fusion && config.Task == VlmTask.Nlvr2 && i % 2 == 1 && s.CrossHeads != shapes[i - 1].CrossHeads)
+                    throw new ArgumentException($"Invalid model config: NLVR2 fusion layers {i - 1} and {i} share cross-attention key/value and must keep the same cross heads.");
             }
         }
     }

@@ -17,20 +17,42 @@ public sealed class Attention : Module
     private readonly Linear? value;
     private readonly Linear? output;
     private readonly int _headSize;
+    private readonly SharedKeyValue? _shared;
 
-    public Attention(string name, int dim, int sourceDim, int heads, int headSize, Device? device = null) : base(name)
+    /// <param name="keyValueFrom">Another attention whose key/value projections this one uses
+    /// (NLVR2: the two cross-attentions of a fusion pair share them); it must keep the same heads.</param>
+    public Attention(string name, int dim, int sourceDim, int heads, int headSize, Device? device = null,
+        Attention? keyValueFrom = null) : base(name)
     {
         Heads = heads;
         _headSize = headSize;
+        if (keyValueFrom is not null && keyValueFrom.Heads != heads)
+            throw new ArgumentException($"Attention '{name}' shares key/value with one of {keyValueFrom.Heads} heads but has {heads}.");
         if (heads > 0)
         {
             query = Linear(dim, heads * headSize, device: device);
-            key = Linear(sourceDim, heads * headSize, device: device);
-            value = Linear(sourceDim, heads * headSize, device: device);
+            if (keyValueFrom is null)
+            {
+                key = Linear(sourceDim, heads * headSize, device: device);
+                value = Linear(sourceDim, heads * headSize, device: device);
+            }
+            else
+            {
+                _shared = new SharedKeyValue(keyValueFrom);
+            }
             output = Linear(heads * headSize, dim, device: device);
         }
         RegisterComponents();
     }
+
+    /// <summary>Holds a borrowed module outside the registered fields (its parameters belong to the owner).</summary>
+    private sealed class SharedKeyValue(Attention owner)
+    {
+        public Attention Owner { get; } = owner;
+    }
+
+    private (Tensor Key, Tensor Value) ProjectKeyValue(Tensor source) =>
+        _shared is not null ? _shared.Owner.ProjectKeyValue(source) : (key!.forward(source), value!.forward(source));
 
     public int Heads { get; }
 
@@ -43,8 +65,9 @@ public sealed class Attention : Module
         if (Heads == 0) throw new InvalidOperationException("An attention block with no heads is an identity; the layer skips it.");
         long b = x.shape[0], t = x.shape[1], s = source.shape[1];
         var q = query!.forward(x).view(b, t, Heads, _headSize).transpose(1, 2);      // (B, nh, T, hs)
-        var k = key!.forward(source).view(b, s, Heads, _headSize).transpose(1, 2);   // (B, nh, S, hs)
-        var v = value!.forward(source).view(b, s, Heads, _headSize).transpose(1, 2); // (B, nh, S, hs)
+        var (kp, vp) = ProjectKeyValue(source);
+        var k = kp.view(b, s, Heads, _headSize).transpose(1, 2);                     // (B, nh, S, hs)
+        var v = vp.view(b, s, Heads, _headSize).transpose(1, 2);                     // (B, nh, S, hs)
         var scores = q.matmul(k.transpose(-2, -1)).div(Math.Sqrt(_headSize));        // (B, nh, T, S)
         if (mask is not null) scores = scores.add(mask);
         var attention = scores.softmax(-1);

@@ -57,14 +57,16 @@ public sealed class BertLayer : Module
     private readonly LayerNorm ffn_ln;
     private readonly double _dropout;
 
-    public BertLayer(string name, VlmConfig config, LayerShape shape, bool hasCross, Device? device) : base(name)
+    public BertLayer(string name, VlmConfig config, LayerShape shape, bool hasCross, Device? device,
+        BertLayer? shareCrossKeyValueWith = null) : base(name)
     {
         int d = config.Hidden;
         self_attn = new Attention("self_attn", d, d, shape.Heads, config.HeadSize, device);
         self_ln = LayerNorm(d, 1e-12, device: device);
         if (hasCross)
         {
-            cross_attn = new Attention("cross_attn", d, d, shape.CrossHeads, config.HeadSize, device);
+            cross_attn = new Attention("cross_attn", d, d, shape.CrossHeads, config.HeadSize, device,
+                shareCrossKeyValueWith?.cross_attn);
             cross_ln = LayerNorm(d, 1e-12, device: device);
         }
         ffn = new FeedForward("ffn", d, shape.FfnWidth, Activation.Gelu, device);
@@ -107,7 +109,11 @@ public sealed class BertLayer : Module
     }
 }
 
-/// <summary>A stack of BERT layers (text: self-attention only; fusion and decoder: with cross-attention).</summary>
+/// <summary>
+/// A stack of BERT layers (text: self-attention only; fusion and decoder: with cross-attention).
+/// For NLVR2 the fusion stack is doubled: layer 2j attends to image 0, layer 2j+1 to image 1, and
+/// the two share their cross-attention key/value projections.
+/// </summary>
 public sealed class BertStack : Module
 {
     private readonly ModuleList<BertLayer> layers;
@@ -115,8 +121,14 @@ public sealed class BertStack : Module
     public BertStack(string name, VlmConfig config, Stack stack, Device? device) : base(name)
     {
         bool cross = stack is Stack.Fusion or Stack.Decoder;
-        layers = new ModuleList<BertLayer>(Enumerable.Range(0, config.Layers(stack))
-            .Select(i => new BertLayer($"{i}", config, config.Shape(stack, i), cross, device)).ToArray());
+        bool pairs = stack == Stack.Fusion && config.Task == VlmTask.Nlvr2;
+        var built = new List<BertLayer>();
+        for (int i = 0; i < config.Layers(stack); i++)
+        {
+            var shareWith = pairs && i % 2 == 1 ? built[i - 1] : null;
+            built.Add(new BertLayer($"{i}", config, config.Shape(stack, i), cross, device, shareWith));
+        }
+        layers = new ModuleList<BertLayer>(built.ToArray());
         RegisterComponents();
     }
 
@@ -126,12 +138,18 @@ public sealed class BertStack : Module
 
     /// <summary>x [B, T, D] -> [B, T, D]; see <see cref="BertLayer.Forward"/> for the masks.</summary>
     public EncoderOutput Forward(Tensor x, Tensor? selfMask, Tensor? image = null, Tensor? imageMask = null,
-        LayerGates[]? gates = null, bool collect = false)
+        LayerGates[]? gates = null, bool collect = false) =>
+        Forward(x, selfMask, image is null ? null : [image], imageMask, gates, collect);
+
+    /// <summary>As above; layer i cross-attends to images[i % images.Count] (NLVR2: two images, alternating).</summary>
+    public EncoderOutput Forward(Tensor x, Tensor? selfMask, IReadOnlyList<Tensor>? images, Tensor? imageMask,
+        LayerGates[]? gates, bool collect)
     {
         var output = new EncoderOutput { Last = x };
         if (collect) output.Hidden.Add(x);
         for (int i = 0; i < layers.Count; i++)
         {
+            var image = images is null || images.Count == 0 ? null : images[i % images.Count];
             x = layers[i].Forward(x, selfMask, image, imageMask, ModelGates.At(gates, i), collect, out var sp, out var cp);
             if (collect)
             {

@@ -28,6 +28,9 @@ public sealed class VlmModel : Module
     private readonly Linear mlm_dense;
     private readonly LayerNorm mlm_norm;
     private readonly Parameter mlm_bias;
+    private readonly Linear? nlvr_dense;
+    private readonly LayerNorm? nlvr_norm;
+    private readonly Linear? nlvr_out;
 
     public VlmModel(VlmConfig config, Device? device = null) : base("vlm")
     {
@@ -47,6 +50,12 @@ public sealed class VlmModel : Module
         mlm_dense = Linear(d, d, device: device);
         mlm_norm = LayerNorm(d, 1e-12, device: device);
         mlm_bias = Parameter(torch.zeros(config.VocabSize, device: device));
+        if (config.Task == VlmTask.Nlvr2)
+        {
+            nlvr_dense = Linear(d, 2 * d, device: device);
+            nlvr_norm = LayerNorm(2 * d, 1e-5, device: device);
+            nlvr_out = Linear(2 * d, 2, device: device);
+        }
         RegisterComponents();
     }
 
@@ -73,6 +82,30 @@ public sealed class VlmModel : Module
     {
         var mask = causal ? Masks.Causal(padding) : Masks.FromPadding(padding);
         return fusion.Forward(textStates, mask, image, null, gates?.Fusion, collect);
+    }
+
+    /// <summary>NLVR2: text states [B, T, D] over two images [B, N, D] each, through the doubled fusion stack -> [B, T, D]</summary>
+    public EncoderOutput FusePair(Tensor textStates, Tensor padding, Tensor image0, Tensor image1, ModelGates? gates = null,
+        bool collect = false)
+    {
+        if (Config.Task != VlmTask.Nlvr2) throw new InvalidOperationException("FusePair needs a model built for NLVR2.");
+        return fusion.Forward(textStates, Masks.FromPadding(padding), [image0, image1], null, gates?.Fusion, collect);
+    }
+
+    /// <summary>NLVR2: fused states [B, T, D] -> logits [B, 2] (index 1 = the statement is true)</summary>
+    public Tensor NlvrLogits(Tensor fused)
+    {
+        if (nlvr_dense is null) throw new InvalidOperationException("NlvrLogits needs a model built for NLVR2.");
+        return nlvr_out!.forward(functional.gelu(nlvr_norm!.forward(nlvr_dense.forward(fused.select(1, 0)))));
+    }
+
+    /// <summary>VQA: the answer decoder over answer ids [B, La] (causal) attending to question states [B, T, D] -> [B, La, D]</summary>
+    public EncoderOutput DecodeAnswer(Tensor answerIds, Tensor answerPadding, Tensor questionStates, Tensor questionPadding,
+        ModelGates? gates = null, bool collect = false)
+    {
+        if (Config.Task != VlmTask.Vqa) throw new InvalidOperationException("DecodeAnswer needs a model built for VQA.");
+        return decoder.Forward(embeddings.Forward(answerIds), Masks.Causal(answerPadding), questionStates,
+            Masks.FromPadding(questionPadding), gates?.Decoder, collect);
     }
 
     /// <summary>image tokens [B, N, D] -> L2-normalised ITC embedding of the class token [B, E]</summary>

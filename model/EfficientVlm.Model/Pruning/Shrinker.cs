@@ -78,6 +78,13 @@ public static partial class Shrinker
             }).ToArray();
         }
 
+        if (config.Task == VlmTask.Nlvr2 && keep.Fusion is { } fusionKeep)
+        {
+            for (int i = 1; i < fusionKeep.Length; i += 2)
+                if (!fusionKeep[i].CrossHeads.SequenceEqual(fusionKeep[i - 1].CrossHeads))
+                    throw new ArgumentException($"NLVR2 fusion layers {i - 1} and {i} share cross-attention key/value: they must keep the same cross heads.");
+        }
+
         LayerShape[]? ShapesOf(Stack s) => shapes.TryGetValue(s, out var v) ? v
             : config.Pruned?.For(s)?.ToArray();
         var pruned = config with

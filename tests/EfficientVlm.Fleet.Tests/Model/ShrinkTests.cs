@@ -16,7 +16,7 @@ public sealed class ShrinkTests
         var image = model.EncodeImage(images, gates).Last;
         var text = model.EncodeText(ids, padding, gates).Last;
         var fused = model.Fuse(text, padding, image, gates).Last;
-        var decoded = model.Decoder.Forward(model.Embed(ids), Masks.Causal(padding), fused, Masks.FromPadding(padding), gates?.Decoder).Last;
+        var decoded = model.DecodeAnswer(ids, padding, fused, padding, gates).Last;
         return new Outputs(image, text, fused, decoded, model.ItmLogits(fused), model.ImageEmbedding(image), model.TextEmbedding(text));
     }
 
@@ -42,7 +42,7 @@ public sealed class ShrinkTests
         using var scope = torch.NewDisposeScope();
         using var noGrad = torch.no_grad();
         torch.manual_seed(seed);
-        var config = Presets.Tiny;
+        var config = Presets.Tiny with { Task = VlmTask.Vqa }; // VQA carries the answer decoder
         using var model = new VlmModel(config);
         model.eval();
         var gates = new ModelGates
@@ -75,6 +75,37 @@ public sealed class ShrinkTests
             var diff = a.sub(b).abs().max().item<float>();
             Assert.True(diff <= 1e-5f, $"{what}: max |gated - shrunk| = {diff}");
         }
+    }
+
+    [Fact]
+    public void Nlvr2_doubled_fusion_with_shared_cross_key_value_shrinks_exactly()
+    {
+        using var scope = torch.NewDisposeScope();
+        using var noGrad = torch.no_grad();
+        torch.manual_seed(21);
+        var config = Presets.Tiny with { Task = VlmTask.Nlvr2 };
+        using var model = new VlmModel(config);
+        model.eval();
+        Assert.Equal(2 * config.FusionLayers, model.Fusion.Count);
+        var fusion = RandomGates(config, Stack.Fusion, true, closeHeadsAt: 2, closeFfnAt: 3);
+        for (int i = 1; i < fusion.Length; i += 2)  // a pair shares cross key/value: one cross gate row per pair
+            fusion[i] = fusion[i] with { CrossHeads = fusion[i - 1].CrossHeads };
+        var gates = new ModelGates { Vision = RandomGates(config, Stack.Vision, false, -1, -1), Fusion = fusion };
+        var images0 = torch.randn(2, 3, config.ImageSize, config.ImageSize);
+        var images1 = torch.randn(2, 3, config.ImageSize, config.ImageSize);
+        var ids = torch.randint(5, config.VocabSize, new long[] { 2, 6 });
+        var padding = torch.ones(2, 6, dtype: ScalarType.Int64);
+
+        var gated = EfficientVlm.Model.Tasks.Nlvr.Logits(model, images0, images1, ids, padding, gates);
+        using var shrunk = Shrinker.Shrink(model, ModelKeep.FromGates(gates));
+        var small = EfficientVlm.Model.Tasks.Nlvr.Logits(shrunk, images0, images1, ids, padding);
+        Assert.True(gated.sub(small).abs().max().item<float>() <= 1e-5f);
+
+        // A keep set that breaks a shared pair is refused.
+        var broken = ModelKeep.FromGates(gates);
+        broken.Fusion![1] = broken.Fusion[1] with { CrossHeads = [0] };
+        broken.Fusion[0] = broken.Fusion[0] with { CrossHeads = [1] };
+        Assert.Throws<ArgumentException>(() => Shrinker.Shrink(model, broken));
     }
 
     [Fact]

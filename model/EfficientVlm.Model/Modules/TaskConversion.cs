@@ -1,0 +1,54 @@
+using EfficientVlm.Model.Config;
+using TorchSharp;
+using static TorchSharp.torch;
+
+namespace EfficientVlm.Model.Modules;
+
+/// <summary>Builds a task model from a pre-trained (or distilled) one, copying every weight that carries over.</summary>
+public static class TaskConversion
+{
+    /// <summary>
+    /// VQA: the answer decoder's layer j starts as fusion layer j (method.md: initialised from the fusion
+    /// layers). NLVR2: fusion layer j is copied into doubled layers 2j and 2j+1 (their shared
+    /// cross-attention key/value come from it once). New heads keep their fresh initialisation.
+    /// </summary>
+    public static VlmModel ToTask(VlmModel pretrained, VlmTask task)
+    {
+        if (pretrained.Config.Pruned is not null)
+            throw new ArgumentException("Convert the unpruned model; pruning happens on the task model.");
+        var config = pretrained.Config with { Task = task };
+        var device = pretrained.parameters().First().device;
+        var model = new VlmModel(config, device);
+        var source = pretrained.state_dict();
+        var target = model.state_dict();
+        using (torch.no_grad())
+        {
+            foreach (var (name, tensor) in target)
+            {
+                var from = SourceKey(name, config);
+                if (from is not null && source.TryGetValue(from, out var value) && value.shape.SequenceEqual(tensor.shape))
+                    tensor.copy_(value);
+            }
+        }
+        return model;
+    }
+
+    private static string? SourceKey(string name, VlmConfig config)
+    {
+        const string decoder = "decoder.layers.", fusion = "fusion.layers.";
+        if (config.Task == VlmTask.Vqa && name.StartsWith(decoder, StringComparison.Ordinal))
+        {
+            var rest = name[decoder.Length..];
+            int dot = rest.IndexOf('.');
+            int layer = int.Parse(rest[..dot]);
+            return layer < config.FusionLayers ? $"{fusion}{layer}{rest[dot..]}" : null;
+        }
+        if (config.Task == VlmTask.Nlvr2 && name.StartsWith(fusion, StringComparison.Ordinal))
+        {
+            var rest = name[fusion.Length..];
+            int dot = rest.IndexOf('.');
+            return $"{fusion}{int.Parse(rest[..dot]) / 2}{rest[dot..]}";
+        }
+        return name;
+    }
+}

@@ -1,0 +1,89 @@
+using EfficientVlm.Model.Modules;
+using TorchSharp;
+using static TorchSharp.torch;
+using static TorchSharp.torch.nn;
+
+namespace EfficientVlm.Model.Tasks;
+
+/// <summary>Beam search settings (paper: beam 3, max 20, min 5).</summary>
+public sealed record BeamSettings(int Beams = 3, int MaxTokens = 20, int MinTokens = 5);
+
+/// <summary>
+/// Captioning (method.md section 2): text and fusion layers run as one causal decoder (text layers
+/// self-attention only, fusion layers with image cross-attention), the MLM head predicts the next
+/// word piece. Input is [CLS] prompt caption [SEP]; the loss covers the caption and [SEP] only.
+/// </summary>
+public static class Captioning
+{
+    public const double LabelSmoothing = 0.1;
+
+    /// <summary>image tokens [B, N, D], ids [B, T] -> next-token logits [B, T, V]</summary>
+    public static Tensor NextTokenLogits(VlmModel model, Tensor imageTokens, Tensor ids, Tensor padding, ModelGates? gates = null)
+    {
+        var text = model.EncodeText(ids, padding, gates, causal: true).Last;
+        var fused = model.Fuse(text, padding, imageTokens, gates, causal: true).Last;
+        return model.LmLogits(fused);
+    }
+
+    /// <summary>Label-smoothed next-token loss on positions at or after <paramref name="promptLength"/> (the caption).</summary>
+    public static Tensor Loss(VlmModel model, Tensor images, Tensor ids, Tensor padding, int promptLength, ModelGates? gates = null)
+    {
+        var logits = NextTokenLogits(model, model.EncodeImage(images, gates).Last, ids, padding, gates);
+        long t = ids.shape[1];
+        var predicted = logits.narrow(1, 0, t - 1);                                       // (B, T-1, V)
+        var targets = ids.narrow(1, 1, t - 1).clone();                                     // (B, T-1)
+        var keep = padding.narrow(1, 1, t - 1).gt(0);
+        var positions = torch.arange(1, t, device: ids.device).view(1, -1);
+        keep = keep.logical_and(positions.ge(promptLength));
+        targets = targets.masked_fill(keep.logical_not(), -100);
+        return functional.cross_entropy(predicted.reshape(-1, predicted.shape[2]), targets.reshape(-1),
+            ignore_index: -100, label_smoothing: LabelSmoothing);
+    }
+
+    /// <summary>
+    /// Beam search from a prompt ([CLS] prompt, no [SEP]) for one image tokens [1, N, D]. Stops a beam
+    /// at <paramref name="endToken"/>, which is not allowed before <see cref="BeamSettings.MinTokens"/>
+    /// new tokens. Scores are summed log-probabilities divided by the number of new tokens.
+    /// Returns the new tokens of the best hypothesis (without the end token).
+    /// </summary>
+    public static long[] Generate(VlmModel model, Tensor imageTokens, long[] prompt, long endToken, BeamSettings settings,
+        ModelGates? gates = null)
+    {
+        if (imageTokens.shape[0] != 1) throw new ArgumentException("Generate takes the tokens of one image [1, N, D].");
+        var device = imageTokens.device;
+        var beams = new List<(long[] Tokens, double Score)> { (prompt, 0.0) };
+        var finished = new List<(long[] Tokens, double Score)>();
+        for (int step = 0; step < settings.MaxTokens && beams.Count > 0; step++)
+        {
+            using var scope = torch.NewDisposeScope();
+            int n = beams.Count, len = beams[0].Tokens.Length;
+            var ids = torch.tensor(beams.SelectMany(b => b.Tokens).ToArray(), device: device).view(n, len);
+            var logits = NextTokenLogits(model, imageTokens.expand(n, -1, -1), ids, torch.ones_like(ids), gates);
+            var logProbs = functional.log_softmax(logits.select(1, len - 1), -1);           // (n, V)
+            if (step < settings.MinTokens) logProbs[TensorIndex.Colon, endToken] = torch.tensor(double.NegativeInfinity);
+            var (values, indices) = logProbs.topk(settings.Beams, dim: 1);
+            var v = values.cpu().data<float>().ToArray();
+            var ix = indices.cpu().data<long>().ToArray();
+            var candidates = new List<(long[] Tokens, double Score, bool End)>();
+            for (int b = 0; b < n; b++)
+            for (int j = 0; j < settings.Beams; j++)
+            {
+                var token = ix[b * settings.Beams + j];
+                var score = beams[b].Score + v[b * settings.Beams + j];
+                candidates.Add(([.. beams[b].Tokens, token], score, token == endToken));
+            }
+            beams = [];
+            foreach (var c in candidates.OrderByDescending(c => c.Score))
+            {
+                if (double.IsNegativeInfinity(c.Score)) continue;
+                if (c.End) finished.Add((c.Tokens[..^1], c.Score / (c.Tokens.Length - prompt.Length)));
+                else if (beams.Count < settings.Beams) beams.Add((c.Tokens, c.Score));
+                if (beams.Count == settings.Beams) break;
+            }
+            if (finished.Count >= settings.Beams) break;
+        }
+        finished.AddRange(beams.Select(b => (b.Tokens, b.Score / Math.Max(1, b.Tokens.Length - prompt.Length))));
+        var best = finished.OrderByDescending(f => f.Score).First();
+        return best.Tokens[prompt.Length..];
+    }
+}

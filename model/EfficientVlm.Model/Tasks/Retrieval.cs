@@ -1,0 +1,51 @@
+using EfficientVlm.Model.Modules;
+using TorchSharp;
+using static TorchSharp.torch;
+
+namespace EfficientVlm.Model.Tasks;
+
+/// <summary>
+/// Image-text retrieval (method.md section 2): ITC similarity picks the top k candidates, the ITM
+/// head rescores them; candidates outside the top k rank below, in ITC order.
+/// </summary>
+public static class Retrieval
+{
+    /// <summary>A gallery already encoded once: image tokens [I, N, D], text states [T, L, D] with padding [T, L].</summary>
+    public sealed record Gallery(Tensor ImageTokens, Tensor TextStates, Tensor TextPadding);
+
+    /// <summary>For each image, text indices best first [I][T].</summary>
+    public static long[][] RankTextsForImages(VlmModel model, Gallery gallery, int k, int pairBatch = 256) =>
+        Rank(model, gallery, k, pairBatch, imagesAsQueries: true);
+
+    /// <summary>For each text, image indices best first [T][I].</summary>
+    public static long[][] RankImagesForTexts(VlmModel model, Gallery gallery, int k, int pairBatch = 256) =>
+        Rank(model, gallery, k, pairBatch, imagesAsQueries: false);
+
+    private static long[][] Rank(VlmModel model, Gallery gallery, int k, int pairBatch, bool imagesAsQueries)
+    {
+        var sim = model.ImageEmbedding(gallery.ImageTokens).matmul(model.TextEmbedding(gallery.TextStates).t()); // (I, T)
+        if (!imagesAsQueries) sim = sim.t();
+        long queries = sim.shape[0], candidates = sim.shape[1];
+        k = (int)Math.Min(k, candidates);
+        var order = sim.argsort(1, descending: true);                                      // (Q, C) ITC order
+        var top = order.narrow(1, 0, k);                                                    // (Q, K)
+        var query = torch.arange(queries, device: sim.device).repeat_interleave(k);
+        var candidate = top.reshape(-1);
+        var image = imagesAsQueries ? query : candidate;
+        var text = imagesAsQueries ? candidate : query;
+        var scores = new List<Tensor>();
+        for (long start = 0; start < image.shape[0]; start += pairBatch)
+        {
+            long n = Math.Min(pairBatch, image.shape[0] - start);
+            var im = image.narrow(0, start, n);
+            var tx = text.narrow(0, start, n);
+            var fused = model.Fuse(gallery.TextStates.index_select(0, tx), gallery.TextPadding.index_select(0, tx),
+                gallery.ImageTokens.index_select(0, im)).Last;
+            scores.Add(model.ItmLogits(fused).select(1, 1));
+        }
+        var itm = torch.cat(scores, 0).view(queries, k);
+        var reordered = top.gather(1, itm.argsort(1, descending: true));                   // (Q, K) by ITM
+        var ranking = torch.cat([reordered, order.narrow(1, k, candidates - k)], 1).cpu();
+        return Enumerable.Range(0, (int)queries).Select(q => ranking[q].data<long>().ToArray()).ToArray();
+    }
+}
