@@ -169,6 +169,16 @@ public sealed record PrunedShape
         _ => throw new ArgumentOutOfRangeException(nameof(stack)),
     };
 
+    /// <summary>Structural equality: two pruned shapes are equal when every layer shape is.</summary>
+    public bool Equals(PrunedShape? other) =>
+        other is not null && Enum.GetValues<Stack>().All(s => Same(For(s), other.For(s)));
+
+    public override int GetHashCode() =>
+        Enum.GetValues<Stack>().Aggregate(0, (h, s) => HashCode.Combine(h, For(s)?.Aggregate(17, HashCode.Combine) ?? 0));
+
+    private static bool Same(IReadOnlyList<LayerShape>? a, IReadOnlyList<LayerShape>? b) =>
+        a is null ? b is null : b is not null && a.SequenceEqual(b);
+
     internal void Validate(VlmConfig config)
     {
         foreach (var stack in Enum.GetValues<Stack>())
