@@ -13,8 +13,8 @@ public static class ExecutorBench
 {
     public static async Task<int> RunAsync(string[] args)
     {
-        int items = ArgValue(args, "--items", 2000);
-        int threads = ArgValue(args, "--threads", 1);
+        int items = Args.Int(args, "--items", 2000);
+        int threads = Args.Int(args, "--threads", 1);
         TorchRuntime.EnsureLoaded();
         torch.set_num_threads(threads);
 
@@ -75,11 +75,5 @@ public static class ExecutorBench
             latencies.Sort();
             return (mode, wallMicros / latencies.Count, BenchMachine.Percentile(latencies, 50), BenchMachine.Percentile(latencies, 99));
         }
-    }
-
-    private static int ArgValue(string[] args, string name, int fallback)
-    {
-        int i = Array.IndexOf(args, name);
-        return i >= 0 && i + 1 < args.Length && int.TryParse(args[i + 1], out var v) ? v : fallback;
     }
 }

@@ -1,9 +1,12 @@
 using EfficientVlm.Bench;
 
+// Redirected output (logs, docs) gets full-width tables instead of wrapped cells.
+if (Console.IsOutputRedirected) Spectre.Console.AnsiConsole.Profile.Width = 200;
 var name = args.FirstOrDefault() ?? "help";
 return name switch
 {
     "executor" => await ExecutorBench.RunAsync(args.Skip(1).ToArray()),
+    "model-latency" => ModelLatencyBench.Run(args.Skip(1).ToArray()),
     _ => Usage(),
 };
 
@@ -11,5 +14,6 @@ static int Usage()
 {
     Console.WriteLine("usage: dotnet run --project bench/EfficientVlm.Bench -c Release -- <benchmark> [options]");
     Console.WriteLine("  executor [--items N] [--threads T]   device-executor overhead: direct calls vs executor, sequential and concurrent");
+    Console.WriteLine("  model-latency [--threads T] [--no-paper]   teacher vs student forward latency, batch 1 and 32 (demo and paper presets)");
     return 2;
 }

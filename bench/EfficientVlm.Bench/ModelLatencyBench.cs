@@ -1,0 +1,92 @@
+using System.Diagnostics;
+using EfficientVlm.Model.Config;
+using EfficientVlm.Model.Modules;
+using Spectre.Console;
+using TorchSharp;
+using static TorchSharp.torch;
+
+namespace EfficientVlm.Bench;
+
+/// <summary>
+/// Forward latency of teacher against student, side by side in one process: image encoder + text
+/// encoder + fusion + ITM head (the retrieval / matching path), eval mode, no_grad, random weights
+/// (latency does not depend on their values).
+/// </summary>
+public static class ModelLatencyBench
+{
+    public static int Run(string[] args)
+    {
+        int threads = Args.Int(args, "--threads", 2);
+        bool paper = !args.Contains("--no-paper");
+        TorchSharp.torch.set_num_threads(threads);
+        torch.manual_seed(0);
+
+        var rows = new List<string[]>();
+        rows.AddRange(Pair(Presets.DemoTeacher, Presets.Demo, textLength: 16, iterations: [30, 10], warmup: 3));
+        if (paper) rows.AddRange(Pair(Presets.PaperTeacher, Presets.PaperStudent, textLength: 30, iterations: [5, 2], warmup: 1));
+
+        var table = new Table().AddColumns("model", "params (all)", "batch", "iterations", "median ms", "min ms", "student speed-up");
+        foreach (var r in rows) table.AddRow(r);
+        AnsiConsole.MarkupLine("[bold]teacher vs student forward latency[/] (image + text + fusion + ITM, eval, no_grad)");
+        AnsiConsole.MarkupLine(BenchMachine.Describe(threads));
+        AnsiConsole.Write(table);
+        return 0;
+    }
+
+    private static IEnumerable<string[]> Pair(VlmConfig teacherConfig, VlmConfig studentConfig, int textLength, int[] iterations, int warmup)
+    {
+        using var teacher = new VlmModel(teacherConfig);
+        using var student = new VlmModel(studentConfig);
+        teacher.eval();
+        student.eval();
+        int[] batches = [1, 32];
+        for (int b = 0; b < batches.Length; b++)
+        {
+            int batch = batches[b];
+            // interleave teacher and student runs so that machine noise hits both alike
+            var times = new Dictionary<VlmModel, List<double>> { [teacher] = [], [student] = [] };
+            for (int i = -warmup; i < iterations[b]; i++)
+            {
+                foreach (var model in new[] { teacher, student })
+                {
+                    var ms = Forward(model, batch, textLength);
+                    if (i >= 0) times[model].Add(ms);
+                }
+            }
+            double tMed = Median(times[teacher]), sMed = Median(times[student]);
+            yield return [teacherConfig.Name, $"{ParameterCounts.Count(teacher):N0}", $"{batch}", $"{iterations[b]}", $"{tMed:0.0}", $"{times[teacher].Min():0.0}", ""];
+            yield return [studentConfig.Name, $"{ParameterCounts.Count(student):N0}", $"{batch}", $"{iterations[b]}", $"{sMed:0.0}", $"{times[student].Min():0.0}", $"{tMed / sMed:0.00}x"];
+        }
+    }
+
+    private static double Forward(VlmModel model, int batch, int textLength)
+    {
+        using var scope = torch.NewDisposeScope();
+        using var noGrad = torch.no_grad();
+        var c = model.Config;
+        var images = torch.randn(batch, 3, c.ImageSize, c.ImageSize);
+        var ids = torch.randint(5, c.VocabSize, new long[] { batch, textLength });
+        var padding = torch.ones(batch, textLength, dtype: ScalarType.Int64);
+        var sw = Stopwatch.StartNew();
+        var image = model.EncodeImage(images).Last;
+        var text = model.EncodeText(ids, padding).Last;
+        var fused = model.Fuse(text, padding, image).Last;
+        model.ItmLogits(fused).sum().item<float>(); // forces completion
+        return sw.Elapsed.TotalMilliseconds;
+    }
+
+    private static double Median(List<double> values)
+    {
+        var sorted = values.Order().ToList();
+        return BenchMachine.Percentile(sorted, 50);
+    }
+}
+
+internal static class Args
+{
+    public static int Int(string[] args, string name, int fallback)
+    {
+        int i = Array.IndexOf(args, name);
+        return i >= 0 && i + 1 < args.Length && int.TryParse(args[i + 1], out var v) ? v : fallback;
+    }
+}
