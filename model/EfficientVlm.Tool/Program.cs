@@ -2,6 +2,7 @@ using System.CommandLine;
 using EfficientVlm.Tool;
 
 var root = new RootCommand("vlm: offline EfficientVLM work (vocabularies; data, training and pruning as they land)");
+root.Subcommands.Add(DataCommand.Create());
 root.Subcommands.Add(VocabCommand.Create());
 root.Subcommands.Add(ModelCommand.Create());
 return await root.Parse(args).InvokeAsync();

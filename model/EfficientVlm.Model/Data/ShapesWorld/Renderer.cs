@@ -1,0 +1,121 @@
+using SixLabors.ImageSharp;
+using SixLabors.ImageSharp.PixelFormats;
+
+namespace EfficientVlm.Model.Data.ShapesWorld;
+
+/// <summary>
+/// Draws a scene on a 64 x 64 canvas by hand (ImageSharp.Drawing is not available): gray background
+/// with per-channel offsets and Gaussian noise on the background only, then each object in its
+/// jittered colour with anti-aliased edges from a signed distance (coverage = clamp(d + 0.5, 0, 1)).
+/// Deterministic for a given <see cref="Random"/> state.
+/// </summary>
+public static class Renderer
+{
+    private static readonly Dictionary<Colour, (int R, int G, int B)> Base = new()
+    {
+        [Colour.Red] = (220, 40, 40),
+        [Colour.Green] = (40, 170, 60),
+        [Colour.Blue] = (40, 80, 220),
+        [Colour.Yellow] = (230, 200, 40),
+        [Colour.Purple] = (150, 60, 190),
+        [Colour.Orange] = (240, 140, 30),
+    };
+
+    public static Image<Rgb24> Render(Scene scene, Random rng)
+    {
+        const int n = Scene.Canvas;
+        int gray = rng.Next(200, 251);
+        var background = new double[3];
+        for (int c = 0; c < 3; c++) background[c] = gray + rng.Next(-5, 6);
+        double sigma = Scene.Uniform(rng, 0, 6);
+
+        var colours = scene.Objects.Select(o =>
+        {
+            var b = Base[o.Colour];
+            return new[] { Clamp(b.R + rng.Next(-15, 16)), Clamp(b.G + rng.Next(-15, 16)), Clamp(b.B + rng.Next(-15, 16)) };
+        }).ToArray();
+
+        // background: gray + per-image channel offsets + Gaussian noise (Marsaglia's polar method, two normals per draw)
+        var canvas = new double[n * n * 3];
+        for (int i = 0; i < canvas.Length; i += 2)
+        {
+            double u, v, q;
+            do
+            {
+                u = 2 * rng.NextDouble() - 1;
+                v = 2 * rng.NextDouble() - 1;
+                q = u * u + v * v;
+            }
+            while (q >= 1 || q == 0);
+            double f = Math.Sqrt(-2 * Math.Log(q) / q);
+            canvas[i] = background[i % 3] + sigma * u * f;
+            canvas[i + 1] = background[(i + 1) % 3] + sigma * v * f;
+        }
+
+        // objects in draw order, each over its bounding box only
+        for (int o = 0; o < scene.Objects.Count; o++)
+        {
+            var obj = scene.Objects[o];
+            double half = obj.Side / 2 + 1;
+            int x0 = Math.Max(0, (int)Math.Floor(obj.X - half)), x1 = Math.Min(n - 1, (int)Math.Ceiling(obj.X + half));
+            int y0 = Math.Max(0, (int)Math.Floor(obj.Y - half)), y1 = Math.Min(n - 1, (int)Math.Ceiling(obj.Y + half));
+            for (int y = y0; y <= y1; y++)
+            for (int x = x0; x <= x1; x++)
+            {
+                double a = Coverage(obj, x + 0.5, y + 0.5);
+                if (a <= 0) continue;
+                int at = (y * n + x) * 3;
+                for (int c = 0; c < 3; c++) canvas[at + c] = canvas[at + c] * (1 - a) + colours[o][c] * a;
+            }
+        }
+
+        var image = new Image<Rgb24>(n, n);
+        image.ProcessPixelRows(rows =>
+        {
+            for (int y = 0; y < n; y++)
+            {
+                var row = rows.GetRowSpan(y);
+                for (int x = 0; x < n; x++)
+                {
+                    int at = (y * n + x) * 3;
+                    row[x] = new Rgb24(ToByte(canvas[at]), ToByte(canvas[at + 1]), ToByte(canvas[at + 2]));
+                }
+            }
+        });
+        return image;
+    }
+
+    private static byte ToByte(double v) => (byte)Math.Clamp(Math.Round(v), 0, 255);
+
+    /// <summary>Fraction of pixel (px, py) (its centre) inside the object, from the signed distance to its outline.</summary>
+    public static double Coverage(SceneObject o, double px, double py)
+    {
+        double half = o.Side / 2;
+        double inside; // signed distance: positive inside
+        switch (o.Shape)
+        {
+            case Shape.Circle:
+                inside = half - Math.Sqrt((px - o.X) * (px - o.X) + (py - o.Y) * (py - o.Y));
+                break;
+            case Shape.Square:
+                return Math.Clamp(half - Math.Abs(px - o.X) + 0.5, 0, 1) * Math.Clamp(half - Math.Abs(py - o.Y) + 0.5, 0, 1);
+            default:
+            {
+                // isosceles, apex up, height = base = side; bounding box centred on (X, Y)
+                (double X, double Y) apex = (o.X, o.Y - half), left = (o.X - half, o.Y + half), right = (o.X + half, o.Y + half);
+                inside = Math.Min(Edge(apex, left, px, py), Math.Min(Edge(left, right, px, py), Edge(right, apex, px, py)));
+                break;
+            }
+        }
+        return Math.Clamp(inside + 0.5, 0, 1);
+    }
+
+    /// <summary>Distance from (px, py) to the line a->b, positive on the interior side (vertices listed counter-clockwise on screen).</summary>
+    private static double Edge((double X, double Y) a, (double X, double Y) b, double px, double py)
+    {
+        double dx = b.X - a.X, dy = b.Y - a.Y;
+        return ((px - a.X) * dy - (py - a.Y) * dx) / Math.Sqrt(dx * dx + dy * dy);
+    }
+
+    private static int Clamp(int v) => Math.Clamp(v, 0, 255);
+}
