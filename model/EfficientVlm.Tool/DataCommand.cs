@@ -1,4 +1,6 @@
 using System.CommandLine;
+using EfficientVlm.Model.Data;
+using EfficientVlm.Model.Data.Readers;
 using EfficientVlm.Model.Data.ShapesWorld;
 using Spectre.Console;
 
@@ -66,6 +68,48 @@ internal static class DataCommand
             AnsiConsole.MarkupLineInterpolated($"wrote [green]{dir}[/] in {summary.Elapsed.TotalSeconds:0.0} s ({stages})");
             return Task.FromResult(0);
         });
-        return new Command("data", "ShapesWorld data: generate, stats.") { generate };
+        var folder = new Option<DirectoryInfo>("--data") { Description = "a folder written by `vlm data generate`", Required = true };
+        var stats = new Command("stats", "Per-split counts, the answer distribution and the trivial baselines.") { folder };
+        stats.SetAction(parse =>
+        {
+            var dir = parse.GetValue(folder)!.FullName;
+            DatasetStats result;
+            try
+            {
+                result = DatasetStats.Compute(dir);
+            }
+            catch (Exception e) when (e is DatasetFormatException or FileNotFoundException)
+            {
+                AnsiConsole.MarkupLineInterpolated($"[red]error:[/] {e.Message}");
+                return 1;
+            }
+            var splits = new Table().Title("splits").AddColumns("split", "images", "captions", "VQA questions", "NLVR2 pairs", "NLVR2 true");
+            foreach (var s in result.Splits)
+                splits.AddRow(s.Split, $"{s.Images:N0}", $"{s.Captions:N0}", $"{s.Questions:N0}", $"{s.Pairs:N0}", $"{s.TruePairs:N0}");
+            AnsiConsole.Write(splits);
+
+            int total = result.TrainAnswers.Sum(a => a.Count);
+            var chart = new BarChart().Label("train answers (top 20 of " + result.TrainAnswers.Count + ")").Width(80);
+            foreach (var (answer, count) in result.TrainAnswers.Take(20)) chart.AddItem(answer, Math.Round(100.0 * count / total, 1), Color.Aqua);
+            AnsiConsole.Write(chart);
+            var types = new Table().Title("train question types").AddColumns("question_type", "questions");
+            foreach (var (type, count) in result.TrainQuestionTypes.OrderByDescending(t => t.Value)) types.AddRow(type, $"{count:N0}");
+            AnsiConsole.Write(types);
+
+            var b = result.Baselines;
+            var baselines = new Table().Title("trivial baselines (fitted on train, scored on test)").AddColumns("task", "baseline", "metric", "value");
+            baselines.AddRow("VQA", "majority answer per question type", "VQA accuracy", $"{100 * b.VqaMajorityPerQuestionType:0.00}");
+            baselines.AddRow("VQA", "majority answer overall", "VQA accuracy", $"{100 * b.VqaMajorityOverall:0.00}");
+            baselines.AddRow("NLVR2", "majority label", "accuracy", $"{100 * b.NlvrMajority:0.00}");
+            var r = b.RandomRetrieval;
+            baselines.AddRow("retrieval", "random ranking (expected)", "TR R@1/5/10", $"{100 * r.TextR1:0.00} / {100 * r.TextR5:0.00} / {100 * r.TextR10:0.00}");
+            baselines.AddRow("retrieval", "random ranking (expected)", "IR R@1/5/10", $"{100 * r.ImageR1:0.00} / {100 * r.ImageR5:0.00} / {100 * r.ImageR10:0.00}");
+            baselines.AddRow("captioning", Markup.Escape($"most frequent train caption: \"{b.MostFrequentCaption}\""), "BLEU-4 / CIDEr-D",
+                $"{100 * b.MostFrequentCaptionBleu4:0.00} / {100 * b.MostFrequentCaptionCiderD:0.00}");
+            AnsiConsole.Write(baselines);
+            AnsiConsole.MarkupLine("[grey]scores on the x100 scale[/]");
+            return 0;
+        });
+        return new Command("data", "ShapesWorld data: generate, stats.") { generate, stats };
     }
 }

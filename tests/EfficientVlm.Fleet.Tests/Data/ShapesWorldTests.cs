@@ -169,6 +169,21 @@ public sealed class ShapesWorldTests : IDisposable
     }
 
     [Fact]
+    public void Stats_count_the_splits_and_the_baselines_are_what_their_rules_give()
+    {
+        var root = Path.Combine(_folder, "stats");
+        Generator.Generate(root, 3, Small);
+        var stats = EfficientVlm.Model.Data.DatasetStats.Compute(root);
+        Assert.Equal([("train", 40, 200, 80, 20, 10), ("val", 12, 60, 24, 10, 5), ("test", 12, 60, 24, 10, 5)],
+            stats.Splits.Select(s => (s.Split, s.Images, s.Captions, s.Questions, s.Pairs, s.TruePairs)));
+        Assert.Equal(0.5, stats.Baselines.NlvrMajority);                  // balanced labels
+        Assert.True(stats.Baselines.VqaMajorityPerQuestionType >= stats.Baselines.VqaMajorityOverall);
+        Assert.Equal(1.0 / 12, stats.Baselines.RandomRetrieval.ImageR1, 9); // one right image of 12
+        Assert.Equal(80, stats.TrainAnswers.Sum(a => a.Count));
+        Assert.InRange(stats.Baselines.MostFrequentCaptionCiderD, 0, 10);
+    }
+
+    [Fact]
     public void Written_json_uses_the_official_key_order_and_python_separators()
     {
         var root = Path.Combine(_folder, "fmt");

@@ -1,0 +1,82 @@
+using EfficientVlm.Model.Data.Readers;
+using EfficientVlm.Model.Images;
+using EfficientVlm.Model.Text;
+
+namespace EfficientVlm.Model.Data.Pipeline;
+
+/// <summary>
+/// Turns dataset records into managed batches: decode (hardened loader), resize, normalise,
+/// tokenise. No augmentation: a horizontal flip would swap left and right, which NLVR2
+/// statements, VQA "where" answers and relation captions talk about, and ShapesWorld's own
+/// variation (jitter, colour, noise) already covers what a crop or colour jitter would add.
+/// </summary>
+public sealed class Collate(ImageLoader images, VlmTokenizer tokenizer, int imageSize, int maxTextLength)
+{
+    public int ImageSize => imageSize;
+
+    public VlmTokenizer Tokenizer => tokenizer;
+
+    public ImageBlock Images(IReadOnlyList<string> paths)
+    {
+        int plane = 3 * imageSize * imageSize;
+        var pixels = new float[paths.Count * plane];
+        for (int i = 0; i < paths.Count; i++)
+        {
+            float[] one;
+            try
+            {
+                one = images.Load(File.ReadAllBytes(paths[i]), imageSize);
+            }
+            catch (ImageRejectedException e)
+            {
+                throw new DatasetFormatException($"{paths[i]}: {e.Message}", e);
+            }
+            Array.Copy(one, 0, pixels, i * plane, plane);
+        }
+        return new ImageBlock(pixels, paths.Count, imageSize);
+    }
+
+    /// <summary>(image, caption) pairs; the image id marks captions of the same image as ITC positives.</summary>
+    public ImageTextBatchData ImageText(IReadOnlyList<(CaptionImage Image, string Caption)> pairs) =>
+        new(Images(pairs.Select(p => p.Image.ImagePath).ToList()),
+            pairs.Select(p => tokenizer.Encode(p.Caption, maxTextLength)).ToArray(),
+            pairs.Select(p => p.Image.ImageId).ToArray(), tokenizer.Special.Pad);
+
+    public CaptionBatchData Captions(IReadOnlyList<(CaptionImage Image, string Caption)> pairs, string prompt)
+    {
+        var promptPieces = tokenizer.EncodeWithoutSpecials(prompt);
+        var rows = pairs.Select(p =>
+        {
+            var caption = tokenizer.EncodeWithoutSpecials(p.Caption);
+            int room = Math.Max(0, maxTextLength - 2 - promptPieces.Length);
+            return (long[])[tokenizer.Special.Cls, .. promptPieces, .. caption.Take(room), tokenizer.Special.Sep];
+        }).ToArray();
+        return new CaptionBatchData(Images(pairs.Select(p => p.Image.ImagePath).ToList()), rows, 1 + promptPieces.Length, tokenizer.Special.Pad);
+    }
+
+    /// <summary>Questions with their distinct answers weighted by count / number of answers (the X-VLM VQA loader's rule).</summary>
+    public VqaBatchData Vqa(IReadOnlyList<VqaItem> items)
+    {
+        var answers = new List<long[]>();
+        var owner = new List<long>();
+        var weight = new List<float>();
+        for (int q = 0; q < items.Count; q++)
+        {
+            var given = items[q].Answers;
+            foreach (var group in given.GroupBy(a => a, StringComparer.Ordinal))
+            {
+                answers.Add(tokenizer.Encode(group.Key, maxTextLength));
+                owner.Add(q);
+                weight.Add((float)group.Count() / given.Count);
+            }
+        }
+        return new VqaBatchData(Images(items.Select(i => i.ImagePath).ToList()),
+            items.Select(i => tokenizer.Encode(i.Question, maxTextLength)).ToArray(),
+            answers.ToArray(), owner.ToArray(), weight.ToArray(), tokenizer.Special.Pad);
+    }
+
+    public NlvrBatchData Nlvr(IReadOnlyList<NlvrItem> items) =>
+        new(Images(items.Select(i => i.LeftImage).ToList()), Images(items.Select(i => i.RightImage).ToList()),
+            items.Select(i => tokenizer.Encode(i.Sentence, maxTextLength)).ToArray(),
+            items.Select(i => i.Label ? 1L : 0L).ToArray(), tokenizer.Special.Pad);
+}
