@@ -12,7 +12,10 @@ public static class TaskConversion
     /// layers). NLVR2: fusion layer j is copied into doubled layers 2j and 2j+1 (their shared
     /// cross-attention key/value come from it once). New heads keep their fresh initialisation.
     /// </summary>
-    public static VlmModel ToTask(VlmModel pretrained, VlmTask task)
+    public static VlmModel ToTask(VlmModel pretrained, VlmTask task) => ToTask(pretrained, task, out _);
+
+    /// <param name="fresh">State-dict names that did not come from the pre-trained model (new heads).</param>
+    public static VlmModel ToTask(VlmModel pretrained, VlmTask task, out HashSet<string> fresh)
     {
         if (pretrained.Config.Pruned is not null)
             throw new ArgumentException("Convert the unpruned model; pruning happens on the task model.");
@@ -21,6 +24,7 @@ public static class TaskConversion
         var model = new VlmModel(config, device);
         var source = pretrained.state_dict();
         var target = model.state_dict();
+        fresh = [];
         using (torch.no_grad())
         {
             foreach (var (name, tensor) in target)
@@ -28,6 +32,8 @@ public static class TaskConversion
                 var from = SourceKey(name, config);
                 if (from is not null && source.TryGetValue(from, out var value) && value.shape.SequenceEqual(tensor.shape))
                     tensor.copy_(value);
+                else
+                    fresh.Add(name);
             }
         }
         return model;

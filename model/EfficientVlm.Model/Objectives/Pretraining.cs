@@ -5,12 +5,17 @@ using static TorchSharp.torch.nn;
 
 namespace EfficientVlm.Model.Objectives;
 
+/// <summary>Every stream's states and attention maps of a pre-training pass (for distillation).</summary>
+public sealed record PretrainStreams(EncoderOutput Vision, EncoderOutput Text, EncoderOutput ItmFusion, Tensor ItmPadding,
+    EncoderOutput MlmText, EncoderOutput MlmFusion);
+
 /// <summary>The three pre-training losses and what was sampled for them (so a teacher can be scored on the same).</summary>
 public sealed record PretrainResult(
     Tensor Itc, Tensor Itm, Tensor Mlm,
     Tensor ItmLogits, Tensor MlmLogits,
     Tensor NegativeTextForImage, Tensor NegativeImageForText,
-    Tensor MaskedIds, Tensor MaskedPositions, Tensor MaskedTargets)
+    Tensor MaskedIds, Tensor MaskedPositions, Tensor MaskedTargets,
+    PretrainStreams? Streams = null)
 {
     /// <summary>ITC + ITM + MLM.</summary>
     public Tensor Total => Itc.add(Itm).add(Mlm);
@@ -104,11 +109,15 @@ public static class Pretraining
     }
 
     /// <summary>Runs the three objectives. With <paramref name="samples"/> given (a teacher's), uses them; else draws its own.</summary>
+    /// <param name="collect">Keep every hidden state and attention map (distillation).</param>
+    /// <param name="withMlm">Run the MLM pass (retrieval fine-tuning trains ITC + ITM only).</param>
     public static PretrainResult Run(VlmModel model, PretrainBatch batch, SpecialTokens tokens,
-        PretrainSamples? samples = null, ModelGates? gates = null)
+        PretrainSamples? samples = null, ModelGates? gates = null, bool collect = false, bool withMlm = true)
     {
-        var imageTokens = model.EncodeImage(batch.Images, gates).Last;                       // (B, N, D)
-        var textStates = model.EncodeText(batch.Ids, batch.Padding, gates).Last;             // (B, T, D)
+        var vision = model.EncodeImage(batch.Images, gates, collect);
+        var text = model.EncodeText(batch.Ids, batch.Padding, gates, collect);
+        var imageTokens = vision.Last;                                                        // (B, N, D)
+        var textStates = text.Last;                                                           // (B, T, D)
         var imageEmb = model.ImageEmbedding(imageTokens);
         var textEmb = model.TextEmbedding(textStates);
         var itc = ItcLoss(imageEmb, textEmb, model.Temperature, batch.ImageIds);
@@ -129,20 +138,27 @@ public static class Pretraining
         var pairImages = torch.cat([imageTokens, imageTokens, imageTokens.index_select(0, negImage)], 0);
         var pairText = torch.cat([textStates, textStates.index_select(0, negText), textStates], 0);
         var pairPadding = torch.cat([batch.Padding, batch.Padding.index_select(0, negText), batch.Padding], 0);
-        var fused = model.Fuse(pairText, pairPadding, pairImages, gates).Last;
-        var itmLogits = model.ItmLogits(fused);                                               // (3B, 2)
+        var itmFusion = model.Fuse(pairText, pairPadding, pairImages, gates, collect);
+        var itmLogits = model.ItmLogits(itmFusion.Last);                                      // (3B, 2)
         long b = batch.Ids.shape[0];
         var labels = torch.cat([torch.ones(b, dtype: ScalarType.Int64, device: itmLogits.device),
             torch.zeros(2 * b, dtype: ScalarType.Int64, device: itmLogits.device)], 0);
         var itm = functional.cross_entropy(itmLogits, labels);
 
+        if (!withMlm)
+        {
+            var none = torch.zeros(1, model.Config.VocabSize, device: itm.device);
+            return new PretrainResult(itc, itm, torch.zeros_like(itm), itmLogits, none, negText, negImage, maskedIds, positions, targets);
+        }
+
         // MLM: masked text through text and fusion layers, logits at masked positions only
-        var maskedText = model.EncodeText(maskedIds, batch.Padding, gates).Last;
-        var maskedFused = model.Fuse(maskedText, batch.Padding, imageTokens, gates).Last;    // (B, T, D)
-        var states = maskedFused.reshape(-1, maskedFused.shape[2]).index_select(0, positions); // (M, D)
+        var mlmText = model.EncodeText(maskedIds, batch.Padding, gates, collect);
+        var mlmFusion = model.Fuse(mlmText.Last, batch.Padding, imageTokens, gates, collect);  // (B, T, D)
+        var states = mlmFusion.Last.reshape(-1, mlmFusion.Last.shape[2]).index_select(0, positions); // (M, D)
         var mlmLogits = model.LmLogits(states);                                               // (M, V)
         var mlm = functional.cross_entropy(mlmLogits, targets);
 
-        return new PretrainResult(itc, itm, mlm, itmLogits, mlmLogits, negText, negImage, maskedIds, positions, targets);
+        var streams = collect ? new PretrainStreams(vision, text, itmFusion, pairPadding, mlmText, mlmFusion) : null;
+        return new PretrainResult(itc, itm, mlm, itmLogits, mlmLogits, negText, negImage, maskedIds, positions, targets, streams);
     }
 }

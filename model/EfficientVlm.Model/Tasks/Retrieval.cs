@@ -6,7 +6,7 @@ namespace EfficientVlm.Model.Tasks;
 
 /// <summary>
 /// Image-text retrieval (method.md section 2): ITC similarity picks the top k candidates, the ITM
-/// head rescores them; candidates outside the top k rank below, in ITC order.
+/// head rescores them; candidates outside the top k rank below, in ITC order. k = 0: ITC order only.
 /// </summary>
 public static class Retrieval
 {
@@ -28,6 +28,7 @@ public static class Retrieval
         long queries = sim.shape[0], candidates = sim.shape[1];
         k = (int)Math.Min(k, candidates);
         var order = sim.argsort(1, descending: true);                                      // (Q, C) ITC order
+        if (k == 0) return Rows(order.cpu());
         var top = order.narrow(1, 0, k);                                                    // (Q, K)
         var query = torch.arange(queries, device: sim.device).repeat_interleave(k);
         var candidate = top.reshape(-1);
@@ -45,7 +46,9 @@ public static class Retrieval
         }
         var itm = torch.cat(scores, 0).view(queries, k);
         var reordered = top.gather(1, itm.argsort(1, descending: true));                   // (Q, K) by ITM
-        var ranking = torch.cat([reordered, order.narrow(1, k, candidates - k)], 1).cpu();
-        return Enumerable.Range(0, (int)queries).Select(q => ranking[q].data<long>().ToArray()).ToArray();
+        return Rows(torch.cat([reordered, order.narrow(1, k, candidates - k)], 1).cpu());
     }
+
+    private static long[][] Rows(Tensor ranking) =>
+        Enumerable.Range(0, (int)ranking.shape[0]).Select(q => ranking[q].data<long>().ToArray()).ToArray();
 }

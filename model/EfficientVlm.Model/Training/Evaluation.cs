@@ -1,0 +1,99 @@
+using EfficientVlm.Model.Data.Pipeline;
+using EfficientVlm.Model.Data.Readers;
+using EfficientVlm.Model.Metrics;
+using EfficientVlm.Model.Modules;
+using EfficientVlm.Model.Tasks;
+using TorchSharp;
+using static TorchSharp.torch;
+
+namespace EfficientVlm.Model.Training;
+
+/// <summary>
+/// Task scores of a model on a split, with the official metrics. Run on the executor thread, in
+/// eval mode, without grad; batches are collated on a background thread.
+/// </summary>
+public static class Evaluation
+{
+    public static double Vqa(VlmModel model, IReadOnlyList<VqaItem> items, Collate collate, IReadOnlyList<string> answerList,
+        Device device, int k = 16, int batchSize = 64, ModelGates? gates = null)
+    {
+        using var _ = torch.no_grad();
+        var (answerIds, answerPadding) = collate.Tokenizer.EncodeBatch(answerList, 16);
+        using var ids = answerIds.to(device);
+        using var pad = answerPadding.to(device);
+        var predictions = new List<(string, IReadOnlyList<string>)>();
+        foreach (var (batch, records) in Batching.Prefetch(items, batchSize, 0, 0, b => (collate.Vqa(b), b), shuffle: false))
+        {
+            using var scope = torch.NewDisposeScope();
+            var (images, q, qp, _) = batch.ToTensors(device);
+            var states = Tasks.Vqa.EncodeQuestion(model, images, q, qp, gates);
+            var (best, _) = Tasks.Vqa.Rank(model, states, qp, ids, pad, k, gates);
+            var chosen = best.cpu().data<long>().ToArray();
+            for (int i = 0; i < records.Count; i++) predictions.Add((answerList[(int)chosen[i]], records[i].Answers));
+        }
+        return VqaAccuracy.Mean(predictions);
+    }
+
+    public static double Nlvr(VlmModel model, IReadOnlyList<NlvrItem> items, Collate collate, Device device, int batchSize = 64,
+        ModelGates? gates = null)
+    {
+        using var _ = torch.no_grad();
+        var predicted = new List<bool>();
+        foreach (var batch in Batching.Prefetch(items, batchSize, 0, 0, collate.Nlvr, shuffle: false))
+        {
+            using var scope = torch.NewDisposeScope();
+            var (left, right, ids, padding, _) = batch.ToTensors(device);
+            var logits = Tasks.Nlvr.Logits(model, left, right, ids, padding, gates);
+            predicted.AddRange(logits.argmax(1).cpu().data<long>().ToArray().Select(v => v == 1));
+        }
+        return ClassificationAccuracy.Accuracy(predicted, items.Select(i => i.Label).ToList());
+    }
+
+    /// <summary>Retrieval over a gallery of images and all their captions (COCO protocol); k = 0 ranks by ITC only.</summary>
+    public static RetrievalRecall Retrieval(VlmModel model, IReadOnlyList<CaptionImage> images, Collate collate, Device device,
+        int k = 16, int batchSize = 64, ModelGates? gates = null)
+    {
+        using var _ = torch.no_grad();
+        using var scope = torch.NewDisposeScope();
+        var pairs = images.SelectMany(i => i.Captions.Select(c => (i, c))).ToList();
+        var owner = images.SelectMany((image, index) => image.Captions.Select(_ => index)).ToList();
+        var imageTokens = new List<Tensor>();
+        foreach (var batch in Batching.Prefetch(images, batchSize, 0, 0, b => collate.Images(b.Select(i => i.ImagePath).ToList()), shuffle: false))
+            imageTokens.Add(model.EncodeImage(batch.ToTensor(device), gates).Last);
+        var textStates = new List<Tensor>();
+        var rows = pairs.Select(p => collate.Tokenizer.Encode(p.c, model.Config.MaxTextLength)).ToList();
+        var (allIds, allPadding) = Text.VlmTokenizer.Pad(rows, collate.Tokenizer.Special.Pad);
+        allIds = allIds.to(device);
+        allPadding = allPadding.to(device);
+        for (int start = 0; start < rows.Count; start += 256)
+        {
+            int n = Math.Min(256, rows.Count - start);
+            textStates.Add(model.EncodeText(allIds.narrow(0, start, n), allPadding.narrow(0, start, n), gates).Last);
+        }
+        var gallery = new Tasks.Retrieval.Gallery(torch.cat(imageTokens, 0), torch.cat(textStates, 0), allPadding);
+        var i2t = Tasks.Retrieval.RankTextsForImages(model, gallery, k);
+        var t2i = Tasks.Retrieval.RankImagesForTexts(model, gallery, k);
+        return RetrievalMetrics.Compute(i2t.Select(r => (IReadOnlyList<int>)r.Select(x => (int)x).ToList()).ToList(),
+            t2i.Select(r => (IReadOnlyList<int>)r.Select(x => (int)x).ToList()).ToList(), owner);
+    }
+
+    /// <summary>Beam-search captions for each image, scored with BLEU-4 and CIDEr-D against its captions.</summary>
+    public static (double Bleu4, double CiderD, IReadOnlyList<string> Captions) Captioning(VlmModel model, IReadOnlyList<CaptionImage> images,
+        Collate collate, string prompt, Device device, BeamSettings beam, ModelGates? gates = null)
+    {
+        using var _ = torch.no_grad();
+        var tokenizer = collate.Tokenizer;
+        long[] promptIds = [tokenizer.Special.Cls, .. tokenizer.EncodeWithoutSpecials(prompt)];
+        var generated = new List<string>();
+        foreach (var batch in Batching.Prefetch(images, 32, 0, 0, b => collate.Images(b.Select(i => i.ImagePath).ToList()), shuffle: false))
+        {
+            using var scope = torch.NewDisposeScope();
+            var tokens = model.EncodeImage(batch.ToTensor(device), gates).Last;
+            for (int i = 0; i < batch.Count; i++)
+                generated.Add(tokenizer.Decode(Tasks.Captioning.Generate(model, tokens.narrow(0, i, 1), promptIds, tokenizer.Special.Sep, beam, gates)));
+        }
+        var samples = images.Select((image, i) => new CaptionSample(CaptionMetrics.Tokenize(generated[i]),
+            image.Captions.Select(CaptionMetrics.Tokenize).ToList())).ToList();
+        return (CaptionMetrics.Bleu(samples).Bleu4, CaptionMetrics.CiderD(samples).Score, generated);
+    }
+}

@@ -1,0 +1,166 @@
+using EfficientVlm.Model.Data.Pipeline;
+using EfficientVlm.Model.Data.Readers;
+using EfficientVlm.Model.Modules;
+using EfficientVlm.Model.Objectives;
+using EfficientVlm.Model.Tasks;
+using TorchSharp;
+using TorchSharp.Modules;
+using static TorchSharp.torch;
+
+namespace EfficientVlm.Model.Training;
+
+/// <summary>Common parts of the stages: data, batch size, seed, validation subset size.</summary>
+public abstract class StageBase<TBatch>(VlmModel model, TaskData data, int batchSize, int seed, ISet<string>? fresh = null) : ITrainingStage<TBatch>
+{
+    public VlmModel Model => model;
+    protected TaskData Data => data;
+    protected int Seed => seed;
+    protected int BatchSize => batchSize;
+
+    public virtual IEnumerable<(IEnumerable<Parameter> Parameters, double LrMultiplier, bool Decay)> ParameterGroups() =>
+        Training.ParameterGroups.For(model, fresh);
+
+    public abstract int BatchesPerEpoch { get; }
+
+    public abstract IEnumerable<TBatch> Batches(int epoch, int skip);
+
+    public abstract StepLoss Loss(TBatch batch, Device device);
+
+    public virtual void AfterStep() => model.ClampTemperature();
+
+    public abstract double Validate(Device device);
+
+    protected static int Count(int items, int batch) => (items + batch - 1) / batch;
+
+    /// <summary>Batches of an epoch collated in the background, from <paramref name="skip"/> on.</summary>
+    protected IEnumerable<TBatch> Prefetched<T>(IReadOnlyList<T> items, int epoch, int skip, Func<IReadOnlyList<T>, TBatch> collate) =>
+        Batching.Prefetch(Batching.Shuffle(items, seed, epoch).Skip(skip * batchSize).ToList(), batchSize, seed, epoch, collate, shuffle: false);
+}
+
+/// <summary>Teacher pre-training: ITC + ITM (hard negatives) + MLM on image-caption pairs; validated by ITC retrieval on val.</summary>
+public sealed class PretrainStage(VlmModel model, TaskData data, int batchSize, int seed)
+    : StageBase<ImageTextBatchData>(model, data, batchSize, seed)
+{
+    public override int BatchesPerEpoch => Count(Data.Captions("train").Count, BatchSize);
+
+    public override IEnumerable<ImageTextBatchData> Batches(int epoch, int skip) =>
+        Prefetched(Data.CaptionPairs("train", Seed, epoch), epoch, skip, Data.Collate.ImageText);
+
+    public override StepLoss Loss(ImageTextBatchData batch, Device device)
+    {
+        var r = Pretraining.Run(Model, batch.ToTensors(device), Data.Tokenizer.Special);
+        return new StepLoss(r.Total, new Dictionary<string, Tensor> { ["itc"] = r.Itc, ["itm"] = r.Itm, ["mlm"] = r.Mlm });
+    }
+
+    public override double Validate(Device device) => Evaluation.Retrieval(Model, Data.Captions("val"), Data.Collate, device, k: 0).Mean;
+}
+
+/// <summary>
+/// General distillation (method.md section 3): L = 0.6 (ITC + ITM + MLM) + 0.4 L_kd with the frozen
+/// teacher in eval mode scored on the same negatives and masks as the student.
+/// </summary>
+public sealed class DistillStage(VlmModel teacher, VlmModel student, TaskData data, int batchSize, int seed)
+    : StageBase<ImageTextBatchData>(student, data, batchSize, seed)
+{
+    public override int BatchesPerEpoch => Count(Data.Captions("train").Count, BatchSize);
+
+    public override IEnumerable<ImageTextBatchData> Batches(int epoch, int skip) =>
+        Prefetched(Data.CaptionPairs("train", Seed, epoch), epoch, skip, Data.Collate.ImageText);
+
+    public override StepLoss Loss(ImageTextBatchData batch, Device device)
+    {
+        var tensors = batch.ToTensors(device);
+        teacher.eval();
+        PretrainSamples samples;
+        PretrainResult fromTeacher;
+        using (torch.no_grad())
+        {
+            samples = Pretraining.Sample(teacher, tensors, Data.Tokenizer.Special);
+            fromTeacher = Pretraining.Run(teacher, tensors, Data.Tokenizer.Special, samples, collect: true);
+        }
+        var fromStudent = Pretraining.Run(Model, tensors, Data.Tokenizer.Special, samples, collect: true);
+        var (kd, parts) = Distillation.GeneralKd(fromStudent, fromTeacher, tensors.Padding);
+        var total = fromStudent.Total.mul(0.6).add(kd.mul(0.4));
+        parts["itc"] = fromStudent.Itc;
+        parts["itm"] = fromStudent.Itm;
+        parts["mlm"] = fromStudent.Mlm;
+        return new StepLoss(total, parts);
+    }
+
+    public override double Validate(Device device) => Evaluation.Retrieval(Model, Data.Captions("val"), Data.Collate, device, k: 0).Mean;
+}
+
+/// <summary>VQA fine-tuning: weighted answer likelihood through the answer decoder; validated by VQA accuracy on val.</summary>
+public sealed class VqaStage(VlmModel model, TaskData data, int batchSize, int seed, ISet<string>? fresh = null)
+    : StageBase<VqaBatchData>(model, data, batchSize, seed, fresh)
+{
+    public override int BatchesPerEpoch => Count(Data.Vqa("train").Count, BatchSize);
+
+    public override IEnumerable<VqaBatchData> Batches(int epoch, int skip) => Prefetched(Data.Vqa("train"), epoch, skip, Data.Collate.Vqa);
+
+    public override StepLoss Loss(VqaBatchData batch, Device device)
+    {
+        var (images, ids, padding, answers) = batch.ToTensors(device);
+        var loss = Vqa.Loss(Model, images, ids, padding, answers);
+        return new StepLoss(loss, new Dictionary<string, Tensor> { ["vqa"] = loss });
+    }
+
+    public override double Validate(Device device) => Evaluation.Vqa(Model, Data.Vqa("val"), Data.Collate, Data.AnswerList, device);
+}
+
+/// <summary>NLVR2 fine-tuning: cross-entropy on the doubled-fusion classifier; validated by accuracy on val.</summary>
+public sealed class NlvrStage(VlmModel model, TaskData data, int batchSize, int seed, ISet<string>? fresh = null)
+    : StageBase<NlvrBatchData>(model, data, batchSize, seed, fresh)
+{
+    public override int BatchesPerEpoch => Count(Data.Nlvr("train").Count, BatchSize);
+
+    public override IEnumerable<NlvrBatchData> Batches(int epoch, int skip) => Prefetched(Data.Nlvr("train"), epoch, skip, Data.Collate.Nlvr);
+
+    public override StepLoss Loss(NlvrBatchData batch, Device device)
+    {
+        var (left, right, ids, padding, labels) = batch.ToTensors(device);
+        var loss = Nlvr.Loss(Model, left, right, ids, padding, labels);
+        return new StepLoss(loss, new Dictionary<string, Tensor> { ["nlvr"] = loss });
+    }
+
+    public override double Validate(Device device) => Evaluation.Nlvr(Model, Data.Nlvr("val"), Data.Collate, device);
+}
+
+/// <summary>Retrieval fine-tuning: ITC + ITM with hard negatives; validated by the mean of R@1/5/10 both ways (ITC top-16, ITM rescoring).</summary>
+public sealed class RetrievalStage(VlmModel model, TaskData data, int batchSize, int seed)
+    : StageBase<ImageTextBatchData>(model, data, batchSize, seed)
+{
+    public override int BatchesPerEpoch => Count(Data.Captions("train").Count, BatchSize);
+
+    public override IEnumerable<ImageTextBatchData> Batches(int epoch, int skip) =>
+        Prefetched(Data.CaptionPairs("train", Seed, epoch), epoch, skip, Data.Collate.ImageText);
+
+    public override StepLoss Loss(ImageTextBatchData batch, Device device)
+    {
+        var r = Pretraining.Run(Model, batch.ToTensors(device), Data.Tokenizer.Special, withMlm: false);
+        return new StepLoss(r.Itc.add(r.Itm), new Dictionary<string, Tensor> { ["itc"] = r.Itc, ["itm"] = r.Itm });
+    }
+
+    public override double Validate(Device device) => Evaluation.Retrieval(Model, Data.Captions("val"), Data.Collate, device, k: 16).Mean;
+}
+
+/// <summary>Captioning fine-tuning: label-smoothed next-token loss after the prompt; validated by CIDEr-D (greedy) on val.</summary>
+public sealed class CaptionStage(VlmModel model, TaskData data, int batchSize, int seed, int validationImages = 200)
+    : StageBase<CaptionBatchData>(model, data, batchSize, seed)
+{
+    public override int BatchesPerEpoch => Count(Data.Captions("train").Count, BatchSize);
+
+    public override IEnumerable<CaptionBatchData> Batches(int epoch, int skip) =>
+        Prefetched(Data.CaptionPairs("train", Seed, epoch), epoch, skip, b => Data.Collate.Captions(b, TaskData.CaptionPrompt));
+
+    public override StepLoss Loss(CaptionBatchData batch, Device device)
+    {
+        var (images, ids, padding) = batch.ToTensors(device);
+        var loss = Captioning.Loss(Model, images, ids, padding, batch.PromptLength);
+        return new StepLoss(loss, new Dictionary<string, Tensor> { ["caption"] = loss });
+    }
+
+    public override double Validate(Device device) =>
+        Evaluation.Captioning(Model, Data.Captions("val").Take(validationImages).ToList(), Data.Collate, TaskData.CaptionPrompt, device,
+            new BeamSettings(1, 20, 5)).CiderD;
+}

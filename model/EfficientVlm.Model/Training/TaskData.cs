@@ -1,0 +1,73 @@
+using EfficientVlm.Model.Config;
+using EfficientVlm.Model.Data.Pipeline;
+using EfficientVlm.Model.Data.Readers;
+using EfficientVlm.Model.Images;
+using EfficientVlm.Model.Text;
+
+namespace EfficientVlm.Model.Training;
+
+/// <summary>
+/// The records of a data folder in the generator's layout (annotations/, nlvr2/, images/,
+/// vocab.txt), read on first use, optionally capped per split for short runs.
+/// </summary>
+public sealed class TaskData
+{
+    private readonly string _root;
+    private readonly int? _trainLimit;
+    private readonly int? _evalLimit;
+    private readonly Dictionary<string, object> _cache = new();
+
+    public TaskData(string root, VlmConfig config, int? trainLimit = null, int? evalLimit = null)
+    {
+        _root = root;
+        _trainLimit = trainLimit;
+        _evalLimit = evalLimit;
+        var vocab = Path.Combine(root, "vocab.txt");
+        if (!File.Exists(vocab)) throw new FileNotFoundException($"{vocab} is missing: generate the data with `vlm data generate` (it writes the vocabulary).", vocab);
+        Tokenizer = VlmTokenizer.FromVocabFile(vocab);
+        if (Tokenizer.VocabSize > config.VocabSize)
+            throw new ArgumentException($"The vocabulary has {Tokenizer.VocabSize} pieces; the model only {config.VocabSize}.");
+        Collate = new Collate(new ImageLoader(), Tokenizer, config.ImageSize, config.MaxTextLength);
+    }
+
+    public VlmTokenizer Tokenizer { get; }
+    public Collate Collate { get; }
+
+    public const string CaptionPrompt = "a picture of";
+
+    private IReadOnlyList<T> Limit<T>(string split, IReadOnlyList<T> items)
+    {
+        int? limit = split == "train" ? _trainLimit : _evalLimit;
+        return limit is int n && n < items.Count ? items.Take(n).ToList() : items;
+    }
+
+    private T Cached<T>(string key, Func<T> load) where T : class
+    {
+        lock (_cache)
+        {
+            if (!_cache.TryGetValue(key, out var value)) _cache[key] = value = load();
+            return (T)value;
+        }
+    }
+
+    public IReadOnlyList<CaptionImage> Captions(string split) => Cached($"captions/{split}", () =>
+        Limit(split, CaptionReaders.ReadCoco(Path.Combine(_root, "annotations", $"captions_{split}.json"), Path.Combine(_root, "images", split)).Items));
+
+    public IReadOnlyList<VqaItem> Vqa(string split) => Cached($"vqa/{split}", () =>
+        Limit(split, VqaReaders.ReadVqaV2(Path.Combine(_root, "annotations", $"v2_OpenEnded_mscoco_{split}_questions.json"),
+            Path.Combine(_root, "annotations", $"v2_mscoco_{split}_annotations.json"), Path.Combine(_root, "images", split)).Items));
+
+    public IReadOnlyList<NlvrItem> Nlvr(string split) => Cached($"nlvr/{split}", () =>
+        Limit(split, NlvrReaders.ReadJsonl(Path.Combine(_root, "nlvr2", $"{split}.json"), Path.Combine(_root, "nlvr2", "images")).Items));
+
+    /// <summary>The closed answer list: every answer seen in train (the candidates VQA ranks).</summary>
+    public IReadOnlyList<string> AnswerList => Cached("answers", () =>
+        (IReadOnlyList<string>)Vqa("train").SelectMany(q => q.Answers).Distinct(StringComparer.Ordinal).Order(StringComparer.Ordinal).ToList());
+
+    /// <summary>(image, caption) pairs of an epoch: every image once, with one of its captions chosen by the epoch.</summary>
+    public IReadOnlyList<(CaptionImage Image, string Caption)> CaptionPairs(string split, int seed, int epoch)
+    {
+        var rng = Data.ShapesWorld.Seeds.For(seed, "caption-choice", epoch);
+        return Captions(split).Select(i => (i, i.Captions[rng.Next(i.Captions.Count)])).ToList();
+    }
+}

@@ -1,0 +1,218 @@
+using System.Diagnostics;
+using System.Text.Json;
+using EfficientVlm.Model.Checkpoints;
+using EfficientVlm.Model.Modules;
+using EfficientVlm.Model.Runtime;
+using TorchSharp;
+using TorchSharp.Modules;
+using static TorchSharp.torch;
+
+namespace EfficientVlm.Model.Training;
+
+/// <summary>Optimiser, schedule, checkpoint and evaluation settings of one training run (method.md section 3 defaults).</summary>
+public sealed record TrainerOptions
+{
+    public int Epochs { get; init; } = 1;
+    public double LearningRate { get; init; } = 1e-4;
+    public double WeightDecay { get; init; } = 0.01;
+    public double Beta1 { get; init; } = 0.9;
+    public double Beta2 { get; init; } = 0.98;
+    /// <summary>Linear warm-up as a fraction of all steps, then linear decay to zero.</summary>
+    public double WarmupFraction { get; init; } = 0.1;
+    public double ClipNorm { get; init; } = 1.0;
+    /// <summary>Write a resumable checkpoint every this many steps (0: only at epoch ends).</summary>
+    public int CheckpointEvery { get; init; } = 200;
+    /// <summary>Evaluate on the validation split at the end of every epoch and every this many steps (0: epoch ends only).</summary>
+    public int EvaluateEvery { get; init; }
+    public int Seed { get; init; } = 1;
+
+    public void Validate()
+    {
+        if (Epochs < 1) throw new ArgumentException("Epochs must be at least 1.");
+        if (LearningRate <= 0) throw new ArgumentException("LearningRate must be positive.");
+        if (WarmupFraction is < 0 or > 1) throw new ArgumentException("WarmupFraction must be in [0, 1].");
+        if (CheckpointEvery < 0 || EvaluateEvery < 0) throw new ArgumentException("Intervals must be 0 or more.");
+    }
+}
+
+/// <summary>The loss of one step: the total to minimise and its named parts (for progress and logs).</summary>
+public sealed record StepLoss(Tensor Total, IReadOnlyDictionary<string, Tensor> Parts);
+
+/// <summary>What a trainer reports while it runs.</summary>
+public sealed record TrainingProgress(int Step, int TotalSteps, int Epoch, double Loss, IReadOnlyDictionary<string, double> Parts,
+    double StepsPerSecond, double LearningRate, double? Validation, TimeSpan Elapsed);
+
+/// <summary>The outcome of a run: the best validation score and where its model is.</summary>
+public sealed record TrainingResult(int Steps, double BestValidation, int BestStep, string BestCheckpoint, IReadOnlyList<double> Losses, TimeSpan Elapsed);
+
+/// <summary>
+/// What differs between training stages: the model, its parameter groups, the batches of an epoch
+/// (managed data, collated off the executor), the loss of a batch, and the validation score.
+/// </summary>
+public interface ITrainingStage<TBatch>
+{
+    VlmModel Model { get; }
+
+    /// <summary>Parameter groups with a learning-rate multiplier (e.g. 2 for newly initialised parts) and whether weight decay applies.</summary>
+    IEnumerable<(IEnumerable<Parameter> Parameters, double LrMultiplier, bool Decay)> ParameterGroups();
+
+    int BatchesPerEpoch { get; }
+
+    /// <summary>The batches of an epoch, in the order the seed gives, from <paramref name="skip"/> on (for resume).</summary>
+    IEnumerable<TBatch> Batches(int epoch, int skip);
+
+    /// <summary>Runs on the executor thread with grad enabled.</summary>
+    StepLoss Loss(TBatch batch, Device device);
+
+    /// <summary>Called after each optimiser step (e.g. clamp the ITC temperature).</summary>
+    void AfterStep();
+
+    /// <summary>Validation score, higher is better; runs on the executor thread without grad.</summary>
+    double Validate(Device device);
+}
+
+/// <summary>
+/// The one training loop every stage shares (minGPT-style: it does not know the model). AdamW with
+/// parameter groups, linear warm-up and decay, gradient clipping, validation and best-checkpoint
+/// selection on the validation split, periodic checkpoints with model, optimiser, step and RNG
+/// state, and exact resume. Every tensor step runs on the device executor.
+/// </summary>
+public sealed class Trainer<TBatch>(ITrainingStage<TBatch> stage, TrainerOptions options, DeviceExecutor executor, string runDirectory)
+{
+    private const string StateFile = "trainer.json";
+
+    public string RunDirectory => runDirectory;
+    public string ResumeCheckpoint => Path.Combine(runDirectory, "last");
+    public string BestCheckpoint => Path.Combine(runDirectory, "best");
+
+    private sealed record State(int Step, double BestValidation, int BestStep, List<double> Losses, double ElapsedSeconds);
+
+    /// <summary>Trains to the end, resuming from <see cref="ResumeCheckpoint"/> when one exists.</summary>
+    public async Task<TrainingResult> RunAsync(IProgress<TrainingProgress>? progress = null, CancellationToken cancellationToken = default,
+        int? stopAfterSteps = null)
+    {
+        options.Validate();
+        Directory.CreateDirectory(runDirectory);
+        int perEpoch = stage.BatchesPerEpoch;
+        if (perEpoch < 1) throw new InvalidOperationException("The stage has no batches.");
+        int total = perEpoch * options.Epochs;
+        int warmup = (int)Math.Round(total * options.WarmupFraction);
+
+        var optimizer = await executor.RunAsync(_ => CreateOptimizer());
+        var state = new State(0, double.NegativeInfinity, -1, [], 0);
+        if (File.Exists(Path.Combine(ResumeCheckpoint, StateFile)))
+            state = await executor.RunAsync(_ => Restore(optimizer));
+        var clock = Stopwatch.StartNew();
+        var recent = Stopwatch.StartNew();
+        int recentSteps = 0;
+        int step = state.Step;
+
+        while (step < total)
+        {
+            int epoch = step / perEpoch;
+            foreach (var batch in stage.Batches(epoch, step % perEpoch))
+            {
+                cancellationToken.ThrowIfCancellationRequested();
+                double lr = Schedule(step, total, warmup);
+                var (loss, parts) = await executor.RunAsync(ctx =>
+                {
+                    stage.Model.train();
+                    foreach (var group in optimizer.ParamGroups) group.LearningRate = lr * Multiplier(group);
+                    optimizer.zero_grad();
+                    var result = stage.Loss(batch, ctx.Device);
+                    result.Total.backward();
+                    if (options.ClipNorm > 0) nn.utils.clip_grad_norm_(stage.Model.parameters(), options.ClipNorm);
+                    optimizer.step();
+                    stage.AfterStep();
+                    return (result.Total.item<float>(), result.Parts.ToDictionary(p => p.Key, p => (double)p.Value.item<float>()));
+                }, GradMode.Grad, cancellationToken);
+                if (!float.IsFinite(loss)) throw new InvalidOperationException($"The loss became {loss} at step {step}; lower the learning rate.");
+                step++;
+                recentSteps++;
+                state.Losses.Add(loss);
+
+                double? validation = null;
+                bool epochEnd = step % perEpoch == 0;
+                if (epochEnd || (options.EvaluateEvery > 0 && step % options.EvaluateEvery == 0))
+                {
+                    validation = await executor.RunAsync(ctx => { stage.Model.eval(); return stage.Validate(ctx.Device); });
+                    if (validation > state.BestValidation)
+                    {
+                        state = state with { BestValidation = validation.Value, BestStep = step };
+                        await executor.RunAsync(_ => Checkpoint.Save(stage.Model, BestCheckpoint));
+                    }
+                }
+                bool stopping = stopAfterSteps is int stop && step >= stop;
+                if (epochEnd || stopping || step == total || (options.CheckpointEvery > 0 && step % options.CheckpointEvery == 0))
+                {
+                    var snapshot = state with { Step = step, ElapsedSeconds = state.ElapsedSeconds + clock.Elapsed.TotalSeconds };
+                    await executor.RunAsync(_ => Save(optimizer, snapshot));
+                    state = snapshot;
+                    clock.Restart();
+                }
+                double rate = recentSteps / Math.Max(1e-9, recent.Elapsed.TotalSeconds);
+                if (recent.Elapsed.TotalSeconds > 10) { recent.Restart(); recentSteps = 0; }
+                progress?.Report(new TrainingProgress(step, total, epoch, loss, parts, rate, options.LearningRate * lr, validation,
+                    TimeSpan.FromSeconds(state.ElapsedSeconds + clock.Elapsed.TotalSeconds)));
+                if (stopping) return Result(state, step);
+                if (epochEnd) break;
+            }
+        }
+        return Result(state, step);
+    }
+
+    private TrainingResult Result(State state, int step) =>
+        new(step, state.BestValidation, state.BestStep, BestCheckpoint, state.Losses, TimeSpan.FromSeconds(state.ElapsedSeconds));
+
+    /// <summary>Linear warm-up to the peak, then linear decay to zero at the last step.</summary>
+    public static double Schedule(int step, int total, int warmup)
+    {
+        if (warmup > 0 && step < warmup) return (step + 1) / (double)warmup;
+        return Math.Max(0, (total - step) / (double)Math.Max(1, total - warmup));
+    }
+
+    private readonly Dictionary<object, double> _multipliers = new(ReferenceEqualityComparer.Instance);
+
+    private double Multiplier(object group) => options.LearningRate * _multipliers[group];
+
+    private AdamW CreateOptimizer()
+    {
+        var groups = stage.ParameterGroups().Select(g => (Group: new AdamW.ParamGroup(g.Parameters.ToList(),
+            new AdamW.Options { LearningRate = options.LearningRate * g.LrMultiplier, weight_decay = g.Decay ? options.WeightDecay : 0,
+                beta1 = options.Beta1, beta2 = options.Beta2 }), g.LrMultiplier)).ToList();
+        var optimizer = torch.optim.AdamW(groups.Select(g => g.Group), options.LearningRate, options.Beta1, options.Beta2,
+            weight_decay: options.WeightDecay);
+        foreach (var (group, multiplier) in groups.Zip(optimizer.ParamGroups, (g, pg) => (pg, g.LrMultiplier)))
+            _multipliers[group] = multiplier;
+        return optimizer;
+    }
+
+    private void Save(AdamW optimizer, State state)
+    {
+        var temp = ResumeCheckpoint + ".saving";
+        if (Directory.Exists(temp)) Directory.Delete(temp, recursive: true);
+        Checkpoint.Save(stage.Model, temp);
+        optimizer.save_state_dict(Path.Combine(temp, "optimizer.bin"));
+        using (var rng = torch.get_rng_state())
+            File.WriteAllBytes(Path.Combine(temp, "rng.bin"), rng.data<byte>().ToArray());
+        File.WriteAllText(Path.Combine(temp, StateFile), JsonSerializer.Serialize(state));
+        if (Directory.Exists(ResumeCheckpoint)) Directory.Delete(ResumeCheckpoint, recursive: true);
+        Directory.Move(temp, ResumeCheckpoint);
+    }
+
+    private State Restore(AdamW optimizer)
+    {
+        using var saved = Checkpoint.Load(ResumeCheckpoint);
+        using (torch.no_grad())
+        {
+            var target = stage.Model.state_dict();
+            foreach (var (name, tensor) in saved.state_dict()) target[name].copy_(tensor);
+        }
+        optimizer.load_state_dict(Path.Combine(ResumeCheckpoint, "optimizer.bin"));
+        var bytes = File.ReadAllBytes(Path.Combine(ResumeCheckpoint, "rng.bin"));
+        using (var rng = torch.tensor(bytes, dtype: ScalarType.Byte))
+            torch.set_rng_state(rng);
+        return JsonSerializer.Deserialize<State>(File.ReadAllText(Path.Combine(ResumeCheckpoint, StateFile)))
+               ?? throw new InvalidDataException($"{ResumeCheckpoint}/{StateFile} is empty.");
+    }
+}

@@ -1,0 +1,160 @@
+using EfficientVlm.Model.Config;
+using EfficientVlm.Model.Data.ShapesWorld;
+using EfficientVlm.Model.Modules;
+using EfficientVlm.Model.Objectives;
+using EfficientVlm.Model.Runtime;
+using EfficientVlm.Model.Training;
+using TorchSharp;
+
+namespace EfficientVlm.Fleet.Tests.Training;
+
+/// <summary>A tiny generated data set shared by the training tests.</summary>
+public sealed class TinyDataFixture : IDisposable
+{
+    public string Root { get; } = Directory.CreateTempSubdirectory("fleet-train-").FullName;
+
+    public static readonly VlmConfig Teacher = Presets.Tiny with { Name = "tiny-teacher", VocabSize = 256, MaxTextLength = 32, VisionLayers = 2, TextLayers = 2, FusionLayers = 2, DecoderLayers = 2 };
+    public static readonly VlmConfig Student = Teacher with { Name = "tiny-student", VisionLayers = 1, TextLayers = 1, FusionLayers = 1, DecoderLayers = 1 };
+
+    public TinyDataFixture() =>
+        Generator.Generate(Root, 11, new GeneratorSizes { TrainImages = 16, EvalImages = 6, TrainPairs = 16, EvalPairs = 6, QuestionsPerImage = 2 });
+
+    public TaskData Data(VlmConfig config) => new(Root, config);
+
+    public void Dispose() => Directory.Delete(Root, recursive: true);
+}
+
+[Collection(TorchCollection.Name)]
+public sealed class TrainingTests(TinyDataFixture fixture) : IClassFixture<TinyDataFixture>, IDisposable
+{
+    private readonly string _runs = Directory.CreateTempSubdirectory("fleet-runs-").FullName;
+    private readonly DeviceExecutor _executor = new(new DeviceExecutorOptions { Device = "cpu" });
+
+    public void Dispose()
+    {
+        _executor.Dispose();
+        Directory.Delete(_runs, recursive: true);
+    }
+
+    private static readonly TrainerOptions Fast = new() { Epochs = 25, LearningRate = 2e-3, WarmupFraction = 0.1, CheckpointEvery = 0, Seed = 3 };
+
+    private async Task<TrainingResult> Train<TBatch>(ITrainingStage<TBatch> stage, string name, TrainerOptions? options = null) =>
+        await new Trainer<TBatch>(stage, options ?? Fast, _executor, Path.Combine(_runs, name)).RunAsync();
+
+    private static void AssertFalls(TrainingResult result, string what)
+    {
+        var losses = result.Losses;
+        double first = losses.Take(3).Average(), last = losses.TakeLast(3).Average();
+        Assert.True(last < first * 0.85, $"{what}: loss {first:0.000} -> {last:0.000} over {losses.Count} steps");
+        Assert.True(File.Exists(Path.Combine(result.BestCheckpoint, "model.safetensors")), $"{what}: no best checkpoint");
+    }
+
+    [Fact]
+    public async Task Pretraining_and_distillation_lower_their_losses()
+    {
+        torch.manual_seed(1);
+        using var teacher = new VlmModel(TinyDataFixture.Teacher);
+        var data = fixture.Data(TinyDataFixture.Teacher);
+        AssertFalls(await Train(new PretrainStage(teacher, data, 8, 1), "pretrain"), "pretraining");
+
+        using var student = StudentInit.FromTeacher(teacher, TinyDataFixture.Student);
+        AssertFalls(await Train(new DistillStage(teacher, student, data, 8, 1), "distill"), "distillation");
+    }
+
+    [Fact]
+    public async Task Every_fine_tuning_task_lowers_its_loss()
+    {
+        torch.manual_seed(2);
+        using var pretrained = new VlmModel(TinyDataFixture.Teacher);
+        var data = fixture.Data(TinyDataFixture.Teacher);
+        using (var vqa = TaskConversion.ToTask(pretrained, VlmTask.Vqa, out var fresh))
+            AssertFalls(await Train(new VqaStage(vqa, data, 8, 1, fresh), "vqa"), "VQA");
+        // NLVR2 statements come in true/false pairs over different images: the text alone predicts nothing,
+        // so the tiny model has to memorise its 32 images; it needs more steps than the other heads.
+        using (var nlvr = TaskConversion.ToTask(pretrained, VlmTask.Nlvr2, out var fresh))
+            AssertFalls(await Train(new NlvrStage(nlvr, data, 8, 1, fresh), "nlvr", Fast with { Epochs = 60, LearningRate = 3e-3 }), "NLVR2");
+        // retrieval's ITM negatives are the hardest in the batch: give it the same longer run
+        using (var retrieval = TaskConversion.ToTask(pretrained, VlmTask.Retrieval))
+            AssertFalls(await Train(new RetrievalStage(retrieval, data, 8, 1), "retrieval", Fast with { Epochs = 60, LearningRate = 3e-3 }), "retrieval");
+        using (var captioning = TaskConversion.ToTask(pretrained, VlmTask.Captioning))
+            AssertFalls(await Train(new CaptionStage(captioning, data, 8, 1, validationImages: 3), "caption"), "captioning");
+    }
+
+    [Fact]
+    public async Task A_run_stopped_and_resumed_from_its_checkpoint_repeats_the_uninterrupted_losses_exactly()
+    {
+        var options = Fast with { Epochs = 3, CheckpointEvery = 2 };
+        var data = fixture.Data(TinyDataFixture.Teacher);
+
+        torch.manual_seed(5);
+        using var straight = new VlmModel(TinyDataFixture.Teacher);
+        var reference = await Train(new PretrainStage(straight, data, 8, 1), "straight", options);
+
+        torch.manual_seed(5);
+        using var first = new VlmModel(TinyDataFixture.Teacher);
+        var dir = Path.Combine(_runs, "interrupted");
+        var part = await new Trainer<EfficientVlm.Model.Data.Pipeline.ImageTextBatchData>(new PretrainStage(first, data, 8, 1), options, _executor, dir)
+            .RunAsync(stopAfterSteps: 3);
+        Assert.Equal(3, part.Steps);
+
+        torch.manual_seed(999); // a new process: different RNG state and fresh weights until the checkpoint is read
+        using var resumedModel = new VlmModel(TinyDataFixture.Teacher);
+        var resumed = await new Trainer<EfficientVlm.Model.Data.Pipeline.ImageTextBatchData>(new PretrainStage(resumedModel, data, 8, 1), options, _executor, dir)
+            .RunAsync();
+        Assert.Equal(reference.Steps, resumed.Steps);
+        Assert.Equal(reference.Losses, resumed.Losses); // bitwise: same data order, masks, negatives and optimiser state
+    }
+
+    [Fact]
+    public void Every_kd_term_is_zero_for_an_exact_copy_under_the_identity_mapping()
+    {
+        using var scope = torch.NewDisposeScope();
+        using var noGrad = torch.no_grad();
+        torch.manual_seed(6);
+        using var teacher = new VlmModel(TinyDataFixture.Teacher);
+        teacher.eval();
+        using var copy = StudentInit.FromTeacher(teacher, TinyDataFixture.Teacher); // same depth: ratio 1, identity mapping
+        copy.eval();
+        var data = fixture.Data(TinyDataFixture.Teacher);
+        var batch = data.Collate.ImageText(data.CaptionPairs("train", 1, 0).Take(6).ToList()).ToTensors(torch.CPU);
+        var samples = Pretraining.Sample(teacher, batch, data.Tokenizer.Special);
+        var t = Pretraining.Run(teacher, batch, data.Tokenizer.Special, samples, collect: true);
+        var s = Pretraining.Run(copy, batch, data.Tokenizer.Special, samples, collect: true);
+        var (total, parts) = Distillation.GeneralKd(s, t, batch.Padding);
+        Assert.Equal(["kd_fusion", "kd_itm", "kd_mlm", "kd_text", "kd_vision"], parts.Keys.Order());
+        foreach (var (name, value) in parts) Assert.True(Math.Abs(value.item<float>()) < 1e-6, $"{name} = {value.item<float>()}");
+        Assert.True(Math.Abs(total.item<float>()) < 1e-6);
+
+        // and not zero for a different student (the terms can fail)
+        torch.manual_seed(7);
+        using var other = new VlmModel(TinyDataFixture.Student);
+        other.eval();
+        var o = Pretraining.Run(other, batch, data.Tokenizer.Special, samples, collect: true);
+        var (otherTotal, otherParts) = Distillation.GeneralKd(o, t, batch.Padding);
+        Assert.All(otherParts, p => Assert.True(p.Value.item<float>() > 0, $"{p.Key} should be positive"));
+    }
+
+    [Fact]
+    public void The_student_starts_from_alternate_teacher_layers()
+    {
+        torch.manual_seed(8);
+        using var teacher = new VlmModel(TinyDataFixture.Teacher);
+        using var student = StudentInit.FromTeacher(teacher, TinyDataFixture.Student);
+        var t = teacher.state_dict();
+        var s = student.state_dict();
+        Assert.True(s["vision.layers.0.mlp.fc1.weight"].equal(t["vision.layers.1.mlp.fc1.weight"]).all().item<bool>());
+        Assert.True(s["fusion.layers.0.cross_attn.key.weight"].equal(t["fusion.layers.1.cross_attn.key.weight"]).all().item<bool>());
+        Assert.True(s["embeddings.word_embeddings.weight"].equal(t["embeddings.word_embeddings.weight"]).all().item<bool>());
+        Assert.Throws<ArgumentException>(() => StudentInit.FromTeacher(teacher, TinyDataFixture.Student with { Hidden = 64, Heads = 4 }));
+    }
+
+    [Fact]
+    public void The_schedule_warms_up_linearly_then_decays_to_zero()
+    {
+        Assert.Equal(0.25, Trainer<int>.Schedule(0, 100, 4));
+        Assert.Equal(1.0, Trainer<int>.Schedule(3, 100, 4));
+        Assert.Equal(1.0, Trainer<int>.Schedule(4, 100, 4));
+        Assert.Equal(0.5, Trainer<int>.Schedule(52, 100, 4));
+        Assert.Equal(1.0 / 96, Trainer<int>.Schedule(99, 100, 4), 9);
+    }
+}
