@@ -3,6 +3,8 @@ using EfficientVlm.Tool;
 
 var root = new RootCommand("vlm: offline EfficientVLM work (vocabularies; data, training and pruning as they land)");
 root.Subcommands.Add(DataCommand.Create());
+root.Subcommands.Add(TrainCommand.Create());
+root.Subcommands.Add(EvalCommand.Create());
 root.Subcommands.Add(VocabCommand.Create());
 root.Subcommands.Add(ModelCommand.Create());
 return await root.Parse(args).InvokeAsync();

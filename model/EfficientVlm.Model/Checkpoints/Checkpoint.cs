@@ -69,7 +69,7 @@ public static class Checkpoint
         {
             throw new InvalidDataException($"{configPath}: {e.Message}", e);
         }
-        var model = new VlmModel(config, device);
+        var model = Runtime.Scopes.Keep(new VlmModel(config, device));
         using var scope = torch.NewDisposeScope();
         var state = Safetensors.LoadStateDict(weightsPath);
         var expected = model.state_dict();

@@ -21,7 +21,7 @@ public static class TaskConversion
             throw new ArgumentException("Convert the unpruned model; pruning happens on the task model.");
         var config = pretrained.Config with { Task = task };
         var device = pretrained.parameters().First().device;
-        var model = new VlmModel(config, device);
+        var model = Runtime.Scopes.Keep(new VlmModel(config, device));
         var source = pretrained.state_dict();
         var target = model.state_dict();
         fresh = [];

@@ -99,7 +99,7 @@ public static partial class Shrinker
         };
 
         var device = model.parameters().First().device;
-        var shrunk = new VlmModel(pruned, device);
+        var shrunk = Runtime.Scopes.Keep(new VlmModel(pruned, device));
         using (torch.no_grad())
         {
             var source = model.state_dict();

@@ -45,8 +45,9 @@ public readonly record struct WorkContext(Device Device, CancellationToken Cance
 /// Runs tensor work on dedicated threads of one device. TorchSharp dispose scopes and grad mode are
 /// thread-local, and async code (an Orleans grain after any await) may resume on another thread,
 /// so every tensor operation goes through here: each work item runs on a worker thread inside its
-/// own dispose scope with its own grad mode, and only its managed result (or a tensor it returns,
-/// which is detached from the scope and then owned by the caller) leaves it.
+/// own dispose scope with its own grad mode, and only its managed result (or a tensor or module it
+/// returns, which is detached from the scope and then owned by the caller) leaves it. A work item
+/// that returns a model inside another object must call <see cref="Scopes.Keep{T}"/> itself.
 /// </summary>
 public sealed class DeviceExecutor : IDisposable
 {
@@ -193,6 +194,7 @@ public sealed class DeviceExecutor : IDisposable
                 {
                     result = _work(new WorkContext(device, _cancellationToken));
                     if (result is Tensor tensor) tensor.DetachFromDisposeScope();
+                    else if (result is nn.Module module) Scopes.Keep(module);
                 }
                 _completion.TrySetResult(result);
             }

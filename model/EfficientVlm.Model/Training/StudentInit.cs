@@ -30,7 +30,7 @@ public static partial class StudentInit
             throw new ArgumentException("Student and teacher may differ only in depth.");
 
         var device = teacher.parameters().First().device;
-        var student = new VlmModel(studentConfig, device);
+        var student = Runtime.Scopes.Keep(new VlmModel(studentConfig, device));
         var source = teacher.state_dict();
         using (torch.no_grad())
         {

@@ -1,0 +1,172 @@
+using System.CommandLine;
+using System.Text.Json;
+using EfficientVlm.Model.Checkpoints;
+using EfficientVlm.Model.Config;
+using EfficientVlm.Model.Data.Readers;
+using EfficientVlm.Model.Modules;
+using EfficientVlm.Model.Runtime;
+using EfficientVlm.Model.Training;
+using Spectre.Console;
+using TorchSharp;
+
+namespace EfficientVlm.Tool;
+
+/// <summary><c>vlm train pretrain | distill | finetune</c>: every stage through the one trainer, with a progress bar and resume.</summary>
+internal static class TrainCommand
+{
+    private static readonly Option<DirectoryInfo> DataOption = new("--data") { Description = "data folder written by `vlm data generate`", Required = true };
+    private static readonly Option<DirectoryInfo> OutOption = new("--out") { Description = "run folder (rerun the same command to resume from its last checkpoint)", Required = true };
+    private static readonly Option<int> EpochsOption = new("--epochs") { DefaultValueFactory = _ => 1 };
+    private static readonly Option<int> BatchOption = new("--batch") { DefaultValueFactory = _ => 32 };
+    private static readonly Option<double> LrOption = new("--lr") { Description = "peak learning rate", DefaultValueFactory = _ => 1e-4 };
+    private static readonly Option<int> SeedOption = new("--seed") { DefaultValueFactory = _ => 1 };
+    private static readonly Option<int> ThreadsOption = new("--threads") { Description = "libtorch threads", DefaultValueFactory = _ => Environment.ProcessorCount };
+    private static readonly Option<int?> TrainLimitOption = new("--train-limit") { Description = "use only the first N training records (short runs)" };
+    private static readonly Option<int?> EvalLimitOption = new("--eval-limit") { Description = "use only the first N validation records" };
+    private static readonly Option<int> CheckpointOption = new("--checkpoint-every") { DefaultValueFactory = _ => 200 };
+
+    private static void AddCommon(Command c)
+    {
+        foreach (var o in new Option[] { DataOption, OutOption, EpochsOption, BatchOption, LrOption, SeedOption, ThreadsOption, TrainLimitOption, EvalLimitOption, CheckpointOption })
+            c.Options.Add(o);
+    }
+
+    public static Command Create()
+    {
+        var preset = new Option<string>("--preset") { Description = "model preset", DefaultValueFactory = _ => "demo-teacher" };
+        var pretrain = new Command("pretrain", "Teacher vision-language pre-training: ITC + ITM (hard negatives) + MLM.") { preset };
+        AddCommon(pretrain);
+        pretrain.SetAction((parse, ct) => Run(parse, ct, "pretrain", (data, seed, batch) =>
+        {
+            torch.manual_seed(seed);
+            var config = Presets.Get(parse.GetValue(preset)!);
+            var model = Scopes.Keep(new VlmModel(config));
+            return (model, () => new PretrainStage(model, data(config), batch, seed).Train(), config);
+        }));
+
+        var teacherPath = new Option<DirectoryInfo>("--teacher") { Description = "teacher checkpoint folder (e.g. runs/teacher/best)", Required = true };
+        var studentPreset = new Option<string>("--preset") { Description = "student preset (half the teacher's depth)", DefaultValueFactory = _ => "demo" };
+        var distill = new Command("distill", "General distillation of the teacher into the compact student.") { teacherPath, studentPreset };
+        AddCommon(distill);
+        distill.SetAction((parse, ct) => Run(parse, ct, "distill", (data, seed, batch) =>
+        {
+            torch.manual_seed(seed);
+            var teacher = Checkpoint.Load(parse.GetValue(teacherPath)!.FullName);
+            var config = Presets.Get(parse.GetValue(studentPreset)!) with { VocabSize = teacher.Config.VocabSize };
+            var student = StudentInit.FromTeacher(teacher, config);
+            foreach (var p in teacher.parameters()) p.requires_grad = false;
+            return (student, () => new DistillStage(teacher, student, data(config), batch, seed).Train(), config);
+        }));
+
+        var task = new Option<string>("--task") { Description = "vqa | nlvr2 | retrieval | captioning", Required = true };
+        var init = new Option<DirectoryInfo>("--init") { Description = "pre-trained or distilled checkpoint folder", Required = true };
+        var finetune = new Command("finetune", "Fine-tune a pre-trained or distilled model for one task (no pruning).") { task, init };
+        AddCommon(finetune);
+        finetune.SetAction((parse, ct) => Run(parse, ct, $"finetune-{parse.GetValue(task)}", (data, seed, batch) =>
+        {
+            torch.manual_seed(seed);
+            using var pretrained = Checkpoint.Load(parse.GetValue(init)!.FullName);
+            var which = ParseTask(parse.GetValue(task)!);
+            var model = TaskConversion.ToTask(pretrained, which, out var fresh);
+            var taskData = data(model.Config);
+            Func<ITrainer> stage = which switch
+            {
+                VlmTask.Vqa => () => new VqaStage(model, taskData, batch, seed, fresh).Train(),
+                VlmTask.Nlvr2 => () => new NlvrStage(model, taskData, batch, seed, fresh).Train(),
+                VlmTask.Retrieval => () => new RetrievalStage(model, taskData, batch, seed).Train(),
+                _ => () => new CaptionStage(model, taskData, batch, seed).Train(),
+            };
+            return (model, stage, model.Config);
+        }));
+
+        return new Command("train", "Train: teacher pre-training, general distillation, task fine-tuning.") { pretrain, distill, finetune };
+    }
+
+    internal static VlmTask ParseTask(string name) => name.ToLowerInvariant() switch
+    {
+        "vqa" => VlmTask.Vqa,
+        "nlvr2" or "nlvr" => VlmTask.Nlvr2,
+        "retrieval" => VlmTask.Retrieval,
+        "captioning" or "caption" => VlmTask.Captioning,
+        _ => throw new ArgumentException($"Unknown task '{name}': vqa, nlvr2, retrieval or captioning."),
+    };
+
+    /// <summary>A stage bound to its batch type, so the command can run any of them.</summary>
+    internal interface ITrainer
+    {
+        Task<TrainingResult> RunAsync(TrainerOptions options, DeviceExecutor executor, string dir, IProgress<TrainingProgress> progress, CancellationToken ct);
+    }
+
+    private sealed class Bound<T>(ITrainingStage<T> stage) : ITrainer
+    {
+        public Task<TrainingResult> RunAsync(TrainerOptions options, DeviceExecutor executor, string dir, IProgress<TrainingProgress> progress, CancellationToken ct) =>
+            new Trainer<T>(stage, options, executor, dir).RunAsync(progress, ct);
+    }
+
+    private static ITrainer Train<T>(this ITrainingStage<T> stage) => new Bound<T>(stage);
+
+    private static async Task<int> Run(ParseResult parse, CancellationToken ct, string name,
+        Func<Func<VlmConfig, TaskData>, int, int, (VlmModel Model, Func<ITrainer> Stage, VlmConfig Config)> build)
+    {
+        var dir = parse.GetValue(OutOption)!.FullName;
+        int seed = parse.GetValue(SeedOption), batch = parse.GetValue(BatchOption);
+        var options = new TrainerOptions
+        {
+            Epochs = parse.GetValue(EpochsOption),
+            LearningRate = parse.GetValue(LrOption),
+            Seed = seed,
+            CheckpointEvery = parse.GetValue(CheckpointOption),
+        };
+        using var executor = new DeviceExecutor(new DeviceExecutorOptions { Device = "auto", TorchThreads = parse.GetValue(ThreadsOption) });
+        try
+        {
+            var (model, stageFactory, config) = await executor.RunAsync(_ =>
+            {
+                TaskData DataFor(VlmConfig config) =>
+                    new(parse.GetValue(DataOption)!.FullName, config, parse.GetValue(TrainLimitOption), parse.GetValue(EvalLimitOption));
+                return build(DataFor, seed, batch);
+            });
+            Directory.CreateDirectory(dir);
+            File.WriteAllText(Path.Combine(dir, "run.json"), JsonSerializer.Serialize(new
+            {
+                stage = name, args = Environment.GetCommandLineArgs().Skip(1), options, model = config.Name,
+                parameters = ParameterCounts.Count(model), started = DateTime.UtcNow,
+            }, new JsonSerializerOptions { WriteIndented = true }));
+            var trainer = stageFactory();
+            TrainingResult result = null!;
+            await AnsiConsole.Progress()
+                .Columns(new TaskDescriptionColumn { Alignment = Justify.Left }, new ProgressBarColumn(), new PercentageColumn(),
+                    new ElapsedTimeColumn(), new RemainingTimeColumn())
+                .StartAsync(async ctx =>
+                {
+                    var bar = ctx.AddTask(name, maxValue: 1);
+                    double? lastValidation = null;
+                    var progress = new CallbackProgress<TrainingProgress>(p =>
+                    {
+                        bar.MaxValue = p.TotalSteps;
+                        bar.Value = p.Step;
+                        lastValidation = p.Validation ?? lastValidation;
+                        var parts = string.Join(" ", p.Parts.Select(kv => $"{kv.Key} {kv.Value:0.000}"));
+                        bar.Description = Markup.Escape($"{name} ep {p.Epoch + 1} step {p.Step}/{p.TotalSteps} loss {p.Loss:0.000} ({parts}) " +
+                            $"{p.StepsPerSecond:0.00} it/s lr {p.LearningRate:0.0e0}{(lastValidation is double v ? $" val {v:0.000}" : "")}");
+                        if (p.Validation is double val || p.Step % 50 == 0)
+                            File.AppendAllText(Path.Combine(dir, "log.tsv"),
+                                $"{p.Step}\t{p.Loss:0.00000}\t{parts}\t{p.Validation?.ToString("0.00000") ?? ""}\t{p.Elapsed.TotalSeconds:0}\n");
+                    });
+                    result = await trainer.RunAsync(options, executor, dir, progress, ct);
+                });
+            AnsiConsole.MarkupLineInterpolated($"{name}: {result.Steps} steps in {result.Elapsed.TotalMinutes:0.0} min; best validation {result.BestValidation:0.0000} at step {result.BestStep} -> [green]{result.BestCheckpoint}[/]");
+            File.WriteAllText(Path.Combine(dir, "result.json"), JsonSerializer.Serialize(new
+            {
+                result.Steps, result.BestValidation, result.BestStep, ElapsedSeconds = result.Elapsed.TotalSeconds,
+                FinalLoss = result.Losses.Count > 0 ? result.Losses[^1] : double.NaN,
+            }, new JsonSerializerOptions { WriteIndented = true }));
+            return 0;
+        }
+        catch (Exception e) when (e is ArgumentException or FileNotFoundException or InvalidDataException or DatasetFormatException)
+        {
+            AnsiConsole.MarkupLineInterpolated($"[red]error:[/] {e.Message}");
+            return 1;
+        }
+    }
+}

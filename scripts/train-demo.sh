@@ -1,0 +1,41 @@
+#!/usr/bin/env bash
+# The training pipeline at demo scale, every stage through `vlm`: teacher pre-training, general
+# distillation into the compact student, fine-tuning of both for the four tasks, and test scores
+# appended to $RUNS/results.jsonl. Rerunning resumes finished-or-interrupted stages (each run
+# folder keeps its last checkpoint). Budget knobs (environment): IMAGES (pre-training and
+# distillation images), PRE_EPOCHS, FT_ITEMS (fine-tuning records per task), FT_EPOCHS,
+# TEST_LIMIT, CAPTION_TEST_LIMIT, DATA, RUNS.
+set -euo pipefail
+root="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
+cd "$root"
+DATA="${DATA:-data/shapes}"; RUNS="${RUNS:-runs/demo}"
+IMAGES="${IMAGES:-4000}"; PRE_EPOCHS="${PRE_EPOCHS:-2}"; FT_ITEMS="${FT_ITEMS:-2000}"; FT_EPOCHS="${FT_EPOCHS:-2}"
+TEST_LIMIT="${TEST_LIMIT:-500}"; CAPTION_TEST_LIMIT="${CAPTION_TEST_LIMIT:-200}"
+dotnet build model/EfficientVlm.Tool -c Release -nologo -clp:ErrorsOnly
+vlm() { dotnet model/EfficientVlm.Tool/bin/Release/net10.0/vlm.dll "$@"; }
+[[ -f "$DATA/vocab.txt" ]] || vlm data generate --out "$DATA" --seed 1
+mkdir -p "$RUNS"
+stamp() { echo "$(date -u +%FT%TZ) $*" | tee -a "$RUNS/stages.log"; }
+
+stage() { # name, then the vlm arguments; skipped when the run already has a result
+  local name=$1; shift
+  if [[ -f "$RUNS/$name/result.json" ]]; then stamp "$name: done before"; return; fi
+  local t0=$(date +%s)
+  vlm "$@" --out "$RUNS/$name"
+  stamp "$name: $(( $(date +%s) - t0 )) s"
+}
+
+stage teacher train pretrain --data "$DATA" --preset demo-teacher --train-limit "$IMAGES" --eval-limit 200 --epochs "$PRE_EPOCHS" --lr 3e-4
+stage student train distill --data "$DATA" --teacher "$RUNS/teacher/best" --preset demo --train-limit "$IMAGES" --eval-limit 200 --epochs "$PRE_EPOCHS" --lr 3e-4
+for task in vqa nlvr2 retrieval captioning; do
+  for who in teacher student; do
+    stage "$who-$task" train finetune --task "$task" --data "$DATA" --init "$RUNS/$who/best" --train-limit "$FT_ITEMS" --eval-limit 200 --epochs "$FT_EPOCHS" --lr 2e-4
+  done
+done
+for task in vqa nlvr2 retrieval captioning; do
+  limit=$TEST_LIMIT; [[ $task == captioning ]] && limit=$CAPTION_TEST_LIMIT
+  for who in teacher student; do
+    vlm eval --model "$RUNS/$who-$task/best" --data "$DATA" --split test --limit "$limit" --results "$RUNS/results.jsonl" --label "$who"
+  done
+done
+stamp "all stages and evaluations done"
