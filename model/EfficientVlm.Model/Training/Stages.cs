@@ -37,14 +37,23 @@ public abstract class StageBase<TBatch>(VlmModel model, TaskData data, int batch
         Batching.Prefetch(Batching.Shuffle(items, seed, epoch).Skip(skip * batchSize).ToList(), batchSize, seed, epoch, collate, shuffle: false);
 }
 
-/// <summary>Teacher pre-training: ITC + ITM (hard negatives) + MLM on image-caption pairs; validated by ITC retrieval on val.</summary>
-public sealed class PretrainStage(VlmModel model, TaskData data, int batchSize, int seed)
-    : StageBase<ImageTextBatchData>(model, data, batchSize, seed)
+/// <summary>Stages that train on (image, caption) pairs: every train image once per epoch, with a caption chosen by the epoch.</summary>
+public abstract class CaptionPairStage<TBatch>(VlmModel model, TaskData data, int batchSize, int seed)
+    : StageBase<TBatch>(model, data, batchSize, seed)
 {
     public override int BatchesPerEpoch => Count(Data.Captions("train").Count, BatchSize);
 
-    public override IEnumerable<ImageTextBatchData> Batches(int epoch, int skip) =>
-        Prefetched(Data.CaptionPairs("train", Seed, epoch), epoch, skip, Data.Collate.ImageText);
+    public override IEnumerable<TBatch> Batches(int epoch, int skip) =>
+        Prefetched(Data.CaptionPairs("train", Seed, epoch), epoch, skip, Collate);
+
+    protected abstract TBatch Collate(IReadOnlyList<(CaptionImage Image, string Caption)> pairs);
+}
+
+/// <summary>Teacher pre-training: ITC + ITM (hard negatives) + MLM on image-caption pairs; validated by ITC retrieval on val.</summary>
+public sealed class PretrainStage(VlmModel model, TaskData data, int batchSize, int seed)
+    : CaptionPairStage<ImageTextBatchData>(model, data, batchSize, seed)
+{
+    protected override ImageTextBatchData Collate(IReadOnlyList<(CaptionImage Image, string Caption)> pairs) => Data.Collate.ImageText(pairs);
 
     public override StepLoss Loss(ImageTextBatchData batch, Device device)
     {
@@ -60,12 +69,9 @@ public sealed class PretrainStage(VlmModel model, TaskData data, int batchSize, 
 /// teacher in eval mode scored on the same negatives and masks as the student.
 /// </summary>
 public sealed class DistillStage(VlmModel teacher, VlmModel student, TaskData data, int batchSize, int seed)
-    : StageBase<ImageTextBatchData>(student, data, batchSize, seed)
+    : CaptionPairStage<ImageTextBatchData>(student, data, batchSize, seed)
 {
-    public override int BatchesPerEpoch => Count(Data.Captions("train").Count, BatchSize);
-
-    public override IEnumerable<ImageTextBatchData> Batches(int epoch, int skip) =>
-        Prefetched(Data.CaptionPairs("train", Seed, epoch), epoch, skip, Data.Collate.ImageText);
+    protected override ImageTextBatchData Collate(IReadOnlyList<(CaptionImage Image, string Caption)> pairs) => Data.Collate.ImageText(pairs);
 
     public override StepLoss Loss(ImageTextBatchData batch, Device device)
     {
@@ -128,12 +134,9 @@ public sealed class NlvrStage(VlmModel model, TaskData data, int batchSize, int 
 
 /// <summary>Retrieval fine-tuning: ITC + ITM with hard negatives; validated by the mean of R@1/5/10 both ways (ITC top-16, ITM rescoring).</summary>
 public sealed class RetrievalStage(VlmModel model, TaskData data, int batchSize, int seed)
-    : StageBase<ImageTextBatchData>(model, data, batchSize, seed)
+    : CaptionPairStage<ImageTextBatchData>(model, data, batchSize, seed)
 {
-    public override int BatchesPerEpoch => Count(Data.Captions("train").Count, BatchSize);
-
-    public override IEnumerable<ImageTextBatchData> Batches(int epoch, int skip) =>
-        Prefetched(Data.CaptionPairs("train", Seed, epoch), epoch, skip, Data.Collate.ImageText);
+    protected override ImageTextBatchData Collate(IReadOnlyList<(CaptionImage Image, string Caption)> pairs) => Data.Collate.ImageText(pairs);
 
     public override StepLoss Loss(ImageTextBatchData batch, Device device)
     {
@@ -146,12 +149,10 @@ public sealed class RetrievalStage(VlmModel model, TaskData data, int batchSize,
 
 /// <summary>Captioning fine-tuning: label-smoothed next-token loss after the prompt; validated by CIDEr-D (greedy) on val.</summary>
 public sealed class CaptionStage(VlmModel model, TaskData data, int batchSize, int seed, int validationImages = 200)
-    : StageBase<CaptionBatchData>(model, data, batchSize, seed)
+    : CaptionPairStage<CaptionBatchData>(model, data, batchSize, seed)
 {
-    public override int BatchesPerEpoch => Count(Data.Captions("train").Count, BatchSize);
-
-    public override IEnumerable<CaptionBatchData> Batches(int epoch, int skip) =>
-        Prefetched(Data.CaptionPairs("train", Seed, epoch), epoch, skip, b => Data.Collate.Captions(b, TaskData.CaptionPrompt));
+    protected override CaptionBatchData Collate(IReadOnlyList<(CaptionImage Image, string Caption)> pairs) =>
+        Data.Collate.Captions(pairs, TaskData.CaptionPrompt);
 
     public override StepLoss Loss(CaptionBatchData batch, Device device)
     {

@@ -1,0 +1,144 @@
+using EfficientVlm.Model.Config;
+using EfficientVlm.Model.Modules;
+using TorchSharp;
+using TorchSharp.Modules;
+using static TorchSharp.torch;
+using static TorchSharp.torch.nn;
+
+namespace EfficientVlm.Model.Pruning;
+
+/// <summary>Expected (or final) size of what pruning keeps, overall and per modality.</summary>
+public sealed record PruningSize(double ExpectedSparsity, IReadOnlyDictionary<string, double> KeptHeads, IReadOnlyDictionary<string, double> KeptNeurons,
+    double ExpectedParameters, double PrunableParameters);
+
+/// <summary>
+/// The log_alpha of every prunable unit of a model (method.md section 4): one row of head gates per
+/// attention block (vision, text, fusion self- and cross-attention, decoder self- and cross-attention)
+/// and one row of neuron gates per FFN, each stack indexing its own rows (reference bug 1 fixed).
+/// NLVR2's two cross-attentions of a fusion pair share key/value, so they share one gate row.
+/// </summary>
+public sealed class PruningMasks : Module
+{
+    private readonly Parameter? vision_heads, text_heads, fusion_heads, fusion_cross_heads, decoder_heads, decoder_cross_heads;
+    private readonly Parameter? vision_ffn, text_ffn, fusion_ffn, decoder_ffn;
+    private readonly VlmConfig _config;
+
+    public PruningMasks(VlmConfig config, Device? device = null) : base("l0")
+    {
+        if (config.Pruned is not null) throw new ArgumentException("Masks are learned on an unpruned model.");
+        _config = config;
+        Parameter? Heads(int rows) => rows == 0 ? null :
+            Parameter(torch.normal(10, 0.01, [rows, config.Heads], device: device).clamp(HardConcrete.MinLogAlpha, HardConcrete.MaxLogAlpha));
+        Parameter? Ffn(int rows) => rows == 0 ? null : Parameter(torch.normal(0, 0.01, [rows, config.Intermediate], device: device));
+        int fusion = config.Layers(Stack.Fusion);
+        int crossRows = config.Task == VlmTask.Nlvr2 ? fusion / 2 : fusion;
+        vision_heads = Heads(config.Layers(Stack.Vision));
+        text_heads = Heads(config.Layers(Stack.Text));
+        fusion_heads = Heads(fusion);
+        fusion_cross_heads = Heads(crossRows);
+        decoder_heads = Heads(config.Layers(Stack.Decoder));
+        decoder_cross_heads = Heads(config.Layers(Stack.Decoder));
+        vision_ffn = Ffn(config.Layers(Stack.Vision));
+        text_ffn = Ffn(config.Layers(Stack.Text));
+        fusion_ffn = Ffn(fusion);
+        decoder_ffn = Ffn(config.Layers(Stack.Decoder));
+        RegisterComponents();
+    }
+
+    /// <summary>Parameters per attention head: (4 D^2 + 4 D) / heads.</summary>
+    public double ParamsPerHead => (4.0 * _config.Hidden * _config.Hidden + 4.0 * _config.Hidden) / _config.Heads;
+
+    /// <summary>Parameters per FFN neuron: 2 D + (D + 4 D) / F.</summary>
+    public double ParamsPerNeuron => 2.0 * _config.Hidden + 5.0 * _config.Hidden / _config.Intermediate;
+
+    private IEnumerable<(string Modality, Parameter LogAlpha, double PerUnit, int Repeat, bool IsHead)> Rows()
+    {
+        int crossRepeat = _config.Task == VlmTask.Nlvr2 ? 2 : 1; // a shared pair row gates two blocks
+        foreach (var (m, p, r) in new (string, Parameter?, int)[]
+                 {
+                     ("vision", vision_heads, 1), ("text", text_heads, 1), ("fusion", fusion_heads, 1), ("fusion", fusion_cross_heads, crossRepeat),
+                     ("decoder", decoder_heads, 1), ("decoder", decoder_cross_heads, 1),
+                 })
+            if (p is not null) yield return (m, p, ParamsPerHead, r, true);
+        foreach (var (m, p) in new (string, Parameter?)[] { ("vision", vision_ffn), ("text", text_ffn), ("fusion", fusion_ffn), ("decoder", decoder_ffn) })
+            if (p is not null) yield return (m, p, ParamsPerNeuron, 1, false);
+    }
+
+    /// <summary>All prunable parameters (every head and every FFN neuron).</summary>
+    public double Prunable => Rows().Sum(r => r.LogAlpha.numel() * r.PerUnit * r.Repeat);
+
+    /// <summary>E[size] / prunable, and ŝ = 1 - that, differentiable in log_alpha.</summary>
+    public Tensor ExpectedSparsity()
+    {
+        Tensor? size = null;
+        foreach (var (_, logAlpha, perUnit, repeat, _) in Rows())
+        {
+            var term = HardConcrete.KeepProbability(logAlpha).sum().mul(perUnit * repeat);
+            size = size is null ? term : size.add(term);
+        }
+        return size!.div(Prunable).neg().add(1);
+    }
+
+    /// <summary>The expected kept fraction of heads and neurons per modality, and the expected sparsity (for reports and progress).</summary>
+    public PruningSize Report(bool deterministic = false)
+    {
+        using var _ = torch.no_grad();
+        var heads = new Dictionary<string, (double Kept, double Total)>();
+        var neurons = new Dictionary<string, (double Kept, double Total)>();
+        double expected = 0;
+        foreach (var (modality, logAlpha, perUnit, repeat, isHead) in Rows())
+        {
+            double kept = deterministic ? Deterministic(logAlpha).sum().item<float>() : HardConcrete.KeepProbability(logAlpha).sum().item<float>();
+            var into = isHead ? heads : neurons;
+            var (k, t) = into.GetValueOrDefault(modality);
+            into[modality] = (k + kept * repeat, t + logAlpha.numel() * repeat);
+            expected += kept * perUnit * repeat;
+        }
+        return new PruningSize(1 - expected / Prunable,
+            heads.ToDictionary(kv => kv.Key, kv => kv.Value.Kept / kv.Value.Total),
+            neurons.ToDictionary(kv => kv.Key, kv => kv.Value.Kept / kv.Value.Total), expected, Prunable);
+    }
+
+    /// <summary>Keeps log_alpha inside [ln 0.01, ln 100] after each step.</summary>
+    public void Clamp()
+    {
+        using var _ = torch.no_grad();
+        foreach (var p in parameters()) p.clamp_(HardConcrete.MinLogAlpha, HardConcrete.MaxLogAlpha);
+    }
+
+    /// <summary>One hard-concrete sample of every gate, shared by the batch (training).</summary>
+    public ModelGates Sample() => Gates(HardConcrete.Sample);
+
+    /// <summary>The final binary masks (deterministic; see <see cref="HardConcrete.DeterministicRow"/>).</summary>
+    public ModelGates DeterministicGates() => Gates(Deterministic);
+
+    private static Tensor Deterministic(Tensor logAlpha)
+    {
+        var rows = logAlpha.detach().cpu().to(ScalarType.Float32);
+        var result = new float[rows.numel()];
+        int width = (int)rows.shape[1];
+        for (int r = 0; r < rows.shape[0]; r++)
+            HardConcrete.DeterministicRow(rows[r].data<float>().ToArray()).CopyTo(result, r * width);
+        return torch.tensor(result, device: logAlpha.device).view(rows.shape);
+    }
+
+    private ModelGates Gates(Func<Tensor, Tensor> make)
+    {
+        LayerGates[]? Stack(Parameter? heads, Parameter? cross, Parameter? ffn, bool pairs)
+        {
+            if (ffn is null) return null;
+            var h = heads is null ? null : make(heads);
+            var c = cross is null ? null : make(cross);
+            var f = make(ffn);
+            return Enumerable.Range(0, (int)ffn.shape[0]).Select(i =>
+                new LayerGates(h?[i], c?[pairs ? i / 2 : i], f[i])).ToArray();
+        }
+        return new ModelGates
+        {
+            Vision = Stack(vision_heads, null, vision_ffn, false),
+            Text = Stack(text_heads, null, text_ffn, false),
+            Fusion = Stack(fusion_heads, fusion_cross_heads, fusion_ffn, _config.Task == VlmTask.Nlvr2),
+            Decoder = Stack(decoder_heads, decoder_cross_heads, decoder_ffn, false),
+        };
+    }
+}

@@ -1,0 +1,95 @@
+using TorchSharp;
+using TorchSharp.Modules;
+using static TorchSharp.torch;
+
+namespace EfficientVlm.Model.Pruning;
+
+/// <summary>
+/// The Lagrangian that holds the expected sparsity at one global target (method.md section 4):
+/// L_lag = lambda1 (s - t) + lambda2 (s - t)^2 with t(step) = target * min(1, step / warmup), the
+/// step being the global one (reference bug 2 fixed). The log_alphas are minimised by one AdamW, the
+/// lambdas maximised (gradient ascent) by another; neither is in the model's optimiser (bug 4).
+/// </summary>
+public sealed class SparsityController : IDisposable
+{
+    private readonly Parameter _lambda1;
+    private readonly Parameter _lambda2;
+    private readonly AdamW _masksOptimizer;
+    private readonly AdamW _lambdaOptimizer;
+
+    public SparsityController(PruningMasks masks, double target, int warmupSteps, double learningRate = 0.01, Device? device = null)
+    {
+        if (target is < 0 or >= 1) throw new ArgumentException($"The target sparsity must be in [0, 1); got {target}.");
+        Masks = masks;
+        Target = target;
+        WarmupSteps = Math.Max(0, warmupSteps);
+        _lambda1 = new Parameter(torch.zeros(Array.Empty<long>(), device: device));
+        _lambda2 = new Parameter(torch.zeros(Array.Empty<long>(), device: device));
+        _masksOptimizer = torch.optim.AdamW(masks.parameters(), learningRate, weight_decay: 0);
+        _lambdaOptimizer = torch.optim.AdamW([_lambda1, _lambda2], learningRate, weight_decay: 0, maximize: true);
+    }
+
+    public PruningMasks Masks { get; }
+    public double Target { get; }
+    public int WarmupSteps { get; }
+    public double Lambda1 => _lambda1.item<float>();
+    public double Lambda2 => _lambda2.item<float>();
+
+    /// <summary>The target in force at a global step.</summary>
+    public double TargetAt(int step) => WarmupSteps == 0 ? Target : Target * Math.Min(1.0, step / (double)WarmupSteps);
+
+    /// <summary>Clears the gradients of masks and lambdas (call with the model's zero_grad).</summary>
+    public void ZeroGrad()
+    {
+        _masksOptimizer.zero_grad();
+        _lambdaOptimizer.zero_grad();
+    }
+
+    /// <summary>L_lag at a global step, and the expected sparsity it was computed from.</summary>
+    public (Tensor Loss, Tensor ExpectedSparsity) Lagrangian(int step)
+    {
+        var sparsity = Masks.ExpectedSparsity();
+        var gap = sparsity.sub(TargetAt(step));
+        return (_lambda1.mul(gap).add(_lambda2.mul(gap.pow(2))), sparsity);
+    }
+
+    /// <summary>Steps both optimisers (after backward) and clamps log_alpha.</summary>
+    public void Step()
+    {
+        _masksOptimizer.step();
+        _lambdaOptimizer.step();
+        Masks.Clamp();
+    }
+
+    public void Save(string folder)
+    {
+        Directory.CreateDirectory(folder);
+        _masksOptimizer.save_state_dict(Path.Combine(folder, "masks-optimizer.bin"));
+        _lambdaOptimizer.save_state_dict(Path.Combine(folder, "lambda-optimizer.bin"));
+        TorchSharp.PyBridge.Safetensors.SaveStateDict(Path.Combine(folder, "masks.safetensors"),
+            Masks.state_dict().Concat([new("lambda1", _lambda1), new("lambda2", (Tensor)_lambda2)])
+                .ToDictionary(kv => kv.Key, kv => kv.Value.detach().cpu().contiguous()));
+    }
+
+    public void Load(string folder)
+    {
+        using var scope = torch.NewDisposeScope();
+        var state = TorchSharp.PyBridge.Safetensors.LoadStateDict(Path.Combine(folder, "masks.safetensors"));
+        using (torch.no_grad())
+        {
+            foreach (var (name, tensor) in Masks.state_dict()) tensor.copy_(state[name]);
+            _lambda1.copy_(state["lambda1"]);
+            _lambda2.copy_(state["lambda2"]);
+        }
+        _masksOptimizer.load_state_dict(Path.Combine(folder, "masks-optimizer.bin"));
+        _lambdaOptimizer.load_state_dict(Path.Combine(folder, "lambda-optimizer.bin"));
+    }
+
+    public void Dispose()
+    {
+        _masksOptimizer.Dispose();
+        _lambdaOptimizer.Dispose();
+        _lambda1.Dispose();
+        _lambda2.Dispose();
+    }
+}

@@ -1,0 +1,147 @@
+using EfficientVlm.Model.Config;
+using EfficientVlm.Model.Modules;
+using EfficientVlm.Model.Pruning;
+using EfficientVlm.Model.Tasks;
+using TorchSharp;
+using static TorchSharp.torch;
+
+namespace EfficientVlm.Fleet.Tests.Pruning;
+
+[Collection(TorchCollection.Name)]
+public sealed class PruningTests
+{
+    private static readonly VlmConfig VqaTiny = Presets.Tiny with { Task = VlmTask.Vqa };
+
+    [Fact]
+    public void Keep_probability_and_sampling_follow_the_hard_concrete_formulas()
+    {
+        using var scope = torch.NewDisposeScope();
+        // P(z != 0) = sigmoid(log_alpha - beta * ln(0.1 / 1.1)); at log_alpha = 0: sigmoid(1.5986) = 0.8318
+        Assert.Equal(0.8318, HardConcrete.KeepProbability(torch.tensor(0f)).item<float>(), 3);
+        torch.manual_seed(1);
+        var z = HardConcrete.Sample(torch.zeros(10000));
+        Assert.True(z.min().item<float>() >= 0 && z.max().item<float>() <= 1);
+        var nonzero = z.gt(0).to(ScalarType.Float32).mean().item<float>();
+        Assert.InRange(nonzero, 0.82, 0.845); // matches P(z != 0) empirically
+        Assert.InRange(z.eq(1).to(ScalarType.Float32).mean().item<float>(), 0.1, 0.9); // stretched: exact ones occur
+    }
+
+    [Fact]
+    public void Final_masks_zero_the_expected_number_of_lowest_scores_deterministically()
+    {
+        // P(keep) per entry: 4.6 -> 0.998, 0 -> 0.832, -4.6 -> 0.047, -1 -> 0.646; sum 2.523 of 4:
+        // round(4 - 2.523) = 1 zero, at the lowest score (-4.6).
+        Assert.Equal([1f, 1f, 0f, 1f], HardConcrete.DeterministicRow([4.6f, 0f, -4.6f, -1f]));
+        // all very negative: round(4 - 4 * 0.047) = 4 zeros
+        Assert.Equal([0f, 0f, 0f, 0f], HardConcrete.DeterministicRow([-4.6f, -4.6f, -4.6f, -4.6f]));
+        using var scope = torch.NewDisposeScope();
+        torch.manual_seed(2);
+        using var masks = new PruningMasks(VqaTiny);
+        var a = ModelKeep.FromGates(masks.DeterministicGates());
+        var b = ModelKeep.FromGates(masks.DeterministicGates());
+        Assert.Equal(a.Fusion!.Select(l => l.Ffn.Length), b.Fusion!.Select(l => l.Ffn.Length));
+        Assert.Equal(a.Decoder!.SelectMany(l => l.CrossHeads), b.Decoder!.SelectMany(l => l.CrossHeads));
+    }
+
+    [Fact]
+    public void Expected_size_uses_the_per_unit_parameter_counts()
+    {
+        using var scope = torch.NewDisposeScope();
+        using var masks = new PruningMasks(Presets.PaperStudent with { Task = VlmTask.Retrieval }, torch.device("meta"));
+        Assert.Equal(196_864, masks.ParamsPerHead);          // method.md: (4 D^2 + 4 D) / heads at D 768
+        Assert.Equal(1_537.25, masks.ParamsPerNeuron);        // 2 D + 5 D / F (the reference rounds down to 1,537)
+        // 15 attention blocks (6 vision + 3 text + 3 fusion self + 3 cross) and 12 FFNs
+        Assert.Equal(15 * 12 * 196_864 + 12 * 3072 * 1_537.25, masks.Prunable);
+    }
+
+    [Fact]
+    public void The_lagrangian_drives_expected_sparsity_to_the_target_and_the_lambdas_grow_meanwhile()
+    {
+        torch.manual_seed(3);
+        using var masks = new PruningMasks(VqaTiny);
+        using var controller = new SparsityController(masks, target: 0.5, warmupSteps: 40, learningRate: 0.05);
+        double start = masks.ExpectedSparsity().item<float>();
+        Assert.True(start < 0.5);
+        double lambda1Before = 0, lambda2Before = 0;
+        int checkedSteps = 0;
+        bool grew = true;
+        for (int step = 0; step < 400; step++)
+        {
+            using var scope = torch.NewDisposeScope();
+            controller.ZeroGrad();
+            var (loss, sparsity) = controller.Lagrangian(step);
+            loss.backward();
+            controller.Step();
+            // well below the target the pressure must keep rising: lambda1 falls (its term rewards sparsity)
+            // and lambda2 rises
+            if (sparsity.item<float>() < controller.TargetAt(step) - 0.05)
+            {
+                if (checkedSteps++ > 0) grew &= controller.Lambda1 < lambda1Before && controller.Lambda2 > lambda2Before;
+            }
+            lambda1Before = controller.Lambda1;
+            lambda2Before = controller.Lambda2;
+        }
+        Assert.True(checkedSteps > 5, "the run must spend some steps below the target");
+        Assert.True(grew, "the lambdas must push harder while the expected sparsity is below the target");
+        double final = masks.ExpectedSparsity().item<float>();
+        Assert.True(Math.Abs(final - 0.5) <= 0.02, $"expected sparsity {final:0.000}, target 0.5 (started at {start:0.000})");
+        var report = masks.Report();
+        Assert.Equal(final, report.ExpectedSparsity, 3);
+        Assert.Equal(["decoder", "fusion", "text", "vision"], report.KeptHeads.Keys.Order());
+    }
+
+    [Fact]
+    public void The_model_shrunk_by_the_final_masks_equals_the_masked_model_even_with_empty_layers()
+    {
+        using var scope = torch.NewDisposeScope();
+        using var noGrad = torch.no_grad();
+        torch.manual_seed(4);
+        using var model = new VlmModel(VqaTiny);
+        model.eval();
+        using var masks = new PruningMasks(VqaTiny);
+        // push some rows to "prune everything" and the rest to a mixture
+        foreach (var (name, p) in masks.named_parameters())
+        {
+            p.copy_(torch.randn(p.shape).mul(3));
+            if (name == "vision_heads") p[0].fill_(HardConcrete.MinLogAlpha);  // vision layer 0 loses every head
+            if (name == "fusion_ffn") p[1].fill_(HardConcrete.MinLogAlpha);    // fusion layer 1 keeps round(37 * 0.047) = 2 neurons
+        }
+        var gates = masks.DeterministicGates();
+        Assert.Equal(0, gates.Vision![0].Heads!.sum().item<float>());
+        Assert.Equal(2, gates.Fusion![1].Ffn!.sum().item<float>());
+        gates.Fusion[1] = gates.Fusion[1] with { Ffn = torch.zeros(VqaTiny.Intermediate) }; // and a layer with nothing left at all
+
+        var images = torch.randn(2, 3, 24, 24);
+        var ids = torch.randint(5, VqaTiny.VocabSize, new long[] { 2, 6 });
+        var padding = torch.ones(2, 6, dtype: ScalarType.Int64);
+        var answers = torch.randint(5, VqaTiny.VocabSize, new long[] { 3, 4 });
+        var answerPadding = torch.ones(3, 4, dtype: ScalarType.Int64);
+        Tensor Score(VlmModel m, ModelGates? g)
+        {
+            var q = Vqa.EncodeQuestion(m, images, ids, padding, g);
+            return Vqa.AnswerNll(m, q.index_select(0, torch.tensor(new long[] { 0, 1, 1 })), padding.index_select(0, torch.tensor(new long[] { 0, 1, 1 })), answers, answerPadding, g);
+        }
+        var masked = Score(model, gates);
+        using var shrunk = Shrinker.Shrink(model, ModelKeep.FromGates(gates));
+        Assert.Equal(0, shrunk.Config.Pruned!.Vision![0].Heads);
+        Assert.Equal(0, shrunk.Config.Pruned!.Fusion![1].FfnWidth);
+        var small = Score(shrunk, null);
+        Assert.True(masked.sub(small).abs().max().item<float>() <= 1e-4f, "shrunk must equal masked");
+    }
+
+    [Fact]
+    public void Nlvr2_pairs_share_one_cross_head_row_so_the_shared_key_value_stays_consistent()
+    {
+        using var scope = torch.NewDisposeScope();
+        torch.manual_seed(5);
+        var config = Presets.Tiny with { Task = VlmTask.Nlvr2 };
+        using var masks = new PruningMasks(config);
+        foreach (var p in masks.parameters()) using (torch.no_grad()) p.copy_(torch.randn(p.shape).mul(3));
+        var gates = masks.DeterministicGates();
+        for (int i = 1; i < gates.Fusion!.Length; i += 2)
+            Assert.True(gates.Fusion[i].CrossHeads!.equal(gates.Fusion[i - 1].CrossHeads!).all().item<bool>());
+        using var model = new VlmModel(config);
+        using var shrunk = Shrinker.Shrink(model, ModelKeep.FromGates(gates)); // would throw if a pair disagreed
+        Assert.Equal(2 * config.FusionLayers, shrunk.Fusion.Count);
+    }
+}
