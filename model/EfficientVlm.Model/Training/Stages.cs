@@ -24,11 +24,15 @@ public abstract class StageBase<TBatch>(VlmModel model, TaskData data, int batch
 
     public abstract IEnumerable<TBatch> Batches(int epoch, int skip);
 
-    public abstract StepLoss Loss(TBatch batch, Device device);
+    public abstract StepLoss Loss(TBatch batch, Device device, int step);
 
     public virtual void AfterStep() => model.ClampTemperature();
 
     public abstract double Validate(Device device);
+
+    public virtual void SaveState(string folder) { }
+
+    public virtual void LoadState(string folder) { }
 
     protected static int Count(int items, int batch) => (items + batch - 1) / batch;
 
@@ -55,7 +59,7 @@ public sealed class PretrainStage(VlmModel model, TaskData data, int batchSize, 
 {
     protected override ImageTextBatchData Collate(IReadOnlyList<(CaptionImage Image, string Caption)> pairs) => Data.Collate.ImageText(pairs);
 
-    public override StepLoss Loss(ImageTextBatchData batch, Device device)
+    public override StepLoss Loss(ImageTextBatchData batch, Device device, int step)
     {
         var r = Pretraining.Run(Model, batch.ToTensors(device), Data.Tokenizer.Special);
         return new StepLoss(r.Total, new Dictionary<string, Tensor> { ["itc"] = r.Itc, ["itm"] = r.Itm, ["mlm"] = r.Mlm });
@@ -73,7 +77,7 @@ public sealed class DistillStage(VlmModel teacher, VlmModel student, TaskData da
 {
     protected override ImageTextBatchData Collate(IReadOnlyList<(CaptionImage Image, string Caption)> pairs) => Data.Collate.ImageText(pairs);
 
-    public override StepLoss Loss(ImageTextBatchData batch, Device device)
+    public override StepLoss Loss(ImageTextBatchData batch, Device device, int step)
     {
         var tensors = batch.ToTensors(device);
         teacher.eval();
@@ -104,7 +108,7 @@ public sealed class VqaStage(VlmModel model, TaskData data, int batchSize, int s
 
     public override IEnumerable<VqaBatchData> Batches(int epoch, int skip) => Prefetched(Data.Vqa("train"), epoch, skip, Data.Collate.Vqa);
 
-    public override StepLoss Loss(VqaBatchData batch, Device device)
+    public override StepLoss Loss(VqaBatchData batch, Device device, int step)
     {
         var (images, ids, padding, answers) = batch.ToTensors(device);
         var loss = Vqa.Loss(Model, images, ids, padding, answers);
@@ -122,7 +126,7 @@ public sealed class NlvrStage(VlmModel model, TaskData data, int batchSize, int 
 
     public override IEnumerable<NlvrBatchData> Batches(int epoch, int skip) => Prefetched(Data.Nlvr("train"), epoch, skip, Data.Collate.Nlvr);
 
-    public override StepLoss Loss(NlvrBatchData batch, Device device)
+    public override StepLoss Loss(NlvrBatchData batch, Device device, int step)
     {
         var (left, right, ids, padding, labels) = batch.ToTensors(device);
         var loss = Nlvr.Loss(Model, left, right, ids, padding, labels);
@@ -138,7 +142,7 @@ public sealed class RetrievalStage(VlmModel model, TaskData data, int batchSize,
 {
     protected override ImageTextBatchData Collate(IReadOnlyList<(CaptionImage Image, string Caption)> pairs) => Data.Collate.ImageText(pairs);
 
-    public override StepLoss Loss(ImageTextBatchData batch, Device device)
+    public override StepLoss Loss(ImageTextBatchData batch, Device device, int step)
     {
         var r = Pretraining.Run(Model, batch.ToTensors(device), Data.Tokenizer.Special, withMlm: false);
         return new StepLoss(r.Itc.add(r.Itm), new Dictionary<string, Tensor> { ["itc"] = r.Itc, ["itm"] = r.Itm });
@@ -154,7 +158,7 @@ public sealed class CaptionStage(VlmModel model, TaskData data, int batchSize, i
     protected override CaptionBatchData Collate(IReadOnlyList<(CaptionImage Image, string Caption)> pairs) =>
         Data.Collate.Captions(pairs, TaskData.CaptionPrompt);
 
-    public override StepLoss Loss(CaptionBatchData batch, Device device)
+    public override StepLoss Loss(CaptionBatchData batch, Device device, int step)
     {
         var (images, ids, padding) = batch.ToTensors(device);
         var loss = Captioning.Loss(Model, images, ids, padding, batch.PromptLength);

@@ -61,14 +61,20 @@ public interface ITrainingStage<TBatch>
     /// <summary>The batches of an epoch, in the order the seed gives, from <paramref name="skip"/> on (for resume).</summary>
     IEnumerable<TBatch> Batches(int epoch, int skip);
 
-    /// <summary>Runs on the executor thread with grad enabled.</summary>
-    StepLoss Loss(TBatch batch, Device device);
+    /// <summary>Runs on the executor thread with grad enabled; <paramref name="step"/> is the global step (0-based).</summary>
+    StepLoss Loss(TBatch batch, Device device, int step);
 
     /// <summary>Called after each optimiser step (e.g. clamp the ITC temperature).</summary>
     void AfterStep();
 
     /// <summary>Validation score, higher is better; runs on the executor thread without grad.</summary>
     double Validate(Device device);
+
+    /// <summary>Extra state of the stage (e.g. pruning masks and their optimisers) saved with each resumable checkpoint.</summary>
+    void SaveState(string folder) { }
+
+    /// <summary>Restores what <see cref="SaveState"/> wrote.</summary>
+    void LoadState(string folder) { }
 }
 
 /// <summary>
@@ -119,7 +125,7 @@ public sealed class Trainer<TBatch>(ITrainingStage<TBatch> stage, TrainerOptions
                     stage.Model.train();
                     foreach (var group in optimizer.ParamGroups) group.LearningRate = lr * Multiplier(group);
                     optimizer.zero_grad();
-                    var result = stage.Loss(batch, ctx.Device);
+                    var result = stage.Loss(batch, ctx.Device, step);
                     result.Total.backward();
                     if (options.ClipNorm > 0) nn.utils.clip_grad_norm_(stage.Model.parameters(), options.ClipNorm);
                     optimizer.step();
@@ -196,6 +202,7 @@ public sealed class Trainer<TBatch>(ITrainingStage<TBatch> stage, TrainerOptions
         using (var rng = torch.get_rng_state())
             File.WriteAllBytes(Path.Combine(temp, "rng.bin"), rng.data<byte>().ToArray());
         File.WriteAllText(Path.Combine(temp, StateFile), JsonSerializer.Serialize(state));
+        stage.SaveState(temp);
         if (Directory.Exists(ResumeCheckpoint)) Directory.Delete(ResumeCheckpoint, recursive: true);
         Directory.Move(temp, ResumeCheckpoint);
     }
@@ -209,6 +216,7 @@ public sealed class Trainer<TBatch>(ITrainingStage<TBatch> stage, TrainerOptions
             foreach (var (name, tensor) in saved.state_dict()) target[name].copy_(tensor);
         }
         optimizer.load_state_dict(Path.Combine(ResumeCheckpoint, "optimizer.bin"));
+        stage.LoadState(ResumeCheckpoint);
         var bytes = File.ReadAllBytes(Path.Combine(ResumeCheckpoint, "rng.bin"));
         using (var rng = torch.tensor(bytes, dtype: ScalarType.Byte))
             torch.set_rng_state(rng);
