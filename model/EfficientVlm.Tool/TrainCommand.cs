@@ -160,7 +160,7 @@ internal static class TrainCommand
             {
                 result.Steps, result.BestValidation, result.BestStep, ElapsedSeconds = result.Elapsed.TotalSeconds,
                 FinalLoss = result.Losses.Count > 0 ? result.Losses[^1] : double.NaN,
-            }, new JsonSerializerOptions { WriteIndented = true }));
+            }, new JsonSerializerOptions { WriteIndented = true, NumberHandling = System.Text.Json.Serialization.JsonNumberHandling.AllowNamedFloatingPointLiterals }));
             return 0;
         }
         catch (Exception e) when (e is ArgumentException or FileNotFoundException or InvalidDataException or DatasetFormatException)

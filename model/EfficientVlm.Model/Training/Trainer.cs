@@ -1,5 +1,6 @@
 using System.Diagnostics;
 using System.Text.Json;
+using System.Text.Json.Serialization;
 using EfficientVlm.Model.Checkpoints;
 using EfficientVlm.Model.Modules;
 using EfficientVlm.Model.Runtime;
@@ -92,6 +93,9 @@ public sealed class Trainer<TBatch>(ITrainingStage<TBatch> stage, TrainerOptions
     public string BestCheckpoint => Path.Combine(runDirectory, "best");
 
     private sealed record State(int Step, double BestValidation, int BestStep, List<double> Losses, double ElapsedSeconds);
+
+    // BestValidation is -Infinity until the first validation, and a run may be checkpointed before that.
+    private static readonly JsonSerializerOptions StateJson = new() { NumberHandling = JsonNumberHandling.AllowNamedFloatingPointLiterals };
 
     /// <summary>Trains to the end, resuming from <see cref="ResumeCheckpoint"/> when one exists.</summary>
     public async Task<TrainingResult> RunAsync(IProgress<TrainingProgress>? progress = null, CancellationToken cancellationToken = default,
@@ -201,7 +205,7 @@ public sealed class Trainer<TBatch>(ITrainingStage<TBatch> stage, TrainerOptions
         optimizer.save_state_dict(Path.Combine(temp, "optimizer.bin"));
         using (var rng = torch.get_rng_state())
             File.WriteAllBytes(Path.Combine(temp, "rng.bin"), rng.data<byte>().ToArray());
-        File.WriteAllText(Path.Combine(temp, StateFile), JsonSerializer.Serialize(state));
+        File.WriteAllText(Path.Combine(temp, StateFile), JsonSerializer.Serialize(state, StateJson));
         stage.SaveState(temp);
         if (Directory.Exists(ResumeCheckpoint)) Directory.Delete(ResumeCheckpoint, recursive: true);
         Directory.Move(temp, ResumeCheckpoint);
@@ -220,7 +224,7 @@ public sealed class Trainer<TBatch>(ITrainingStage<TBatch> stage, TrainerOptions
         var bytes = File.ReadAllBytes(Path.Combine(ResumeCheckpoint, "rng.bin"));
         using (var rng = torch.tensor(bytes, dtype: ScalarType.Byte))
             torch.set_rng_state(rng);
-        return JsonSerializer.Deserialize<State>(File.ReadAllText(Path.Combine(ResumeCheckpoint, StateFile)))
+        return JsonSerializer.Deserialize<State>(File.ReadAllText(Path.Combine(ResumeCheckpoint, StateFile)), StateJson)
                ?? throw new InvalidDataException($"{ResumeCheckpoint}/{StateFile} is empty.");
     }
 }
