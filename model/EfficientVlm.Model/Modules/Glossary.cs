@@ -6,6 +6,5 @@ namespace EfficientVlm.Model.Modules;
 //   F FFN width kept in the layer, V vocabulary, C channels, H/W image height/width, K candidates.
 //
 // Field names of the modules are state-dict keys (TorchSharp RegisterComponents); they are the
-// checkpoint contract and are named in snake_case on purpose. Checkpoints/ReferenceKeyMap.cs maps
+// checkpoint contract and are named in snake_case on purpose. Checkpoints/ReferenceImporter.cs maps
 // them to the X-VLM / EfficientVLM reference names.
-internal static class Glossary;
