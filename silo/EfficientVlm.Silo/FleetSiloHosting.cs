@@ -3,6 +3,7 @@ using Azure.Data.Tables;
 using Azure.Storage.Blobs;
 using EfficientVlm.Grains;
 using EfficientVlm.Grains.Abstractions;
+using EfficientVlm.Grains.Placement;
 using EfficientVlm.Model.Runtime;
 using Orleans.Configuration;
 
@@ -24,6 +25,10 @@ public static class FleetSiloHosting
         builder.Services.AddSingleton(silo);
         builder.Services.AddSingleton(TimeProvider.System);
         builder.Services.AddSingleton(_ => new DeviceExecutor(silo.Executor));
+        var placement = builder.Configuration.GetSection(GpuPlacementOptions.SectionName).Get<GpuPlacementOptions>() ?? new GpuPlacementOptions();
+        // The accelerator this silo advertises: its own setting, else what the executor device will be.
+        var accelerator = builder.Configuration["Fleet:Silo:Accelerator"]
+                          ?? (DeviceExecutor.ResolveDevice(silo.Executor.Device).type == TorchSharp.DeviceType.CUDA ? "cuda" : "cpu");
 
         builder.UseOrleans(orleans =>
         {
@@ -52,6 +57,8 @@ public static class FleetSiloHosting
             else
                 orleans.AddAzureBlobGrainStorage(FleetStorage.GrainStateProvider,
                     o => o.BlobServiceClient = new BlobServiceClient(connection.StorageConnectionString));
+
+            orleans.AddGpuPlacement(placement, accelerator);
 
             if (silo.FastFailureDetection)
             {
