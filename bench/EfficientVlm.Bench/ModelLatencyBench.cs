@@ -22,10 +22,21 @@ public static class ModelLatencyBench
         torch.manual_seed(0);
 
         var rows = new List<string[]>();
-        rows.AddRange(Pair(Presets.DemoTeacher, Presets.Demo, textLength: 16, iterations: [30, 10], warmup: 3));
-        if (paper) rows.AddRange(Pair(Presets.PaperTeacher, Presets.PaperStudent, textLength: 30, iterations: [5, 2], warmup: 1));
+        int i = Array.IndexOf(args, "--checkpoints");
+        if (i >= 0 && i + 1 < args.Length)
+        {
+            // trained checkpoints side by side, the first is the reference (e.g. teacher, student, pruned student)
+            var models = args[i + 1].Split(',').Select(path => (Path: path, Model: EfficientVlm.Model.Checkpoints.Checkpoint.Load(path))).ToList();
+            rows.AddRange(Compare(models.Select(m => (m.Path, m.Model)).ToList(), textLength: 16, iterations: [30, 10], warmup: 3));
+            foreach (var m in models) m.Model.Dispose();
+        }
+        else
+        {
+            rows.AddRange(Pair(Presets.DemoTeacher, Presets.Demo, textLength: 16, iterations: [30, 10], warmup: 3));
+            if (paper) rows.AddRange(Pair(Presets.PaperTeacher, Presets.PaperStudent, textLength: 30, iterations: [5, 2], warmup: 1));
+        }
 
-        var table = new Table().AddColumns("model", "params (all)", "batch", "iterations", "median ms", "min ms", "student speed-up");
+        var table = new Table().AddColumns("model", "params (all)", "batch", "iterations", "median ms", "min ms", "speed-up vs first");
         foreach (var r in rows) table.AddRow(r);
         AnsiConsole.MarkupLine("[bold]teacher vs student forward latency[/] (image + text + fusion + ITM, eval, no_grad)");
         AnsiConsole.MarkupLine(BenchMachine.Describe(threads));
@@ -37,25 +48,33 @@ public static class ModelLatencyBench
     {
         using var teacher = new VlmModel(teacherConfig);
         using var student = new VlmModel(studentConfig);
-        teacher.eval();
-        student.eval();
+        return Compare([(teacherConfig.Name, teacher), (studentConfig.Name, student)], textLength, iterations, warmup).ToList();
+    }
+
+    /// <summary>Times every model at batch 1 and 32, interleaved so machine noise hits all alike; speed-up is against the first.</summary>
+    private static IEnumerable<string[]> Compare(IReadOnlyList<(string Name, VlmModel Model)> models, int textLength, int[] iterations, int warmup)
+    {
+        foreach (var (_, m) in models) m.eval();
         int[] batches = [1, 32];
         for (int b = 0; b < batches.Length; b++)
         {
             int batch = batches[b];
-            // interleave teacher and student runs so that machine noise hits both alike
-            var times = new Dictionary<VlmModel, List<double>> { [teacher] = [], [student] = [] };
+            var times = models.Select(_ => new List<double>()).ToArray();
             for (int i = -warmup; i < iterations[b]; i++)
             {
-                foreach (var model in new[] { teacher, student })
+                for (int m = 0; m < models.Count; m++)
                 {
-                    var ms = Forward(model, batch, textLength);
-                    if (i >= 0) times[model].Add(ms);
+                    var ms = Forward(models[m].Model, batch, textLength);
+                    if (i >= 0) times[m].Add(ms);
                 }
             }
-            double tMed = Median(times[teacher]), sMed = Median(times[student]);
-            yield return [teacherConfig.Name, $"{ParameterCounts.Count(teacher):N0}", $"{batch}", $"{iterations[b]}", $"{tMed:0.0}", $"{times[teacher].Min():0.0}", ""];
-            yield return [studentConfig.Name, $"{ParameterCounts.Count(student):N0}", $"{batch}", $"{iterations[b]}", $"{sMed:0.0}", $"{times[student].Min():0.0}", $"{tMed / sMed:0.00}x"];
+            double reference = Median(times[0]);
+            for (int m = 0; m < models.Count; m++)
+            {
+                double median = Median(times[m]);
+                yield return [models[m].Name, $"{ParameterCounts.Count(models[m].Model):N0}", $"{batch}", $"{iterations[b]}", $"{median:0.0}",
+                    $"{times[m].Min():0.0}", m == 0 ? "" : $"{reference / median:0.00}x"];
+            }
         }
     }
 

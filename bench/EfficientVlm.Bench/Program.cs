@@ -15,5 +15,6 @@ static int Usage()
     Console.WriteLine("usage: dotnet run --project bench/EfficientVlm.Bench -c Release -- <benchmark> [options]");
     Console.WriteLine("  executor [--items N] [--threads T]   device-executor overhead: direct calls vs executor, sequential and concurrent");
     Console.WriteLine("  model-latency [--threads T] [--no-paper]   teacher vs student forward latency, batch 1 and 32 (demo and paper presets)");
+    Console.WriteLine("  model-latency --checkpoints A,B,...        the same for trained checkpoints (speed-up against the first)");
     return 2;
 }

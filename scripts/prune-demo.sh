@@ -1,0 +1,27 @@
+#!/usr/bin/env bash
+# Modal-adaptive pruning at demo scale, after scripts/train-demo.sh: for each task given (default
+# all four), prune the fine-tuned student with KD from the fine-tuned teacher at the paper's
+# target, shrink it, score it on test, and time teacher / student / pruned side by side.
+# Knobs: DATA, RUNS, FT_ITEMS, PRUNE_EPOCHS, TEST_LIMIT, CAPTION_TEST_LIMIT.
+set -euo pipefail
+root="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
+cd "$root"
+DATA="${DATA:-data/shapes}"; RUNS="${RUNS:-runs/demo}"; FT_ITEMS="${FT_ITEMS:-2000}"; PRUNE_EPOCHS="${PRUNE_EPOCHS:-2}"
+TEST_LIMIT="${TEST_LIMIT:-500}"; CAPTION_TEST_LIMIT="${CAPTION_TEST_LIMIT:-200}"
+dotnet build model/EfficientVlm.Tool -c Release -nologo -clp:ErrorsOnly
+dotnet build bench/EfficientVlm.Bench -c Release -nologo -clp:ErrorsOnly
+vlm() { dotnet model/EfficientVlm.Tool/bin/Release/net10.0/vlm.dll "$@"; }
+tasks=("$@"); [[ ${#tasks[@]} -gt 0 ]] || tasks=(vqa nlvr2 retrieval captioning)
+for task in "${tasks[@]}"; do
+  out="$RUNS/pruned-$task"
+  if [[ ! -f "$out/prune-result.json" ]]; then
+    t0=$(date +%s)
+    vlm prune --task "$task" --student "$RUNS/student-$task/best" --teacher "$RUNS/teacher-$task/best" --data "$DATA" \
+      --out "$out" --train-limit "$FT_ITEMS" --eval-limit 200 --epochs "$PRUNE_EPOCHS"
+    echo "$(date -u +%FT%TZ) pruned-$task: $(( $(date +%s) - t0 )) s" | tee -a "$RUNS/stages.log"
+  fi
+  limit=$TEST_LIMIT; [[ $task == captioning ]] && limit=$CAPTION_TEST_LIMIT
+  vlm eval --model "$out/shrunk" --data "$DATA" --split test --limit "$limit" --results "$RUNS/results.jsonl" --label pruned
+  dotnet bench/EfficientVlm.Bench/bin/Release/net10.0/EfficientVlm.Bench.dll model-latency \
+    --checkpoints "$RUNS/teacher-$task/best,$RUNS/student-$task/best,$out/shrunk" | tee "$out/latency.txt"
+done
