@@ -21,8 +21,7 @@ stage() { # name, then the vlm arguments; skipped when the run already has a res
   local name=$1; shift
   if [[ -f "$RUNS/$name/result.json" ]]; then stamp "$name: done before"; return; fi
   local t0=$(date +%s)
-  vlm "$@" --out "$RUNS/$name"
-  stamp "$name: $(( $(date +%s) - t0 )) s"
+  if vlm "$@" --out "$RUNS/$name"; then stamp "$name: $(( $(date +%s) - t0 )) s"; else stamp "$name: FAILED (see its output); going on"; fi
 }
 
 stage teacher train pretrain --data "$DATA" --preset demo-teacher --train-limit "$IMAGES" --eval-limit 200 --epochs "$PRE_EPOCHS" --lr 3e-4
@@ -35,6 +34,7 @@ done
 for task in vqa nlvr2 retrieval captioning; do
   limit=$TEST_LIMIT; [[ $task == captioning ]] && limit=$CAPTION_TEST_LIMIT
   for who in teacher student; do
+    [[ -f "$RUNS/$who-$task/result.json" ]] || { stamp "$who-$task: no model to evaluate"; continue; }
     vlm eval --model "$RUNS/$who-$task/best" --data "$DATA" --split test --limit "$limit" --results "$RUNS/results.jsonl" --label "$who"
   done
 done
