@@ -37,12 +37,14 @@ public static class Retrieval
         var scores = new List<Tensor>();
         for (long start = 0; start < image.shape[0]; start += pairBatch)
         {
+            // one scope per batch: the fusion activations of a batch are freed before the next one
+            using var batchScope = torch.NewDisposeScope();
             long n = Math.Min(pairBatch, image.shape[0] - start);
             var im = image.narrow(0, start, n);
             var tx = text.narrow(0, start, n);
             var fused = model.Fuse(gallery.TextStates.index_select(0, tx), gallery.TextPadding.index_select(0, tx),
                 gallery.ImageTokens.index_select(0, im)).Last;
-            scores.Add(model.ItmLogits(fused).select(1, 1));
+            scores.Add(model.ItmLogits(fused).select(1, 1).MoveToOuterDisposeScope());
         }
         var itm = torch.cat(scores, 0).view(queries, k);
         var reordered = top.gather(1, itm.argsort(1, descending: true));                   // (Q, K) by ITM

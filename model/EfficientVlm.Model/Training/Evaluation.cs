@@ -59,7 +59,10 @@ public static class Evaluation
         var owner = images.SelectMany((image, index) => image.Captions.Select(_ => index)).ToList();
         var imageTokens = new List<Tensor>();
         foreach (var batch in Batching.Prefetch(images, batchSize, 0, 0, b => collate.Images(b.Select(i => i.ImagePath).ToList()), shuffle: false))
-            imageTokens.Add(model.EncodeImage(batch.ToTensor(device), gates).Last);
+        {
+            using var batchScope = torch.NewDisposeScope();
+            imageTokens.Add(model.EncodeImage(batch.ToTensor(device), gates).Last.MoveToOuterDisposeScope());
+        }
         var textStates = new List<Tensor>();
         var rows = pairs.Select(p => collate.Tokenizer.Encode(p.c, model.Config.MaxTextLength)).ToList();
         var (allIds, allPadding) = Text.VlmTokenizer.Pad(rows, collate.Tokenizer.Special.Pad);
@@ -67,8 +70,9 @@ public static class Evaluation
         allPadding = allPadding.to(device);
         for (int start = 0; start < rows.Count; start += 256)
         {
+            using var batchScope = torch.NewDisposeScope();
             int n = Math.Min(256, rows.Count - start);
-            textStates.Add(model.EncodeText(allIds.narrow(0, start, n), allPadding.narrow(0, start, n), gates).Last);
+            textStates.Add(model.EncodeText(allIds.narrow(0, start, n), allPadding.narrow(0, start, n), gates).Last.MoveToOuterDisposeScope());
         }
         var gallery = new Tasks.Retrieval.Gallery(torch.cat(imageTokens, 0), torch.cat(textStates, 0), allPadding);
         var i2t = Tasks.Retrieval.RankTextsForImages(model, gallery, k);
