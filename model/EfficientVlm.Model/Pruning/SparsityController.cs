@@ -23,8 +23,11 @@ public sealed class SparsityController : IDisposable
         Masks = masks;
         Target = target;
         WarmupSteps = Math.Max(0, warmupSteps);
+        // the controller outlives any dispose scope it is created in (e.g. a device-executor work item)
         _lambda1 = new Parameter(torch.zeros(Array.Empty<long>(), device: device));
         _lambda2 = new Parameter(torch.zeros(Array.Empty<long>(), device: device));
+        _lambda1.DetachFromDisposeScope();
+        _lambda2.DetachFromDisposeScope();
         _masksOptimizer = torch.optim.AdamW(masks.parameters(), learningRate, weight_decay: 0);
         _lambdaOptimizer = torch.optim.AdamW([_lambda1, _lambda2], learningRate, weight_decay: 0, maximize: true);
     }

@@ -28,7 +28,8 @@ public sealed class PruneStageTests(TinyDataFixture fixture) : IClassFixture<Tin
         var data = fixture.Data(student.Config);
         using var masks = new PruningMasks(student.Config);
         double start = masks.ExpectedSparsity().item<float>();
-        using var controller = new SparsityController(masks, target: 0.3, warmupSteps: 10, learningRate: 0.1);
+        // built inside an executor work item, as `vlm prune` does: it must survive the item's dispose scope
+        using var controller = await executor.RunAsync(_ => new SparsityController(masks, target: 0.3, warmupSteps: 10, learningRate: 0.1));
         var (tw, kw) = TaskPruning.Weights(VlmTask.Vqa);
         var dir = Path.Combine(_runs, "vqa");
         double Validate(torch.Device d, ModelGates g) => Evaluation.Vqa(student, data.Vqa("val"), data.Collate, data.AnswerList, d, gates: g);
