@@ -77,10 +77,9 @@ internal static class EvalCommand
                     }) + "\n");
                 return 0;
             }
-            catch (Exception e) when (e is ArgumentException or FileNotFoundException or InvalidDataException or DatasetFormatException)
+            catch (Exception e) when (UserErrors.Is(e))
             {
-                AnsiConsole.MarkupLineInterpolated($"[red]error:[/] {e.Message}");
-                return 1;
+                return UserErrors.Report(e);
             }
         });
         return command;

@@ -96,10 +96,9 @@ internal static class PruneCommand
                 }, new JsonSerializerOptions { WriteIndented = true }));
                 return 0;
             }
-            catch (Exception e) when (e is ArgumentException or FileNotFoundException or InvalidDataException or DatasetFormatException)
+            catch (Exception e) when (UserErrors.Is(e))
             {
-                AnsiConsole.MarkupLineInterpolated($"[red]error:[/] {e.Message}");
-                return 1;
+                return UserErrors.Report(e);
             }
         });
         return command;

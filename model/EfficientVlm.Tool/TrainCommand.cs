@@ -163,10 +163,9 @@ internal static class TrainCommand
             }, new JsonSerializerOptions { WriteIndented = true, NumberHandling = System.Text.Json.Serialization.JsonNumberHandling.AllowNamedFloatingPointLiterals }));
             return 0;
         }
-        catch (Exception e) when (e is ArgumentException or FileNotFoundException or InvalidDataException or DatasetFormatException)
+        catch (Exception e) when (UserErrors.Is(e))
         {
-            AnsiConsole.MarkupLineInterpolated($"[red]error:[/] {e.Message}");
-            return 1;
+            return UserErrors.Report(e);
         }
     }
 }
