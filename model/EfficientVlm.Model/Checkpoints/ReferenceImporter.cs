@@ -129,10 +129,28 @@ public static partial class ReferenceImporter
         return new ImportReport(loaded, missing, unexpected, mismatches);
     }
 
-    /// <summary>Reads a safetensors file written with the reference names and imports it.</summary>
-    public static ImportReport ImportFile(VlmModel model, string safetensorsPath)
+    /// <summary>
+    /// Reads a reference checkpoint and imports it: <c>.safetensors</c>, or a PyTorch <c>torch.save</c>
+    /// file (<c>.pth</c>, <c>.th</c>, <c>.bin</c>, <c>.pt</c>) holding the state dict (the reference's
+    /// <c>{'model': state_dict, ...}</c> wrapper must be unwrapped in Python first:
+    /// <c>torch.save(ckpt['model'], path)</c>).
+    /// </summary>
+    public static ImportReport ImportFile(VlmModel model, string path)
     {
+        if (!File.Exists(path)) throw new FileNotFoundException($"{path} does not exist.", path);
         using var scope = torch.NewDisposeScope();
-        return Import(model, Safetensors.LoadStateDict(safetensorsPath));
+        if (path.EndsWith(".safetensors", StringComparison.OrdinalIgnoreCase))
+            return Import(model, Safetensors.LoadStateDict(path));
+        Dictionary<string, Tensor> state;
+        try
+        {
+            state = PyTorchUnpickler.UnpickleStateDict(path).Cast<System.Collections.DictionaryEntry>()
+                .ToDictionary(e => (string)e.Key, e => (Tensor)e.Value!);
+        }
+        catch (Exception e) when (e is InvalidCastException or InvalidDataException or NotSupportedException or NotImplementedException or IOException or ArgumentException)
+        {
+            throw new InvalidDataException($"{path} is not a PyTorch state dict of tensors (unwrap ckpt['model'] first): {e.Message}", e);
+        }
+        return Import(model, state);
     }
 }

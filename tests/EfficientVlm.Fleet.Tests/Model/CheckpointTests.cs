@@ -165,6 +165,29 @@ public sealed class CheckpointTests : IDisposable
     }
 
     [Fact]
+    public void A_torch_save_state_dict_with_the_reference_names_imports_too()
+    {
+        using var scope = torch.NewDisposeScope();
+        using var noGrad = torch.no_grad();
+        torch.manual_seed(43);
+        using var original = new VlmModel(Presets.Tiny);
+        var ours = original.state_dict();
+        var reference = ReferenceNamesForTiny().ToDictionary(kv => kv.Key, kv => ours[kv.Value].contiguous());
+        var file = Path.Combine(_folder, "model_state_epoch_0.th");
+        PyTorchPickler.PickleStateDict(file, reference); // the pickle format torch.save writes and torch.load reads
+        torch.manual_seed(1000);
+        using var imported = new VlmModel(Presets.Tiny);
+        var report = ReferenceImporter.ImportFile(imported, file);
+        Assert.True(report.Complete);
+        Assert.True(imported.state_dict()["fusion.layers.1.cross_attn.value.weight"].equal(ours["fusion.layers.1.cross_attn.value.weight"]).all().item<bool>());
+
+        var notAState = Path.Combine(_folder, "garbage.pth");
+        File.WriteAllText(notAState, "not a pickle");
+        var error = Assert.ThrowsAny<Exception>(() => ReferenceImporter.ImportFile(imported, notAState));
+        Assert.IsType<InvalidDataException>(error);
+    }
+
+    [Fact]
     public void Shape_mismatches_and_missing_keys_are_reported_not_loaded()
     {
         using var scope = torch.NewDisposeScope();
