@@ -25,19 +25,29 @@ public static class Captioning
         return model.LmLogits(fused);
     }
 
+    /// <summary>
+    /// The positions the loss covers and their targets: ids [B, T] -> mask [B, T-1] (real tokens at or
+    /// after <paramref name="promptLength"/>) and targets [B, T-1] (-100 where not counted).
+    /// </summary>
+    public static (Tensor Mask, Tensor Targets) CaptionTargets(Tensor ids, Tensor padding, int promptLength)
+    {
+        long t = ids.shape[1];
+        var positions = torch.arange(1, t, device: ids.device).view(1, -1);
+        var mask = padding.narrow(1, 1, t - 1).gt(0).logical_and(positions.ge(promptLength));
+        return (mask, ids.narrow(1, 1, t - 1).masked_fill(mask.logical_not(), -100));
+    }
+
+    /// <summary>Label-smoothed cross-entropy of predicted logits [B, T-1, V] against <see cref="CaptionTargets"/>.</summary>
+    public static Tensor SmoothedLoss(Tensor predicted, Tensor targets) =>
+        functional.cross_entropy(predicted.reshape(-1, predicted.shape[2]), targets.reshape(-1),
+            ignore_index: -100, label_smoothing: LabelSmoothing);
+
     /// <summary>Label-smoothed next-token loss on positions at or after <paramref name="promptLength"/> (the caption).</summary>
     public static Tensor Loss(VlmModel model, Tensor images, Tensor ids, Tensor padding, int promptLength, ModelGates? gates = null)
     {
         var logits = NextTokenLogits(model, model.EncodeImage(images, gates).Last, ids, padding, gates);
-        long t = ids.shape[1];
-        var predicted = logits.narrow(1, 0, t - 1);                                       // (B, T-1, V)
-        var targets = ids.narrow(1, 1, t - 1).clone();                                     // (B, T-1)
-        var keep = padding.narrow(1, 1, t - 1).gt(0);
-        var positions = torch.arange(1, t, device: ids.device).view(1, -1);
-        keep = keep.logical_and(positions.ge(promptLength));
-        targets = targets.masked_fill(keep.logical_not(), -100);
-        return functional.cross_entropy(predicted.reshape(-1, predicted.shape[2]), targets.reshape(-1),
-            ignore_index: -100, label_smoothing: LabelSmoothing);
+        var (_, targets) = CaptionTargets(ids, padding, promptLength);
+        return SmoothedLoss(logits.narrow(1, 0, ids.shape[1] - 1), targets);                // (B, T-1, V)
     }
 
     /// <summary>

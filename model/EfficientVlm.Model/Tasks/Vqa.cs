@@ -21,19 +21,34 @@ public static class Vqa
         return model.Fuse(model.EncodeText(ids, padding, gates).Last, padding, image, gates).Last;
     }
 
-    /// <summary>Sum over answer tokens of -log p(token | previous, question): question states [Q, T, D] -> [A]</summary>
-    public static Tensor AnswerNll(VlmModel model, Tensor questionStates, Tensor questionPadding, Tensor answerIds,
+    /// <summary>Next-token logits of each answer: question states [Q, T, D] -> [A, La-1, V] (position i predicts token i+1).</summary>
+    public static Tensor AnswerLogits(VlmModel model, Tensor questionStates, Tensor questionPadding, Tensor answerIds,
         Tensor answerPadding, ModelGates? gates = null)
     {
         var decoded = model.DecodeAnswer(answerIds, answerPadding, questionStates, questionPadding, gates).Last; // (A, La, D)
-        long la = answerIds.shape[1];
-        var logits = model.LmLogits(decoded.narrow(1, 0, la - 1));                     // (A, La-1, V)
-        var targets = answerIds.narrow(1, 1, la - 1);                                    // (A, La-1)
-        var mask = answerPadding.narrow(1, 1, la - 1).to(logits.dtype);
+        return model.LmLogits(decoded.narrow(1, 0, answerIds.shape[1] - 1));
+    }
+
+    /// <summary>Which predicted positions are real answer tokens: answer padding [A, La] -> [A, La-1].</summary>
+    public static Tensor PredictedTokens(Tensor answerPadding) => answerPadding.narrow(1, 1, answerPadding.shape[1] - 1);
+
+    /// <summary>Sum over answer tokens of -log p(token | previous, question), from <see cref="AnswerLogits"/> -> [A].</summary>
+    public static Tensor AnswerNll(Tensor logits, Tensor answerIds, Tensor answerPadding)
+    {
+        var targets = answerIds.narrow(1, 1, answerIds.shape[1] - 1);                  // (A, La-1)
+        var mask = PredictedTokens(answerPadding).to(logits.dtype);
         var nll = functional.cross_entropy(logits.reshape(-1, logits.shape[2]), targets.reshape(-1), reduction: Reduction.None)
             .view(targets.shape).mul(mask);
         return nll.sum(1);
     }
+
+    /// <summary>Sum over answer tokens of -log p(token | previous, question): question states [Q, T, D] -> [A]</summary>
+    public static Tensor AnswerNll(VlmModel model, Tensor questionStates, Tensor questionPadding, Tensor answerIds,
+        Tensor answerPadding, ModelGates? gates = null) =>
+        AnswerNll(AnswerLogits(model, questionStates, questionPadding, answerIds, answerPadding, gates), answerIds, answerPadding);
+
+    /// <summary>Answer NLL [A] weighted by each answer's share, summed and averaged over the <paramref name="questions"/>.</summary>
+    public static Tensor WeightedLoss(Tensor nll, VqaAnswers answers, long questions) => nll.mul(answers.Weight).sum().div(questions);
 
     /// <summary>Weighted answer negative log-likelihood, averaged over questions.</summary>
     public static Tensor Loss(VlmModel model, Tensor images, Tensor ids, Tensor padding, VqaAnswers answers, ModelGates? gates = null)
@@ -41,7 +56,7 @@ public static class Vqa
         var questions = EncodeQuestion(model, images, ids, padding, gates);
         var nll = AnswerNll(model, questions.index_select(0, answers.Owner), padding.index_select(0, answers.Owner),
             answers.Ids, answers.Padding, gates);
-        return nll.mul(answers.Weight).sum().div(ids.shape[0]);
+        return WeightedLoss(nll, answers, ids.shape[0]);
     }
 
     /// <summary>

@@ -127,22 +127,19 @@ public static class TaskPruning
     public static Func<VqaBatchData, Device, ModelGates, (Tensor, Tensor)> Vqa(VlmModel student, VlmModel teacher) => (batch, device, gates) =>
     {
         var (images, ids, padding, answers) = batch.ToTensors(device);
+        var owner = answers.Owner;
+        var ownerPadding = padding.index_select(0, owner);
         var qs = Tasks.Vqa.EncodeQuestion(student, images, ids, padding, gates);
         Tensor qt, logitsT;
-        var owner = answers.Owner;
-        long la = answers.Ids.shape[1];
         using (torch.no_grad())
         {
             teacher.eval();
             qt = Tasks.Vqa.EncodeQuestion(teacher, images, ids, padding);
-            logitsT = teacher.LmLogits(teacher.DecodeAnswer(answers.Ids, answers.Padding, qt.index_select(0, owner), padding.index_select(0, owner)).Last.narrow(1, 0, la - 1));
+            logitsT = Tasks.Vqa.AnswerLogits(teacher, qt.index_select(0, owner), ownerPadding, answers.Ids, answers.Padding);
         }
-        var decoded = student.DecodeAnswer(answers.Ids, answers.Padding, qs.index_select(0, owner), padding.index_select(0, owner), gates).Last;
-        var logitsS = student.LmLogits(decoded.narrow(1, 0, la - 1));
-        var nll = functional.cross_entropy(logitsS.reshape(-1, logitsS.shape[2]), answers.Ids.narrow(1, 1, la - 1).reshape(-1), reduction: Reduction.None)
-            .view(answers.Ids.shape[0], la - 1).mul(answers.Padding.narrow(1, 1, la - 1)).sum(1);
-        var task = nll.mul(answers.Weight).sum().div(ids.shape[0]);
-        var kd = MaskedKl(logitsS, logitsT, answers.Padding.narrow(1, 1, la - 1)).add(FusedMse(qs, qt, padding));
+        var logitsS = Tasks.Vqa.AnswerLogits(student, qs.index_select(0, owner), ownerPadding, answers.Ids, answers.Padding, gates);
+        var task = Tasks.Vqa.WeightedLoss(Tasks.Vqa.AnswerNll(logitsS, answers.Ids, answers.Padding), answers, ids.shape[0]);
+        var kd = MaskedKl(logitsS, logitsT, Tasks.Vqa.PredictedTokens(answers.Padding)).add(FusedMse(qs, qt, padding));
         return (task, kd);
     };
 
@@ -186,11 +183,7 @@ public static class TaskPruning
             logitsT = Tasks.Captioning.NextTokenLogits(teacher, teacher.EncodeImage(images).Last, ids, padding).narrow(1, 0, t - 1);
         }
         var logitsS = Tasks.Captioning.NextTokenLogits(student, student.EncodeImage(images, gates).Last, ids, padding, gates).narrow(1, 0, t - 1);
-        var positions = torch.arange(1, t, device: ids.device).view(1, -1).ge(batch.PromptLength);
-        var mask = padding.narrow(1, 1, t - 1).gt(0).logical_and(positions);
-        var targets = ids.narrow(1, 1, t - 1).masked_fill(mask.logical_not(), -100);
-        var task = functional.cross_entropy(logitsS.reshape(-1, logitsS.shape[2]), targets.reshape(-1), ignore_index: -100,
-            label_smoothing: Tasks.Captioning.LabelSmoothing);
-        return (task, MaskedKl(logitsS, logitsT, mask));
+        var (mask, targets) = Tasks.Captioning.CaptionTargets(ids, padding, batch.PromptLength);
+        return (Tasks.Captioning.SmoothedLoss(logitsS, targets), MaskedKl(logitsS, logitsT, mask));
     };
 }
