@@ -127,7 +127,8 @@ public sealed class Trainer<TBatch>(ITrainingStage<TBatch> stage, TrainerOptions
                 var (loss, parts) = await executor.RunAsync(ctx =>
                 {
                     stage.Model.train();
-                    foreach (var group in optimizer.ParamGroups) group.LearningRate = lr * Multiplier(group);
+                    // each group's initial rate is the peak rate times its multiplier
+                    foreach (var group in optimizer.ParamGroups) group.LearningRate = lr * group.InitialLearningRate;
                     optimizer.zero_grad();
                     var result = stage.Loss(batch, ctx.Device, step);
                     result.Total.backward();
@@ -181,20 +182,12 @@ public sealed class Trainer<TBatch>(ITrainingStage<TBatch> stage, TrainerOptions
         return Math.Max(0, (total - step) / (double)Math.Max(1, total - warmup));
     }
 
-    private readonly Dictionary<object, double> _multipliers = new(ReferenceEqualityComparer.Instance);
-
-    private double Multiplier(object group) => options.LearningRate * _multipliers[group];
-
     private AdamW CreateOptimizer()
     {
-        var groups = stage.ParameterGroups().Select(g => (Group: new AdamW.ParamGroup(g.Parameters.ToList(),
+        var groups = stage.ParameterGroups().Select(g => new AdamW.ParamGroup(g.Parameters.ToList(),
             new AdamW.Options { LearningRate = options.LearningRate * g.LrMultiplier, weight_decay = g.Decay ? options.WeightDecay : 0,
-                beta1 = options.Beta1, beta2 = options.Beta2 }), g.LrMultiplier)).ToList();
-        var optimizer = torch.optim.AdamW(groups.Select(g => g.Group), options.LearningRate, options.Beta1, options.Beta2,
-            weight_decay: options.WeightDecay);
-        foreach (var (group, multiplier) in groups.Zip(optimizer.ParamGroups, (g, pg) => (pg, g.LrMultiplier)))
-            _multipliers[group] = multiplier;
-        return optimizer;
+                beta1 = options.Beta1, beta2 = options.Beta2 }));
+        return torch.optim.AdamW(groups, options.LearningRate, options.Beta1, options.Beta2, weight_decay: options.WeightDecay);
     }
 
     private void Save(AdamW optimizer, State state)
