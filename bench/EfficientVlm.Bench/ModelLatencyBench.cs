@@ -1,5 +1,6 @@
 using System.Diagnostics;
 using EfficientVlm.Model.Config;
+using EfficientVlm.Model.Jobs;
 using EfficientVlm.Model.Modules;
 using Spectre.Console;
 using TorchSharp;
@@ -64,7 +65,7 @@ public static class ModelLatencyBench
             {
                 for (int m = 0; m < models.Count; m++)
                 {
-                    var ms = Forward(models[m].Model, batch, textLength);
+                    var ms = Latency.Forward(models[m].Model, batch, textLength);
                     if (i >= 0) times[m].Add(ms);
                 }
             }
@@ -76,22 +77,6 @@ public static class ModelLatencyBench
                     $"{times[m].Min():0.0}", m == 0 ? "" : $"{reference / median:0.00}x"];
             }
         }
-    }
-
-    private static double Forward(VlmModel model, int batch, int textLength)
-    {
-        using var scope = torch.NewDisposeScope();
-        using var noGrad = torch.no_grad();
-        var c = model.Config;
-        var images = torch.randn(batch, 3, c.ImageSize, c.ImageSize);
-        var ids = torch.randint(5, c.VocabSize, new long[] { batch, textLength });
-        var padding = torch.ones(batch, textLength, dtype: ScalarType.Int64);
-        var sw = Stopwatch.StartNew();
-        var image = model.EncodeImage(images).Last;
-        var text = model.EncodeText(ids, padding).Last;
-        var fused = model.Fuse(text, padding, image).Last;
-        model.ItmLogits(fused).sum().item<float>(); // forces completion
-        return sw.Elapsed.TotalMilliseconds;
     }
 
     private static double Median(List<double> values)

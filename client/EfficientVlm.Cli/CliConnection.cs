@@ -41,7 +41,7 @@ internal static class CliConnection
             await action(client);
             return 0;
         }
-        catch (Exception e) when (e is FleetUnavailableException or ArgumentException or TimeoutException)
+        catch (Exception e) when (e is FleetUnavailableException or ArgumentException or TimeoutException or NoGpuSiloException)
         {
             AnsiConsole.MarkupLineInterpolated($"[red]error:[/] {e.Message}");
             return 1;

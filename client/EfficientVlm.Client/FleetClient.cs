@@ -1,4 +1,6 @@
 using Azure.Data.Tables;
+using Azure.Storage.Blobs;
+using EfficientVlm.Artifacts;
 using EfficientVlm.Grains.Abstractions;
 using Microsoft.Extensions.DependencyInjection;
 using Microsoft.Extensions.Hosting;
@@ -18,12 +20,20 @@ public sealed class FleetClient : IAsyncDisposable
     private readonly IHost _host;
     private readonly FleetClientOptions _options;
 
-    private FleetClient(IHost host, FleetClientOptions options)
+    private readonly FleetConnectionOptions _connection;
+    private BlobArtifactStore? _artifacts;
+
+    private FleetClient(IHost host, FleetClientOptions options, FleetConnectionOptions connection)
     {
         _host = host;
         _options = options;
+        _connection = connection;
         Grains = host.Services.GetRequiredService<IClusterClient>();
     }
+
+    /// <summary>The fleet's artefact store (the same Azure Storage account as the cluster).</summary>
+    public BlobArtifactStore Artifacts =>
+        _artifacts ??= new BlobArtifactStore(new BlobServiceClient(_connection.StorageConnectionString), _connection.ArtifactContainer);
 
     /// <summary>The underlying Orleans client, for callers who need a grain this SDK does not wrap yet.</summary>
     public IClusterClient Grains { get; }
@@ -64,13 +74,40 @@ public sealed class FleetClient : IAsyncDisposable
             throw new FleetUnavailableException(
                 $"Could not connect to fleet cluster '{connection.ClusterId}' within {options.ConnectTimeout.TotalSeconds:0} s: {e.Message}", e);
         }
-        return new FleetClient(host, options);
+        return new FleetClient(host, options, connection);
     }
 
     /// <summary>Runs a small computation on a silo's device executor.</summary>
     public Task<DeviceProbeResult> ProbeDeviceAsync(CancellationToken cancellationToken = default) =>
         CallAsync(() => Grains.GetGrain<IDeviceProbeGrain>(0).Probe(), cancellationToken);
 
+    /// <summary>Uploads a data folder (as written by <c>vlm data generate</c>) and registers it; returns it with its content hash.</summary>
+    /// <exception cref="ArgumentException">The folder is missing or is not a data folder.</exception>
+    public async Task<DatasetInfo> UploadDatasetAsync(string folder, string name, CancellationToken cancellationToken = default)
+    {
+        Identifiers.Validate(name, "dataset name");
+        if (!Directory.Exists(folder)) throw new ArgumentException($"No folder {folder}.");
+        if (!File.Exists(Path.Combine(folder, "vocab.txt")) || !Directory.Exists(Path.Combine(folder, "images")))
+            throw new ArgumentException($"{folder} is not a data folder (it needs vocab.txt and images/; write one with `vlm data generate`).");
+        var stored = await Artifacts.PutFolderAsync("dataset", folder, cancellationToken);
+        var manifest = await Artifacts.GetManifestAsync(stored, cancellationToken);
+        var registration = new DatasetRegistration(name, stored.Hash, manifest.Files.Count, manifest.Files.Values.Sum(f => f.Length));
+        return await CallAsync(() => Registry.RegisterDataset(registration), cancellationToken);
+    }
+
+    public Task<IReadOnlyList<DatasetInfo>> ListDatasetsAsync(CancellationToken cancellationToken = default) =>
+        CallAsync(() => Registry.ListDatasets(), cancellationToken);
+
+    /// <summary>Uploads a checkpoint folder (config.json + model.safetensors); returns its content hash.</summary>
+    /// <exception cref="ArgumentException">The folder is not a checkpoint.</exception>
+    public async Task<string> UploadModelAsync(string folder, CancellationToken cancellationToken = default)
+    {
+        if (!File.Exists(Path.Combine(folder, "config.json")) || !File.Exists(Path.Combine(folder, "model.safetensors")))
+            throw new ArgumentException($"{folder} is not a checkpoint folder (it needs config.json and model.safetensors).");
+        return (await Artifacts.PutFolderAsync("model", folder, cancellationToken, include: n => !n.Contains('/'))).Hash;
+    }
+
+    /// <summary>Registers a compact model; without a student, the fleet distils one (watch it with <see cref="GetCompactModelAsync"/>).</summary>
     public Task<CompactModelInfo> RegisterCompactModelAsync(CompactModelRegistration registration,
         CancellationToken cancellationToken = default) =>
         CallAsync(() => Registry.RegisterCompactModel(registration), cancellationToken);
@@ -80,6 +117,32 @@ public sealed class FleetClient : IAsyncDisposable
 
     public Task<CompactModelInfo?> GetCompactModelAsync(string id, CancellationToken cancellationToken = default) =>
         CallAsync(() => Registry.GetCompactModel(id), cancellationToken);
+
+    /// <summary>The variant for <paramref name="spec"/>: the existing one (ready or in progress) or a new one, started now.</summary>
+    /// <exception cref="ArgumentException">Unknown model or dataset, a model that is not ready, bad settings.</exception>
+    /// <exception cref="NoGpuSiloException">No silo can run the job now; the variant waits for one and starts when it joins.</exception>
+    public Task<VariantInfo> EnsureVariantAsync(VariantSpec spec, JobSettings? settings = null, CancellationToken cancellationToken = default) =>
+        CallAsync(() => Registry.EnsureVariant(spec, settings), cancellationToken);
+
+    public Task<VariantInfo?> GetVariantAsync(string id, CancellationToken cancellationToken = default) =>
+        CallAsync(() => Registry.GetVariant(id), cancellationToken);
+
+    public Task<IReadOnlyList<VariantInfo>> ListVariantsAsync(CancellationToken cancellationToken = default) =>
+        CallAsync(() => Registry.ListVariants(), cancellationToken);
+
+    /// <summary>The variant's state every <paramref name="interval"/> until it is Ready or Failed (the last item).</summary>
+    /// <exception cref="ArgumentException">No such variant.</exception>
+    public async IAsyncEnumerable<VariantInfo> WatchVariantAsync(string id, TimeSpan? interval = null,
+        [System.Runtime.CompilerServices.EnumeratorCancellation] CancellationToken cancellationToken = default)
+    {
+        while (true)
+        {
+            var info = await GetVariantAsync(id, cancellationToken) ?? throw new ArgumentException($"No variant '{id}'.");
+            yield return info;
+            if (info.IsTerminal) yield break;
+            await Task.Delay(interval ?? TimeSpan.FromSeconds(1), cancellationToken);
+        }
+    }
 
     private IFleetRegistryGrain Registry => Grains.GetGrain<IFleetRegistryGrain>(IFleetRegistryGrain.DefaultKey);
 

@@ -21,6 +21,9 @@ public sealed record FleetConnectionOptions
     /// <summary><c>AzureStorage</c> (default) or <c>Localhost</c> (single-process development and unit tests only).</summary>
     public string Clustering { get; init; } = "AzureStorage";
 
+    /// <summary>Blob container of the model artefacts (datasets, checkpoints, shrunk models), content-addressed.</summary>
+    public string ArtifactContainer { get; init; } = "artifacts";
+
     /// <summary>Gateway port for <c>Localhost</c> clustering.</summary>
     public int LocalhostGatewayPort { get; init; } = 30000;
 
@@ -30,6 +33,8 @@ public sealed record FleetConnectionOptions
         if (string.IsNullOrWhiteSpace(ServiceId)) throw new ArgumentException("Fleet:ServiceId is empty.");
         if (Clustering is not ("AzureStorage" or "Localhost"))
             throw new ArgumentException($"Fleet:Clustering must be AzureStorage or Localhost (was '{Clustering}').");
+        if (!System.Text.RegularExpressions.Regex.IsMatch(ArtifactContainer ?? "", "^[a-z0-9](?!.*--)[a-z0-9-]{1,61}[a-z0-9]$"))
+            throw new ArgumentException($"Fleet:ArtifactContainer '{ArtifactContainer}' is not a blob container name (3-63 lower-case letters, digits and single hyphens).");
         if (Clustering == "AzureStorage" && string.IsNullOrWhiteSpace(StorageConnectionString))
             throw new ArgumentException("Fleet:StorageConnectionString is empty.");
     }

@@ -1,33 +1,98 @@
 namespace EfficientVlm.Grains.Abstractions;
 
 /// <summary>
-/// The fleet's catalogue (key <see cref="DefaultKey"/>): the task-agnostic compact models it knows.
-/// Later: task variants and aliases.
+/// The fleet's catalogue (key <see cref="DefaultKey"/>): datasets, compact models and task variants,
+/// and the on-demand entry point <see cref="EnsureVariant"/>.
 /// </summary>
 public interface IFleetRegistryGrain : IGrainWithStringKey
 {
     public const string DefaultKey = "default";
 
-    /// <summary>Adds a compact model, or returns the one already registered under the same id.</summary>
-    /// <exception cref="ArgumentException">The id or preset is empty or malformed.</exception>
+    /// <summary>Records an uploaded dataset (a <c>dataset</c> artefact); idempotent by hash.</summary>
+    /// <exception cref="ArgumentException">The name or hash is malformed.</exception>
+    Task<DatasetInfo> RegisterDataset(DatasetRegistration registration);
+
+    Task<IReadOnlyList<DatasetInfo>> ListDatasets();
+
+    /// <summary>
+    /// Adds a compact model, or returns the one already registered under the same id. With a student
+    /// checkpoint it is ready at once; without one, a distillation job makes it from the teacher.
+    /// </summary>
+    /// <exception cref="ArgumentException">The id, preset or an artefact hash is malformed, or the dataset is unknown.</exception>
     Task<CompactModelInfo> RegisterCompactModel(CompactModelRegistration registration);
 
     Task<CompactModelInfo?> GetCompactModel(string id);
 
     Task<IReadOnlyList<CompactModelInfo>> ListCompactModels();
+
+    /// <summary>
+    /// Returns the variant for <paramref name="spec"/>, ready or in progress, or starts it. Concurrent
+    /// identical requests meet at one variant (its id is derived from the spec).
+    /// </summary>
+    /// <exception cref="ArgumentException">Unknown compact model or dataset, a model that is not ready, or a bad target.</exception>
+    Task<VariantInfo> EnsureVariant(VariantSpec spec, JobSettings? settings);
+
+    Task<VariantInfo?> GetVariant(string id);
+
+    Task<IReadOnlyList<VariantInfo>> ListVariants();
 }
 
-/// <summary>What a caller asks to register.</summary>
+[GenerateSerializer, Immutable]
+public sealed record DatasetRegistration(
+    [property: Id(0)] string Name,
+    [property: Id(1)] string Hash,
+    [property: Id(2)] int Files,
+    [property: Id(3)] long Bytes);
+
+[GenerateSerializer, Immutable]
+public sealed record DatasetInfo(
+    [property: Id(0)] string Name,
+    [property: Id(1)] string Hash,
+    [property: Id(2)] int Files,
+    [property: Id(3)] long Bytes,
+    [property: Id(4)] DateTimeOffset RegisteredAt);
+
+/// <summary>
+/// What a caller asks to register: the id, the student preset, the pre-trained teacher (a <c>model</c>
+/// artefact hash; variants fine-tune it for their task), and either the distilled student or the
+/// dataset to distil it on.
+/// </summary>
 [GenerateSerializer, Immutable]
 public sealed record CompactModelRegistration(
     [property: Id(0)] string Id,
     [property: Id(1)] string Preset,
-    [property: Id(2)] string? ArtifactHash);
+    [property: Id(2)] string Teacher,
+    [property: Id(3)] string? Student = null,
+    [property: Id(4)] string? Dataset = null,
+    [property: Id(5)] JobSettings? Settings = null);
 
-/// <summary>A compact model as the registry holds it (ids and hashes only: weights live in blob storage).</summary>
+public enum CompactModelStatus
+{
+    Distilling,
+    Ready,
+    Failed,
+}
+
+/// <summary>A compact model as its grain holds it (ids and hashes only: weights live in blob storage).</summary>
 [GenerateSerializer, Immutable]
 public sealed record CompactModelInfo(
     [property: Id(0)] string Id,
     [property: Id(1)] string Preset,
-    [property: Id(2)] string? ArtifactHash,
-    [property: Id(3)] DateTimeOffset RegisteredAt);
+    [property: Id(2)] CompactModelStatus Status,
+    [property: Id(3)] string Teacher,
+    [property: Id(4)] string? Student,
+    [property: Id(5)] string? Dataset,
+    [property: Id(6)] JobProgress? Progress,
+    [property: Id(7)] string? Error,
+    [property: Id(8)] DateTimeOffset RegisteredAt,
+    [property: Id(9)] IReadOnlyList<JobEvent> History);
+
+/// <summary>The task-agnostic compact VLM (key: its id): its artefacts and the distillation job that makes it.</summary>
+public interface ICompactModelGrain : IGrainWithStringKey
+{
+    /// <summary>Registers the model (idempotent); starts distillation when no student is given.</summary>
+    Task<CompactModelInfo> Create(CompactModelRegistration registration);
+
+    /// <summary>Null when nothing was registered under this id.</summary>
+    Task<CompactModelInfo?> Get();
+}

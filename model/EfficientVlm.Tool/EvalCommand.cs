@@ -3,6 +3,7 @@ using System.Diagnostics;
 using System.Text.Json;
 using EfficientVlm.Model.Checkpoints;
 using EfficientVlm.Model.Config;
+using EfficientVlm.Model.Jobs;
 using EfficientVlm.Model.Data.Readers;
 using EfficientVlm.Model.Modules;
 using EfficientVlm.Model.Runtime;
@@ -36,31 +37,12 @@ internal static class EvalCommand
                 {
                     using var m = Checkpoint.Load(parse.GetValue(model)!.FullName, ctx.Device);
                     m.eval();
-                    var which = parse.GetValue(task) is { } t ? TrainCommand.ParseTask(t) : m.Config.Task;
+                    var which = parse.GetValue(task) is { } t ? TrainCommand.ParseTask(t)
+                        : m.Config.Task == VlmTask.Pretrain ? VlmTask.Retrieval : m.Config.Task; // a task-agnostic model is scored by retrieval
                     var taskData = new TaskData(parse.GetValue(data)!.FullName, m.Config, evalLimit: parse.GetValue(limit), trainLimit: null);
                     var s = parse.GetValue(split)!;
-                    IReadOnlyList<T> Take<T>(IReadOnlyList<T> items) => parse.GetValue(limit) is int n ? items.Take(n).ToList() : items;
                     var watch = Stopwatch.StartNew();
-                    var scores = new Dictionary<string, double>();
-                    switch (which)
-                    {
-                        case VlmTask.Vqa:
-                            scores["vqa_accuracy"] = 100 * Evaluation.Vqa(m, Take(taskData.Vqa(s)), taskData.Collate, taskData.AnswerList, ctx.Device, parse.GetValue(k));
-                            break;
-                        case VlmTask.Nlvr2:
-                            scores["nlvr2_accuracy"] = 100 * Evaluation.Nlvr(m, Take(taskData.Nlvr(s)), taskData.Collate, ctx.Device);
-                            break;
-                        case VlmTask.Captioning:
-                            var (bleu, cider, _) = Evaluation.Captioning(m, Take(taskData.Captions(s)), taskData.Collate, TaskData.CaptionPrompt, ctx.Device, new BeamSettings());
-                            scores["bleu4"] = 100 * bleu;
-                            scores["cider_d"] = 100 * cider;
-                            break;
-                        default:
-                            var r = Evaluation.Retrieval(m, Take(taskData.Captions(s)), taskData.Collate, ctx.Device, parse.GetValue(k));
-                            scores["tr_r1"] = 100 * r.TextR1; scores["tr_r5"] = 100 * r.TextR5; scores["tr_r10"] = 100 * r.TextR10;
-                            scores["ir_r1"] = 100 * r.ImageR1; scores["ir_r5"] = 100 * r.ImageR5; scores["ir_r10"] = 100 * r.ImageR10;
-                            break;
-                    }
+                    var scores = Pipeline.Score(m, which, taskData, s, parse.GetValue(limit), ctx.Device, parse.GetValue(k));
                     scores["parameters"] = ParameterCounts.Count(m);
                     scores["seconds"] = watch.Elapsed.TotalSeconds;
                     return (which, scores);

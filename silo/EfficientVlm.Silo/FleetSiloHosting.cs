@@ -1,7 +1,9 @@
 using System.Net;
 using Azure.Data.Tables;
 using Azure.Storage.Blobs;
+using EfficientVlm.Artifacts;
 using EfficientVlm.Grains;
+using EfficientVlm.Grains.Jobs;
 using EfficientVlm.Grains.Abstractions;
 using EfficientVlm.Grains.Placement;
 using EfficientVlm.Model.Runtime;
@@ -25,6 +27,7 @@ public static class FleetSiloHosting
         builder.Services.AddSingleton(silo);
         builder.Services.AddSingleton(TimeProvider.System);
         builder.Services.AddSingleton(_ => new DeviceExecutor(silo.Executor));
+        var jobs = builder.Configuration.GetSection(FleetJobOptions.SectionName).Get<FleetJobOptions>() ?? new FleetJobOptions();
         var placement = builder.Configuration.GetSection(GpuPlacementOptions.SectionName).Get<GpuPlacementOptions>() ?? new GpuPlacementOptions();
         // The accelerator this silo advertises: its own setting, else what the executor device will be.
         var accelerator = builder.Configuration["Fleet:Silo:Accelerator"]
@@ -59,6 +62,7 @@ public static class FleetSiloHosting
                     o => o.BlobServiceClient = new BlobServiceClient(connection.StorageConnectionString));
 
             orleans.AddGpuPlacement(placement, accelerator);
+            orleans.AddFleetJobs(jobs, _ => new BlobArtifactStore(new BlobServiceClient(connection.StorageConnectionString), connection.ArtifactContainer));
 
             if (silo.FastFailureDetection)
             {

@@ -1,5 +1,6 @@
 using Microsoft.Extensions.DependencyInjection;
 using Microsoft.Extensions.Logging;
+using EfficientVlm.Grains.Abstractions;
 using Orleans.Placement;
 using Orleans.Runtime;
 using Orleans.Runtime.MembershipService.SiloMetadata;
@@ -28,15 +29,6 @@ public sealed record GpuPlacementOptions
 
     /// <summary>Development only: when no GPU silo is up, let any silo take GPU work (logged as a warning).</summary>
     public bool AllowCpuSilos { get; init; }
-}
-
-/// <summary>No silo of the cluster can take GPU work (serializable: it travels back to the caller).</summary>
-[GenerateSerializer]
-public sealed class NoGpuSiloException : OrleansException
-{
-    public NoGpuSiloException(string message) : base(message)
-    {
-    }
 }
 
 /// <summary>

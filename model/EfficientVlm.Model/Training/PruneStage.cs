@@ -67,6 +67,8 @@ public sealed class PruneStage<TBatch> : ITrainingStage<TBatch>
             ["task"] = task, ["kd"] = kd, ["lag"] = lagrangian, ["sparsity"] = sparsity,
             ["target"] = torch.tensor((float)Controller.TargetAt(step)),
         };
+        // expected kept fraction of FFN neurons per modality, for progress bars and logs
+        foreach (var (modality, kept) in Masks.Report().KeptNeurons) parts[$"kept_{modality}"] = torch.tensor((float)kept);
         return new StepLoss(total, parts);
     }
 
@@ -93,9 +95,27 @@ public sealed class PruneStage<TBatch> : ITrainingStage<TBatch>
         return ranked;
     }
 
-    public void SaveState(string folder) => Controller.Save(folder);
+    // The best ranked score travels with the checkpoint: after a resume, best-masks.json must keep
+    // matching the trainer's best checkpoint (both are replaced only by a better validation).
+    private const string StateFile = "prune-stage.json";
 
-    public void LoadState(string folder) => Controller.Load(folder);
+    public void SaveState(string folder)
+    {
+        Controller.Save(folder);
+        File.WriteAllText(Path.Combine(folder, StateFile), JsonSerializer.Serialize(new SavedState(_best),
+            new JsonSerializerOptions { NumberHandling = System.Text.Json.Serialization.JsonNumberHandling.AllowNamedFloatingPointLiterals }));
+    }
+
+    public void LoadState(string folder)
+    {
+        Controller.Load(folder);
+        var path = Path.Combine(folder, StateFile);
+        if (File.Exists(path))
+            _best = JsonSerializer.Deserialize<SavedState>(File.ReadAllText(path),
+                new JsonSerializerOptions { NumberHandling = System.Text.Json.Serialization.JsonNumberHandling.AllowNamedFloatingPointLiterals })!.Best;
+    }
+
+    private sealed record SavedState(double Best);
 }
 
 /// <summary>The four tasks' pruning losses (task + KD from the fine-tuned teacher) and weights.</summary>

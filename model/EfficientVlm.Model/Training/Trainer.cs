@@ -92,6 +92,12 @@ public sealed class Trainer<TBatch>(ITrainingStage<TBatch> stage, TrainerOptions
     public string ResumeCheckpoint => Path.Combine(runDirectory, "last");
     public string BestCheckpoint => Path.Combine(runDirectory, "best");
 
+    /// <summary>
+    /// Called (off the executor) after each resumable checkpoint is written, with the step it holds; the
+    /// trainer waits for it, so the run folder does not change meanwhile (fleet jobs upload it here).
+    /// </summary>
+    public Func<int, CancellationToken, Task>? CheckpointSaved { get; init; }
+
     private sealed record State(int Step, double BestValidation, int BestStep, List<double> Losses, double ElapsedSeconds);
 
     // BestValidation is -Infinity until the first validation, and a run may be checkpointed before that.
@@ -160,6 +166,7 @@ public sealed class Trainer<TBatch>(ITrainingStage<TBatch> stage, TrainerOptions
                     await executor.RunAsync(_ => Save(optimizer, snapshot));
                     state = snapshot;
                     clock.Restart();
+                    if (CheckpointSaved is { } saved) await saved(step, cancellationToken);
                 }
                 double rate = recentSteps / Math.Max(1e-9, recent.Elapsed.TotalSeconds);
                 if (recent.Elapsed.TotalSeconds > 10) { recent.Restart(); recentSteps = 0; }

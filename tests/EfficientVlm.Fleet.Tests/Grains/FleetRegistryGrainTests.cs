@@ -1,4 +1,8 @@
+using Azure.Storage.Blobs;
+using EfficientVlm.Artifacts;
 using EfficientVlm.Grains;
+using EfficientVlm.Grains.Jobs;
+using EfficientVlm.Grains.Placement;
 using EfficientVlm.Grains.Abstractions;
 using EfficientVlm.Model.Runtime;
 using Microsoft.Extensions.DependencyInjection;
@@ -19,6 +23,10 @@ public sealed class InProcessClusterFixture : IAsyncLifetime
             silo.AddMemoryGrainStorage(FleetStorage.GrainStateProvider);
             silo.Services.AddSingleton(TimeProvider.System);
             silo.Services.AddSingleton(_ => new DeviceExecutor(new DeviceExecutorOptions { Device = "cpu" }));
+            // never contacted here: no job starts (registrations below carry their student)
+            silo.AddFleetJobs(new FleetJobOptions(), _ => new BlobArtifactStore(new BlobServiceClient("UseDevelopmentStorage=true")));
+            silo.AddGpuPlacement(new GpuPlacementOptions(), "cpu");
+            silo.UseInMemoryReminderService();
         });
         Cluster = builder.Build();
         await Cluster.DeployAsync();
@@ -32,30 +40,57 @@ public sealed class FleetRegistryGrainTests(InProcessClusterFixture fixture) : I
 {
     private IFleetRegistryGrain Registry(string key) => fixture.Cluster.Client.GetGrain<IFleetRegistryGrain>(key);
 
+    private static readonly string Teacher = new('a', 64), Student = new('b', 64);
+
     [Fact]
     public async Task Registering_is_idempotent_by_id_and_listing_is_sorted()
     {
         var registry = Registry("idempotent");
-        var first = await registry.RegisterCompactModel(new CompactModelRegistration("b-model", "tiny", null));
-        var again = await registry.RegisterCompactModel(new CompactModelRegistration("b-model", "demo", "x"));
-        await registry.RegisterCompactModel(new CompactModelRegistration("a-model", "demo", null));
+        var first = await registry.RegisterCompactModel(new CompactModelRegistration("b-model", "tiny", Teacher, Student));
+        var again = await registry.RegisterCompactModel(new CompactModelRegistration("b-model", "demo", Teacher, new string('c', 64)));
+        await registry.RegisterCompactModel(new CompactModelRegistration("a-model", "demo", Teacher, Student));
 
-        Assert.Equal(first, again);
+        Assert.Equal(CompactModelStatus.Ready, first.Status);
+        Assert.Equal((first.Preset, first.Student, first.RegisteredAt), (again.Preset, again.Student, again.RegisteredAt));
         Assert.Equal(["a-model", "b-model"], (await registry.ListCompactModels()).Select(m => m.Id));
         Assert.Null(await registry.GetCompactModel("missing"));
     }
 
     [Theory]
-    [InlineData("")]
-    [InlineData("Upper")]
-    [InlineData("has space")]
-    [InlineData("-leading-dash")]
-    public async Task Malformed_ids_are_refused_with_a_clear_message(string id)
+    [InlineData("", "tiny", "compact model id")]
+    [InlineData("Upper", "tiny", "compact model id")]
+    [InlineData("has space", "tiny", "compact model id")]
+    [InlineData("-leading-dash", "tiny", "compact model id")]
+    [InlineData("fine-id", "no-such-preset", "Unknown model preset")]
+    public async Task Malformed_registrations_are_refused_with_a_clear_message(string id, string preset, string message)
     {
         var e = await Assert.ThrowsAsync<ArgumentException>(() =>
-            Registry("bad-ids").RegisterCompactModel(new CompactModelRegistration(id, "tiny", null)));
-        Assert.Contains("compact model id", e.Message);
+            Registry("bad-ids").RegisterCompactModel(new CompactModelRegistration(id, preset, Teacher, Student)));
+        Assert.Contains(message, e.Message);
         Assert.Empty(await Registry("bad-ids").ListCompactModels());
+    }
+
+    [Fact]
+    public async Task Bad_hashes_unknown_datasets_and_models_are_refused_before_anything_starts()
+    {
+        var registry = Registry("refusals");
+        var e = await Assert.ThrowsAsync<ArgumentException>(() => registry.RegisterCompactModel(new CompactModelRegistration("m", "tiny", "not-a-hash", Student)));
+        Assert.Contains("teacher model hash", e.Message);
+        e = await Assert.ThrowsAsync<ArgumentException>(() => registry.RegisterCompactModel(new CompactModelRegistration("m", "tiny", Teacher)));
+        Assert.Contains("needs a dataset", e.Message);
+        e = await Assert.ThrowsAsync<ArgumentException>(() => registry.RegisterCompactModel(new CompactModelRegistration("m", "tiny", Teacher, Dataset: new string('d', 64))));
+        Assert.Contains("No dataset", e.Message);
+
+        await registry.RegisterDataset(new DatasetRegistration("shapes", new string('d', 64), 3, 100));
+        await registry.RegisterCompactModel(new CompactModelRegistration("m", "tiny", Teacher, Student));
+        e = await Assert.ThrowsAsync<ArgumentException>(() => registry.EnsureVariant(new VariantSpec(FleetTask.Vqa, "other", 0.35, new string('d', 64)), null));
+        Assert.Contains("No compact model 'other'", e.Message);
+        e = await Assert.ThrowsAsync<ArgumentException>(() => registry.EnsureVariant(new VariantSpec(FleetTask.Vqa, "m", 1.5, new string('d', 64)), null));
+        Assert.Contains("strictly between 0 and 1", e.Message);
+        e = await Assert.ThrowsAsync<ArgumentException>(() => registry.EnsureVariant(new VariantSpec(FleetTask.Vqa, "m", 0.35, new string('d', 64)),
+            new JobSettings { BatchSize = 0 }));
+        Assert.Contains("Batch size", e.Message);
+        Assert.Empty(await registry.ListVariants());
     }
 
     [Fact]

@@ -1,6 +1,6 @@
 using Azure.Storage.Blobs;
 using EfficientVlm.Fleet.Tests.Infrastructure;
-using EfficientVlm.Grains.Artifacts;
+using EfficientVlm.Artifacts;
 
 namespace EfficientVlm.Fleet.Tests.Integration;
 

@@ -1,0 +1,38 @@
+using System.CommandLine;
+using EfficientVlm.Grains.Abstractions;
+
+namespace EfficientVlm.Cli;
+
+/// <summary>The training budget options of fleet jobs (defaults: <see cref="JobSettings"/>).</summary>
+internal sealed class JobOptions
+{
+    private static readonly JobSettings Defaults = new();
+    private readonly Option<int> _distillEpochs = new("--distill-epochs") { DefaultValueFactory = _ => Defaults.DistillEpochs };
+    private readonly Option<int> _finetuneEpochs = new("--finetune-epochs") { DefaultValueFactory = _ => Defaults.FineTuneEpochs };
+    private readonly Option<int> _pruneEpochs = new("--prune-epochs") { DefaultValueFactory = _ => Defaults.PruneEpochs };
+    private readonly Option<double> _warmup = new("--prune-warmup-epochs") { DefaultValueFactory = _ => Defaults.PruneWarmupEpochs };
+    private readonly Option<int> _batch = new("--batch") { DefaultValueFactory = _ => Defaults.BatchSize };
+    private readonly Option<double> _maskLr = new("--mask-lr") { Description = "rate of the pruning gates and lambdas", DefaultValueFactory = _ => Defaults.MaskLearningRate };
+    private readonly Option<int?> _trainLimit = new("--train-limit") { Description = "use only the first N training records" };
+    private readonly Option<int?> _evalLimit = new("--eval-limit") { Description = "use only the first N validation/test records" };
+    private readonly Option<int> _checkpointEvery = new("--checkpoint-every") { Description = "upload a resumable checkpoint every N steps", DefaultValueFactory = _ => Defaults.CheckpointEvery };
+
+    public void AddTo(Command command)
+    {
+        foreach (var option in new Option[] { _distillEpochs, _finetuneEpochs, _pruneEpochs, _warmup, _batch, _maskLr, _trainLimit, _evalLimit, _checkpointEvery })
+            command.Options.Add(option);
+    }
+
+    public JobSettings From(ParseResult parse) => Defaults with
+    {
+        DistillEpochs = parse.GetValue(_distillEpochs),
+        FineTuneEpochs = parse.GetValue(_finetuneEpochs),
+        PruneEpochs = parse.GetValue(_pruneEpochs),
+        PruneWarmupEpochs = parse.GetValue(_warmup),
+        BatchSize = parse.GetValue(_batch),
+        MaskLearningRate = parse.GetValue(_maskLr),
+        TrainLimit = parse.GetValue(_trainLimit),
+        EvalLimit = parse.GetValue(_evalLimit),
+        CheckpointEvery = parse.GetValue(_checkpointEvery),
+    };
+}

@@ -1,0 +1,135 @@
+using EfficientVlm.Artifacts;
+using EfficientVlm.Grains.Abstractions;
+using EfficientVlm.Grains.Jobs;
+using Microsoft.Extensions.Logging;
+
+namespace EfficientVlm.Grains.Fleet;
+
+/// <summary>Persistent state of a variant (grain storage "fleet"; renaming this type breaks old state).</summary>
+[GenerateSerializer]
+public sealed class VariantState
+{
+    [Id(0)] public VariantSpec? Spec { get; set; }
+    [Id(1)] public JobSettings Settings { get; set; } = new();
+    [Id(2)] public VariantStage Stage { get; set; }
+    [Id(3)] public JobState? Job { get; set; }
+    [Id(4)] public VariantMetrics? Metrics { get; set; }
+    [Id(5)] public DateTimeOffset CreatedAt { get; set; }
+    [Id(6)] public DateTimeOffset UpdatedAt { get; set; }
+    [Id(7)] public Dictionary<string, double> KeptHeads { get; set; } = new();
+    [Id(8)] public Dictionary<string, double> KeptNeurons { get; set; } = new();
+}
+
+/// <summary>
+/// A task variant: Pending -> TeacherFineTune -> Prune -> Shrink -> Evaluate -> Ready (or Failed).
+/// The teacher is fine-tuned for the task (it guides pruning by KD), the compact model gets the task's
+/// heads and is fine-tuned and pruned at once with one global target, the best masks are applied
+/// physically, and the shrunk model is scored next to the teacher on the test split.
+/// </summary>
+public sealed class VariantGrain(
+    [PersistentState("variant", FleetStorage.GrainStateProvider)] IPersistentState<VariantState> state,
+    BlobArtifactStore store, FleetJobOptions options, TimeProvider clock, ILogger<VariantGrain> logger)
+    : JobOwnerGrain(store, options, clock, logger), IVariantGrain
+{
+    private const string TeacherTask = "teacher-task", Shrunk = "shrunk";
+
+    protected override JobState? Job => state.State.Job;
+
+    protected override Task SaveAsync()
+    {
+        state.State.UpdatedAt = Now;
+        return state.WriteStateAsync();
+    }
+
+    public async Task<VariantInfo> Start(VariantSpec spec, JobSettings settings)
+    {
+        ArgumentNullException.ThrowIfNull(spec);
+        settings ??= new JobSettings();
+        if (spec.VariantId != this.GetPrimaryKeyString())
+            throw new ArgumentException($"Variant '{this.GetPrimaryKeyString()}' cannot hold the spec of '{spec.VariantId}'.");
+        if (state.State.Spec is { } existing)
+        {
+            if (existing != spec) throw new ArgumentException($"Variant '{spec.VariantId}' already holds a different spec ({existing}).");
+            return Info()!;
+        }
+        if (spec.TargetSparsity is <= 0 or >= 1) throw new ArgumentException($"Target sparsity {spec.TargetSparsity} must lie strictly between 0 and 1.");
+        Identifiers.ValidateHash(spec.Dataset, "dataset hash");
+        settings.ToPipeline(); // validates
+        var compact = await GrainFactory.GetGrain<ICompactModelGrain>(spec.CompactModel).Get()
+                      ?? throw new ArgumentException($"No compact model '{spec.CompactModel}' is registered.");
+        if (compact.Status != CompactModelStatus.Ready || compact.Student is null)
+            throw new ArgumentException($"Compact model '{spec.CompactModel}' is not ready ({compact.Status}{(compact.Error is null ? "" : ": " + compact.Error)}).");
+
+        state.State.Spec = spec;
+        state.State.Settings = settings;
+        state.State.Stage = VariantStage.Pending;
+        state.State.CreatedAt = Now;
+        state.State.Job = new JobState
+        {
+            Stage = nameof(VariantStage.TeacherFineTune),
+            Artifacts = { ["teacher"] = compact.Teacher, ["student"] = compact.Student, [JobArtifacts.Dataset] = spec.Dataset },
+        };
+        await SaveAsync();
+        await StartJobAsync();
+        return Info()!;
+    }
+
+    public Task<VariantInfo?> Get() => Task.FromResult(Info());
+
+    private VariantInfo? Info()
+    {
+        var s = state.State;
+        if (s.Spec is null || s.Job is null) return null;
+        var error = s.Job.Error ?? (s.Stage == VariantStage.Pending ? Waiting : null);
+        return new VariantInfo(this.GetPrimaryKeyString(), s.Spec, s.Stage, s.Job.Progress, s.Metrics, error,
+            s.Job.Artifacts.GetValueOrDefault(Shrunk), s.CreatedAt, s.UpdatedAt, s.Job.History.ToList(), s.Settings);
+    }
+
+    protected override void OnStageStarted(string stage) => state.State.Stage = Enum.Parse<VariantStage>(stage);
+
+    protected override JobWork WorkFor(string stage)
+    {
+        var s = state.State;
+        var a = s.Job!.Artifacts;
+        Dictionary<string, string> Inputs(params (string Role, string Key)[] roles) => roles.ToDictionary(r => r.Role, r => a[r.Key]);
+        var (kind, inputs) = Enum.Parse<VariantStage>(stage) switch
+        {
+            VariantStage.TeacherFineTune => (JobKind.FineTune, Inputs(("init", "teacher"), (JobArtifacts.Dataset, JobArtifacts.Dataset))),
+            VariantStage.Prune => (JobKind.Prune, Inputs(("student", "student"), ("teacher", TeacherTask), (JobArtifacts.Dataset, JobArtifacts.Dataset))),
+            VariantStage.Shrink => (JobKind.Shrink, Inputs((JobArtifacts.Pruned, JobArtifacts.Pruned))),
+            VariantStage.Evaluate => (JobKind.Evaluate, Inputs(("model", Shrunk), ("teacher", TeacherTask), (JobArtifacts.Dataset, JobArtifacts.Dataset))),
+            _ => throw new InvalidOperationException($"Stage {stage} has no work."),
+        };
+        return new JobWork(stage, kind, s.Spec!.Task, inputs, null, s.Spec.TargetSparsity, s.Settings, null, 0);
+    }
+
+    protected override string? Advance(string stage, JobOutput output)
+    {
+        var s = state.State;
+        var a = s.Job!.Artifacts;
+        switch (Enum.Parse<VariantStage>(stage))
+        {
+            case VariantStage.TeacherFineTune:
+                a[TeacherTask] = output.Artifact ?? throw new InvalidOperationException("Fine-tuning returned no model.");
+                return nameof(VariantStage.Prune);
+            case VariantStage.Prune:
+                a[JobArtifacts.Pruned] = output.Artifact ?? throw new InvalidOperationException("Pruning returned no run.");
+                return nameof(VariantStage.Shrink);
+            case VariantStage.Shrink:
+                a[Shrunk] = output.Artifact ?? throw new InvalidOperationException("The shrink returned no model.");
+                s.KeptHeads = output.KeptHeads?.ToDictionary() ?? [];
+                s.KeptNeurons = output.KeptNeurons?.ToDictionary() ?? [];
+                return nameof(VariantStage.Evaluate);
+            default:
+                s.Metrics = (output.Metrics ?? throw new InvalidOperationException("The evaluation returned no metrics.")) with
+                {
+                    KeptHeads = s.KeptHeads, KeptNeurons = s.KeptNeurons,
+                };
+                a.Remove(JobArtifacts.Pruned); // it lived in the job's scope, deleted with it
+                s.Stage = VariantStage.Ready;
+                return null;
+        }
+    }
+
+    protected override void OnFailed(string reason) => state.State.Stage = VariantStage.Failed;
+}

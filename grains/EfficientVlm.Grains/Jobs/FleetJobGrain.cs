@@ -1,0 +1,217 @@
+using Azure;
+using EfficientVlm.Artifacts;
+using EfficientVlm.Grains.Abstractions;
+using EfficientVlm.Grains.Placement;
+using EfficientVlm.Model.Config;
+using EfficientVlm.Model.Jobs;
+using EfficientVlm.Model.Runtime;
+using EfficientVlm.Model.Training;
+using Microsoft.Extensions.Logging;
+
+namespace EfficientVlm.Grains.Jobs;
+
+/// <summary>
+/// The job runner (architecture.md decision 4): placed on a GPU silo, it asks its owner for the stage
+/// to run, fetches the inputs from blob storage into the silo's work folder, runs the stage through
+/// <see cref="Pipeline"/> on the silo's device executor, uploads a resumable checkpoint every N steps
+/// (and tells the owner), and hands the stage's output back. <see cref="Ensure"/> only starts this
+/// loop; nothing waits for it. When the silo dies the activation dies with it, and the owner's
+/// watchdog makes a new one, which resumes from the owner's last checkpoint.
+/// </summary>
+[GpuPlacement]
+public sealed class FleetJobGrain(DeviceExecutor executor, BlobArtifactStore store, FleetJobOptions options, ILocalSiloDetails silo,
+    TimeProvider clock, ILogger<FleetJobGrain> logger) : Grain, IFleetJobGrain
+{
+    private readonly CancellationTokenSource _stop = new();
+    private Task? _loop;
+    private Guid _runner;
+
+    public Task<JobRunnerInfo> Ensure(GrainId owner)
+    {
+        bool start = _loop is null || _loop.IsCompleted;
+        if (start)
+        {
+            _runner = Guid.NewGuid();
+            _loop = RunAsync(GrainFactory.GetGrain<IJobOwnerGrain>(owner), _runner);
+        }
+        return Task.FromResult(new JobRunnerInfo(silo.SiloAddress.ToString(), _runner, start));
+    }
+
+    public override async Task OnDeactivateAsync(DeactivationReason reason, CancellationToken cancellationToken)
+    {
+        // The silo is stopping (or the grain is being moved): stop at the next step; the last uploaded checkpoint is where it resumes.
+        await _stop.CancelAsync();
+        if (_loop is not null) await _loop.WaitAsync(TimeSpan.FromSeconds(20), cancellationToken).ContinueWith(_ => { });
+    }
+
+    private async Task RunAsync(IJobOwnerGrain owner, Guid runner)
+    {
+        await Task.Yield(); // let Ensure return first
+        var where = silo.SiloAddress.ToString();
+        while (!_stop.IsCancellationRequested)
+        {
+            JobWork? work;
+            try
+            {
+                work = await owner.NextWork(runner, where);
+            }
+            catch (Exception e)
+            {
+                logger.LogWarning(e, "Job runner {Runner}: its owner is unreachable; the owner's watchdog will start another", runner);
+                return;
+            }
+            if (work is null) return;
+            JobOutput output;
+            using var superseded = CancellationTokenSource.CreateLinkedTokenSource(_stop.Token);
+            try
+            {
+                output = await ExecuteAsync(owner, runner, work, superseded);
+            }
+            catch (OperationCanceledException) when (superseded.IsCancellationRequested)
+            {
+                logger.LogInformation("Job runner {Runner}: {Stage} stopped (silo stopping or runner superseded)", runner, work.Stage);
+                return;
+            }
+            catch (Exception e)
+            {
+                bool transient = IsTransient(e);
+                logger.LogError(e, "Job runner {Runner}: {Stage} failed ({Kind})", runner, work.Stage, transient ? "transient" : "permanent");
+                try
+                {
+                    await owner.Fail(runner, work.Stage, UserMessage(e), transient);
+                }
+                catch (Exception report)
+                {
+                    logger.LogWarning(report, "Job runner {Runner}: could not report the failure", runner);
+                }
+                return;
+            }
+            if (!await owner.CompleteStage(runner, work.Stage, output)) return;
+        }
+    }
+
+    private static bool IsTransient(Exception e) => e switch
+    {
+        RequestFailedException { Status: >= 500 or 408 or 429 } or HttpRequestException or TimeoutException or OrleansException => true,
+        AggregateException { InnerException: { } inner } => IsTransient(inner),
+        _ => false,
+    };
+
+    private static string UserMessage(Exception e) => e is AggregateException { InnerException: { } inner } ? UserMessage(inner) : e.Message;
+
+    private async Task<JobOutput> ExecuteAsync(IJobOwnerGrain owner, Guid runner, JobWork work, CancellationTokenSource superseded)
+    {
+        var ct = superseded.Token;
+        var scope = store.Scope(work.Scope);
+        var root = Path.Combine(options.WorkDirectory, "runs", work.Scope);
+        var run = Path.Combine(root, work.Stage);
+        if (Directory.Exists(run)) Directory.Delete(run, recursive: true);
+        if (work.ResumeCheckpoint is { } checkpoint)
+            await scope.DownloadFolderAsync(new ArtifactRef(JobArtifacts.Checkpoint, checkpoint), run, ct);
+        Directory.CreateDirectory(run);
+
+        async Task<string> Input(string role)
+        {
+            if (!work.Inputs.TryGetValue(role, out var hash)) throw new InvalidOperationException($"The {work.Stage} stage has no '{role}' input.");
+            var (kind, scoped) = JobArtifacts.Of(role);
+            return await (scoped ? scope : store).CachedFolderAsync(new ArtifactRef(kind, hash), Path.Combine(options.WorkDirectory, "cache"), ct);
+        }
+
+        var hooks = new StageHooks(Progress(owner, runner, work.Stage, superseded), async (step, token) =>
+        {
+            // everything but the half-written folder the trainer renames into place (it is gone by now)
+            var saved = await scope.PutFolderAsync(JobArtifacts.Checkpoint, run, token, include: n => !n.StartsWith("last.saving/", StringComparison.Ordinal));
+            if (!await owner.ReportCheckpoint(runner, work.Stage, step, saved.Hash)) await superseded.CancelAsync();
+        });
+        var settings = work.Settings.ToPipeline();
+        var task = work.Task is { } t ? t.ToModel() : VlmTask.Pretrain;
+        switch (work.Kind)
+        {
+            case JobKind.Distill:
+            {
+                await Pipeline.DistillAsync(executor, await Input("teacher"), work.StudentPreset ?? "demo", await Input(JobArtifacts.Dataset),
+                    settings, run, hooks, ct);
+                return new JobOutput((await store.PutFolderAsync(JobArtifacts.Model, Path.Combine(run, "best"), ct)).Hash, null, null, null, null);
+            }
+            case JobKind.FineTune:
+            {
+                await Pipeline.FineTuneAsync(executor, await Input("init"), task, await Input(JobArtifacts.Dataset), settings, run, hooks, ct);
+                return new JobOutput((await store.PutFolderAsync(JobArtifacts.Model, Path.Combine(run, "best"), ct)).Hash, null, null, null, null);
+            }
+            case JobKind.Prune:
+            {
+                await Pipeline.PruneAsync(executor, await Input("student"), await Input("teacher"), task, work.TargetSparsity,
+                    await Input(JobArtifacts.Dataset), settings, run, hooks, ct);
+                var pruned = await scope.PutFolderAsync(JobArtifacts.Pruned, run, ct,
+                    include: n => n == "best-masks.json" || n.StartsWith("best/", StringComparison.Ordinal));
+                return new JobOutput(pruned.Hash, null, null, null, null);
+            }
+            case JobKind.Shrink:
+            {
+                var report = await Pipeline.ShrinkAsync(executor, await Input(JobArtifacts.Pruned), Path.Combine(run, "shrunk"));
+                var shrunk = await store.PutFolderAsync(JobArtifacts.Model, Path.Combine(run, "shrunk"), ct);
+                return new JobOutput(shrunk.Hash, null, report.KeptHeads, report.KeptNeurons, report.ParametersAfter);
+            }
+            case JobKind.Evaluate:
+            {
+                var r = await Pipeline.EvaluateAsync(executor, await Input("model"), await Input("teacher"), task, await Input(JobArtifacts.Dataset),
+                    settings, ct);
+                var metrics = new VariantMetrics(r.Metric, r.Score, r.TeacherScore, r.Scores, r.Parameters, r.TeacherParameters,
+                    r.SpeedUpBatch1, r.SpeedUpBatch32, new Dictionary<string, double>(), new Dictionary<string, double>());
+                return new JobOutput(null, metrics, null, null, r.Parameters);
+            }
+            default:
+                throw new InvalidOperationException($"Unknown job kind {work.Kind}.");
+        }
+    }
+
+    /// <summary>Progress to the owner at most every <see cref="FleetJobOptions.ProgressInterval"/> (and on validations); a refusal stops the run.</summary>
+    private IProgress<TrainingProgress> Progress(IJobOwnerGrain owner, Guid runner, string stage, CancellationTokenSource superseded)
+    {
+        var last = DateTimeOffset.MinValue;
+        return new Reporter(p =>
+        {
+            var now = clock.GetUtcNow();
+            if (now - last < options.ProgressInterval && p.Validation is null && p.Step != p.TotalSteps) return;
+            last = now;
+            var report = new JobProgress(stage, p.Step, p.TotalSteps, p.Loss, p.Parts.ToDictionary(), p.Parts.TryGetValue("sparsity", out var s) ? s : null,
+                p.StepsPerSecond, now);
+            owner.ReportProgress(runner, report).ContinueWith(t =>
+            {
+                if (t.IsCompletedSuccessfully && !t.Result) superseded.Cancel();
+                else if (t.IsFaulted) logger.LogWarning(t.Exception, "Job runner {Runner}: a progress report was lost", runner);
+            }, TaskScheduler.Current);
+        });
+    }
+
+    private sealed class Reporter(Action<TrainingProgress> report) : IProgress<TrainingProgress>
+    {
+        public void Report(TrainingProgress value) => report(value);
+    }
+}
+
+/// <summary>Between the fleet's message records and the model library's types.</summary>
+public static class JobMapping
+{
+    public static VlmTask ToModel(this FleetTask task) => task switch
+    {
+        FleetTask.Vqa => VlmTask.Vqa,
+        FleetTask.Nlvr2 => VlmTask.Nlvr2,
+        FleetTask.Retrieval => VlmTask.Retrieval,
+        FleetTask.Captioning => VlmTask.Captioning,
+        _ => throw new ArgumentOutOfRangeException(nameof(task)),
+    };
+
+    /// <exception cref="ArgumentException">A budget or rate is out of range (from <see cref="PipelineSettings.Validate"/>).</exception>
+    public static PipelineSettings ToPipeline(this JobSettings s)
+    {
+        var settings = new PipelineSettings
+        {
+            DistillEpochs = s.DistillEpochs, FineTuneEpochs = s.FineTuneEpochs, PruneEpochs = s.PruneEpochs, PruneWarmupEpochs = s.PruneWarmupEpochs,
+            BatchSize = s.BatchSize, LearningRate = s.LearningRate, PruneLearningRate = s.PruneLearningRate, MaskLearningRate = s.MaskLearningRate,
+            TrainLimit = s.TrainLimit, EvalLimit = s.EvalLimit, CheckpointEvery = s.CheckpointEvery, Seed = s.Seed,
+        };
+        settings.Validate();
+        return settings;
+    }
+}

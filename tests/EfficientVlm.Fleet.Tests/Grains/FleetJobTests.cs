@@ -1,0 +1,245 @@
+using Azure.Storage.Blobs;
+using EfficientVlm.Artifacts;
+using EfficientVlm.Client;
+using EfficientVlm.Fleet.Tests.Infrastructure;
+using EfficientVlm.Fleet.Tests.Training;
+using EfficientVlm.Grains;
+using EfficientVlm.Grains.Abstractions;
+using EfficientVlm.Grains.Jobs;
+using EfficientVlm.Grains.Placement;
+using EfficientVlm.Model.Checkpoints;
+using EfficientVlm.Model.Modules;
+using EfficientVlm.Model.Runtime;
+using EfficientVlm.Model.Training;
+using Microsoft.Extensions.DependencyInjection;
+using Orleans.TestingHost;
+using Xunit.Abstractions;
+
+namespace EfficientVlm.Fleet.Tests.Grains;
+
+/// <summary>
+/// The fleet's jobs end to end on real Azurite with the tiny preset: a compact model distilled by the
+/// fleet, a VQA variant from Pending to Ready, and (with real silo processes) GPU-only placement and a
+/// SIGKILLed GPU silo whose pruning job resumes from its checkpoint. In the torch collection: the
+/// in-process silo trains with libtorch, and the process test makes its checkpoints here.
+/// </summary>
+[Collection(TorchCollection.Name)]
+public sealed class FleetJobTests(AzuriteFixture azurite, TinyDataFixture data, ITestOutputHelper output)
+    : IClassFixture<AzuriteFixture>, IClassFixture<TinyDataFixture>, IDisposable
+{
+    private readonly string _work = Directory.CreateTempSubdirectory("fleet-jobs-").FullName;
+
+    public void Dispose() => Directory.Delete(_work, recursive: true);
+
+    /// <summary>Small budgets: every stage is a few steps on the tiny data (32 VQA questions).</summary>
+    private static readonly JobSettings Tiny = new()
+    {
+        DistillEpochs = 1, FineTuneEpochs = 1, PruneEpochs = 2, PruneWarmupEpochs = 1, BatchSize = 8, CheckpointEvery = 1, EvalLimit = 8,
+    };
+
+    private static string Container() => "t" + Guid.NewGuid().ToString("N")[..20];
+
+    /// <summary>A random-initialised tiny teacher (and, optionally, its student) saved as checkpoint folders.</summary>
+    private (string Teacher, string Student) Checkpoints()
+    {
+        using var teacher = new VlmModel(TinyDataFixture.Teacher);
+        var teacherDir = Path.Combine(_work, "teacher");
+        Checkpoint.Save(teacher, teacherDir);
+        using var student = StudentInit.FromTeacher(teacher, EfficientVlm.Model.Config.Presets.Get("tiny")
+            with { VocabSize = TinyDataFixture.Teacher.VocabSize, MaxTextLength = TinyDataFixture.Teacher.MaxTextLength });
+        var studentDir = Path.Combine(_work, "student");
+        Checkpoint.Save(student, studentDir);
+        return (teacherDir, studentDir);
+    }
+
+    private static async Task<T> Until<T>(Func<Task<T?>> poll, Func<T, bool> done, TimeSpan timeout, string what) where T : class
+    {
+        var deadline = DateTime.UtcNow + timeout;
+        T? last = null;
+        while (DateTime.UtcNow < deadline)
+        {
+            try
+            {
+                last = await poll();
+                if (last is not null && done(last)) return last;
+            }
+            catch (Exception e) when (e is OrleansException or TimeoutException or SiloUnavailableException)
+            {
+                // a silo is coming or going
+            }
+            await Task.Delay(200);
+        }
+        throw new TimeoutException($"{what} within {timeout.TotalSeconds:0} s; last seen: {last}");
+    }
+
+    /// <summary>Nothing of a job is left in storage: no job scope, and every blob is named by a manifest.</summary>
+    private static async Task AssertNoTemporaryBlobs(BlobArtifactStore store)
+    {
+        var names = await store.ListAsync();
+        Assert.DoesNotContain(names, n => n.StartsWith("jobs/", StringComparison.Ordinal));
+        var referenced = new HashSet<string>();
+        foreach (var manifest in await store.ListManifestsAsync())
+            foreach (var file in (await store.GetManifestAsync(manifest)).Files.Values)
+                referenced.Add($"blobs/{file.Hash}");
+        Assert.All(names.Where(n => n.StartsWith("blobs/", StringComparison.Ordinal)), n => Assert.Contains(n, referenced));
+        Assert.All((await store.ListManifestsAsync()).Select(m => m.Kind), k => Assert.Contains(k, new[] { "dataset", "model" }));
+    }
+
+    [Fact]
+    public async Task In_process_cluster_distils_a_compact_model_and_takes_a_vqa_variant_from_pending_to_ready()
+    {
+        var container = Container();
+        var store = new BlobArtifactStore(new BlobServiceClient(azurite.ConnectionString), container);
+        var builder = new InProcessTestClusterBuilder(1);
+        builder.Options.ServiceId = "svc-" + container; // grain state and reminders of this test only
+        builder.ConfigureSilo((_, silo) =>
+        {
+            silo.AddAzureBlobGrainStorage(FleetStorage.GrainStateProvider, o => o.BlobServiceClient = new BlobServiceClient(azurite.ConnectionString));
+            silo.UseInMemoryReminderService();
+            silo.Services.AddSingleton(TimeProvider.System);
+            silo.Services.AddSingleton(_ => new DeviceExecutor(new DeviceExecutorOptions { Device = "cpu", TorchThreads = 1 }));
+            silo.AddGpuPlacement(new GpuPlacementOptions { AllowCpuSilos = true }, "cpu");
+            silo.AddFleetJobs(new FleetJobOptions
+            {
+                WorkDirectory = Path.Combine(_work, "silo"), WatchdogPeriod = TimeSpan.FromSeconds(1), ReminderPeriod = TimeSpan.FromSeconds(30),
+                ProgressInterval = TimeSpan.FromMilliseconds(100),
+            }, _ => store);
+        });
+        await using var cluster = builder.Build();
+        await cluster.DeployAsync();
+        var registry = cluster.Client.GetGrain<IFleetRegistryGrain>("jobs-" + container);
+        var model = "tiny-" + container; // Azure Blob grain state is not keyed by service id: unique ids per test
+
+        var dataset = await store.PutFolderAsync("dataset", data.Root);
+        await registry.RegisterDataset(new DatasetRegistration("tiny", dataset.Hash, 1, 1));
+        var teacher = await store.PutFolderAsync("model", Checkpoints().Teacher);
+
+        var compact = await registry.RegisterCompactModel(new CompactModelRegistration(model, "tiny", teacher.Hash, null, dataset.Hash, Tiny));
+        Assert.Equal(CompactModelStatus.Distilling, compact.Status);
+        compact = await Until(() => registry.GetCompactModel(model), m => m.Status != CompactModelStatus.Distilling, TimeSpan.FromMinutes(3), "distillation done");
+        Assert.True(compact.Status == CompactModelStatus.Ready, compact.Error);
+        Assert.True(await store.ExistsAsync(new ArtifactRef("model", compact.Student!)));
+
+        // Many identical requests at once: one variant.
+        var spec = new VariantSpec(FleetTask.Vqa, model, 0.35, dataset.Hash);
+        var answers = await Task.WhenAll(Enumerable.Range(0, 8).Select(_ => registry.EnsureVariant(spec, Tiny)));
+        Assert.All(answers, a => Assert.Equal(spec.VariantId, a.Id));
+        Assert.Single(await registry.ListVariants());
+
+        var seen = new HashSet<VariantStage>();
+        var ready = await Until(async () =>
+        {
+            var v = await registry.GetVariant(spec.VariantId);
+            if (v is not null) seen.Add(v.Stage);
+            return v;
+        }, v => v.IsTerminal, TimeSpan.FromMinutes(5), "variant ready");
+        foreach (var e in ready.History) output.WriteLine($"{e.At:HH:mm:ss.fff} {e.Stage} {e.What} step {e.Step} on {e.Silo}");
+        Assert.True(ready.Stage == VariantStage.Ready, ready.Error);
+        Assert.Contains(VariantStage.Prune, seen); // observed in flight, not only at the end
+
+        // Stages in order, each started once and done once.
+        string[] stages = ["TeacherFineTune", "Prune", "Shrink", "Evaluate"];
+        Assert.Equal(stages, ready.History.Where(e => e.What == "started").Select(e => e.Stage));
+        Assert.Equal(stages, ready.History.Where(e => e.What == "done").Select(e => e.Stage));
+
+        var m = ready.Metrics!;
+        output.WriteLine($"{m.Metric} {m.Score:0.0} (teacher {m.TeacherScore:0.0}); {m.Parameters:N0} of {m.TeacherParameters:N0} parameters; " +
+                         $"speed-up {m.SpeedUpBatch1:0.00}x / {m.SpeedUpBatch32:0.00}x");
+        Assert.Equal("vqa_accuracy", m.Metric);
+        Assert.InRange(m.Score, 0, 100);
+        Assert.True(m.Parameters < m.TeacherParameters, "the shrunk student is smaller than the teacher");
+        Assert.Equal(["decoder", "fusion", "text", "vision"], m.KeptHeads.Keys.Order());
+        Assert.All(m.KeptNeurons.Values, f => Assert.InRange(f, 0, 1));
+        Assert.True(m.KeptNeurons.Values.Any(f => f < 1), "pruning removed FFN neurons");
+
+        // The served model is the shrunk one: loadable, and of the size the metrics say.
+        var local = Path.Combine(_work, "shrunk");
+        await store.DownloadFolderAsync(new ArtifactRef("model", ready.Model!), local);
+        using (var shrunk = Checkpoint.Load(local))
+        {
+            Assert.NotNull(shrunk.Config.Pruned);
+            Assert.Equal(m.Parameters, ParameterCounts.Count(shrunk));
+        }
+
+        // Asking again returns the ready variant; nothing restarts.
+        var again = await registry.EnsureVariant(spec, Tiny);
+        Assert.Equal(VariantStage.Ready, again.Stage);
+        Assert.Equal(ready.History.Count, again.History.Count);
+        await AssertNoTemporaryBlobs(store);
+    }
+
+    private Dictionary<string, string> SiloSettings(string name, string accelerator, string container) => new()
+    {
+        ["Fleet__ServiceId"] = "svc-" + container,
+        ["Fleet__Silo__Accelerator"] = accelerator,
+        ["Fleet__ArtifactContainer"] = container,
+        ["Fleet__Jobs__WorkDirectory"] = Path.Combine(_work, name),
+        ["Fleet__Jobs__WatchdogPeriod"] = "00:00:01",
+        ["Fleet__Jobs__ReminderPeriod"] = "00:00:05",
+        ["Fleet__Jobs__ProgressInterval"] = "00:00:00.100",
+    };
+
+    [Fact]
+    public async Task Jobs_run_only_on_the_gpu_silo_and_a_pruning_job_resumes_after_that_silo_is_killed()
+    {
+        var container = Container();
+        var clusterId = "jobs-" + Guid.NewGuid().ToString("N")[..12];
+        var serviceId = "svc-" + container; // grain state and reminders of this test only
+        var connection = new FleetConnectionOptions
+        {
+            ClusterId = clusterId, ServiceId = serviceId, StorageConnectionString = azurite.ConnectionString, ArtifactContainer = container,
+        };
+        var (teacherDir, studentDir) = Checkpoints();
+        var model = "tiny-" + container; // Azure Blob grain state is not keyed by service id: unique ids per test
+
+        await using var cpu = await SiloProcess.StartAsync(clusterId, azurite.ConnectionString, SiloSettings("cpu", "cpu", container));
+        await using var client = await FleetClient.ConnectAsync(connection);
+        var dataset = await client.UploadDatasetAsync(data.Root, "tiny");
+        var teacher = await client.UploadModelAsync(teacherDir);
+        var student = await client.UploadModelAsync(studentDir);
+        await client.RegisterCompactModelAsync(new CompactModelRegistration(model, "tiny", teacher, student));
+
+        // Enough pruning steps to kill the silo in the middle: 32 questions / batch 4 = 8 steps per epoch.
+        var settings = Tiny with { PruneEpochs = 5, BatchSize = 4 };
+        var spec = new VariantSpec(FleetTask.Vqa, model, 0.35, dataset.Hash);
+        var refused = await Assert.ThrowsAsync<NoGpuSiloException>(() => client.EnsureVariantAsync(spec, settings));
+        Assert.Contains("No GPU silo is in the cluster", refused.Message);
+        var waiting = await client.GetVariantAsync(spec.VariantId);
+        Assert.Equal(VariantStage.Pending, waiting!.Stage);
+        Assert.Contains("No GPU silo", waiting.Error);
+
+        // A GPU silo joins: the waiting variant starts by itself (its watchdog), on that silo.
+        var gpu = await SiloProcess.StartAsync(clusterId, azurite.ConnectionString, SiloSettings("gpu", "cuda", container));
+        int killedAt;
+        try
+        {
+            var pruning = await Until(() => client.GetVariantAsync(spec.VariantId),
+                v => v.IsTerminal || v.Progress is { Stage: "Prune", Step: >= 3 }, TimeSpan.FromMinutes(4), "pruning under way");
+            Assert.False(pruning.IsTerminal, pruning.Error);
+            killedAt = pruning.Progress!.Step;
+            gpu.Kill();
+            output.WriteLine($"GPU silo killed during pruning at step >= {killedAt}");
+        }
+        finally
+        {
+            await gpu.DisposeAsync();
+        }
+        Assert.False((await Until(() => client.GetVariantAsync(spec.VariantId), _ => true, TimeSpan.FromSeconds(60), "variant readable")).IsTerminal);
+
+        await using var gpu2 = await SiloProcess.StartAsync(clusterId, azurite.ConnectionString, SiloSettings("gpu2", "cuda", container));
+        var ready = await Until(() => client.GetVariantAsync(spec.VariantId), v => v.IsTerminal, TimeSpan.FromMinutes(5), "variant ready after the restart");
+        foreach (var e in ready.History) output.WriteLine($"{e.At:HH:mm:ss.fff} {e.Stage} {e.What} step {e.Step} on {e.Silo}");
+        Assert.True(ready.Stage == VariantStage.Ready, $"{ready.Error}\n--- gpu2 log ---\n{gpu2.Log}");
+
+        // Every stage ran on a GPU silo, never on the CPU one.
+        var runs = ready.History.Where(e => e.What is "started" or "resumed").ToList();
+        Assert.DoesNotContain(runs, e => e.Silo!.Contains($":{cpu.SiloPort}:"));
+        // The pruning stage resumed from its last uploaded checkpoint, not from step 0, on the new silo.
+        var resumed = Assert.Single(ready.History, e => e.Stage == "Prune" && e.What == "resumed");
+        Assert.InRange(resumed.Step!.Value, 1, killedAt);
+        Assert.Contains($":{gpu2.SiloPort}:", resumed.Silo);
+        Assert.True(ready.History.Last(e => e.Stage == "Prune" && e.What == "done").Step > killedAt, "pruning went on after the resume");
+        Assert.Single(ready.History, e => e.Stage == "Prune" && e.What == "started");
+        await AssertNoTemporaryBlobs(client.Artifacts);
+    }
+}
