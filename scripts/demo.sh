@@ -1,7 +1,12 @@
 #!/usr/bin/env bash
-# The main job: starts Azurite and one silo on this machine, drives the fleet through the
-# command-line tool (built on the client SDK), prints what it did, and stops what it started.
-# Everything it writes goes under .fleet/ (logs, Azurite data).
+# The main job: starts Azurite and one silo on this machine, and drives the fleet through the
+# command-line tool (built on the client SDK): a small ShapesWorld data set and a briefly
+# pre-trained teacher are made locally, then the fleet distils the compact model and creates a VQA
+# variant on demand (fine-tune the teacher, prune + shrink the compact model, score it), with
+# progress, and prints the variant's numbers. It stops what it started. Everything it writes goes
+# under .fleet/ (data, runs, logs, Azurite data); a second run reuses what exists (the fleet returns
+# the existing model and variant). The budgets are tiny so that it ends in minutes on 2 cores: the
+# scores show the machinery, not the method (docs/training.md and docs/pruning.md have real runs).
 set -euo pipefail
 root="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 cd "$root"
@@ -25,9 +30,23 @@ else
   AZURITE_DIR="$state/azurite" scripts/azurite.sh start; started_azurite=1
 fi
 
-echo "== silo"
+vlm() { dotnet model/EfficientVlm.Tool/bin/Release/net10.0/vlm.dll "$@"; }
+echo "== data (ShapesWorld, small)"
+if [[ ! -f "$state/data/vocab.txt" ]]; then
+  vlm data generate --out "$state/data" --train-images 1000 --eval-images 100 --train-pairs 400 --eval-pairs 100
+fi
+
+echo "== teacher (pre-trained here, briefly: ITC + ITM + MLM)"
+if [[ ! -f "$state/runs/teacher/best/model.safetensors" ]]; then
+  vlm train pretrain --preset demo-teacher --data "$state/data" --out "$state/runs/teacher" --epochs 1 --batch 32 \
+    --checkpoint-every 10 > "$state/pretrain.log" 2>&1 || { tail -20 "$state/pretrain.log"; exit 1; }
+  tail -1 "$state/pretrain.log"
+fi
+
+echo "== silo (one CPU silo that may take GPU work: development setting, it says so in its log)"
 http_port="${FLEET_DEMO_HTTP_PORT:-8080}"
 Urls="http://127.0.0.1:$http_port" Fleet__ClusterId="efficientvlm-demo" Fleet__Silo__FastFailureDetection=true \
+  Fleet__Placement__AllowCpuSilos=true Fleet__Jobs__WorkDirectory="$state/work" \
   dotnet silo/EfficientVlm.Silo/bin/Release/net10.0/EfficientVlm.Silo.dll > "$state/silo.log" 2>&1 &
 silo_pid=$!
 for _ in $(seq 1 240); do
@@ -41,7 +60,13 @@ echo "silo ready (pid $silo_pid, http $http_port, log .fleet/silo.log)"
 echo "== client"
 fleet() { Fleet__ClusterId="efficientvlm-demo" dotnet client/EfficientVlm.Cli/bin/Release/net10.0/fleet.dll "$@"; }
 fleet probe
-fleet models register --id compact-demo --preset demo
+dataset=$(fleet data upload "$state/data" --name shapesworld-small | tail -1)
+echo "dataset $dataset"
+fleet models create --id compact-demo --preset demo --teacher "$state/runs/teacher/best" --dataset "$dataset" \
+  --distill-epochs 1 --checkpoint-every 10 --watch
 fleet models list
+fleet variants create --task vqa --model compact-demo --target 0.35 --dataset "$dataset" \
+  --finetune-epochs 1 --prune-epochs 4 --train-limit 1024 --eval-limit 200 --checkpoint-every 10 --watch
+fleet variants list
 
 echo "== done in $(( $(date +%s) - t0 )) s"

@@ -1,5 +1,9 @@
 using System.CommandLine;
 using EfficientVlm.Cli;
+using Spectre.Console;
+
+// Logs and pipes get whole table rows instead of rows wrapped at 80 columns.
+if (Console.IsOutputRedirected) AnsiConsole.Profile.Width = 160;
 
 var root = new RootCommand("fleet: the EfficientVlm.Fleet command-line tool");
 root.Options.Add(CliConnection.ClusterOption);

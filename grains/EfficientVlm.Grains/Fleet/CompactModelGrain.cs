@@ -38,7 +38,12 @@ public sealed class CompactModelGrain(
         ArgumentNullException.ThrowIfNull(registration);
         if (registration.Id != this.GetPrimaryKeyString())
             throw new ArgumentException($"Compact model '{this.GetPrimaryKeyString()}' cannot be registered as '{registration.Id}'.");
-        if (state.State.Registration is not null) return Info()!;
+        if (state.State.Registration is not null)
+        {
+            // registering a failed model again retries its distillation from the last checkpoint
+            await RetryIfFailedAsync(() => state.State.Status = CompactModelStatus.Distilling);
+            return Info()!;
+        }
         Validate(registration);
 
         state.State.Registration = registration;

@@ -50,6 +50,8 @@ public sealed class VariantGrain(
         if (state.State.Spec is { } existing)
         {
             if (existing != spec) throw new ArgumentException($"Variant '{spec.VariantId}' already holds a different spec ({existing}).");
+            // asking again for a failed variant retries it from the failed stage's last checkpoint
+            await RetryIfFailedAsync(() => state.State.Stage = Enum.Parse<VariantStage>(state.State.Job!.Stage));
             return Info()!;
         }
         if (spec.TargetSparsity is <= 0 or >= 1) throw new ArgumentException($"Target sparsity {spec.TargetSparsity} must lie strictly between 0 and 1.");

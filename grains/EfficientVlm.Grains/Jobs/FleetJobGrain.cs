@@ -90,14 +90,26 @@ public sealed class FleetJobGrain(DeviceExecutor executor, BlobArtifactStore sto
         }
     }
 
-    private static bool IsTransient(Exception e) => e switch
+    /// <summary>
+    /// Failures a retry from the last checkpoint can get past: storage or cluster unreachable, and the
+    /// native Scalar crash of TorchSharp (a GC frees an implicit Scalar during the native call; see
+    /// docs/platform.md): its messages name c10's Scalar.
+    /// </summary>
+    public static bool IsTransient(Exception e) => e switch
     {
         RequestFailedException { Status: >= 500 or 408 or 429 } or HttpRequestException or TimeoutException or OrleansException => true,
+        System.Runtime.InteropServices.ExternalException x when x.Message.Contains("Scalar.h", StringComparison.Ordinal) => true,
         AggregateException { InnerException: { } inner } => IsTransient(inner),
         _ => false,
     };
 
-    private static string UserMessage(Exception e) => e is AggregateException { InnerException: { } inner } ? UserMessage(inner) : e.Message;
+    /// <summary>The first line of the message (native errors append their C++ stack), at most 300 characters.</summary>
+    public static string UserMessage(Exception e)
+    {
+        if (e is AggregateException { InnerException: { } inner }) return UserMessage(inner);
+        var line = e.Message.Split('\n', 2)[0].Trim();
+        return line.Length <= 300 ? line : line[..300] + "...";
+    }
 
     private async Task<JobOutput> ExecuteAsync(IJobOwnerGrain owner, Guid runner, JobWork work, CancellationTokenSource superseded)
     {

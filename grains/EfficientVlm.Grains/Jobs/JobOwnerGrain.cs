@@ -22,7 +22,7 @@ public sealed record FleetJobOptions
     /// <summary>The least time between two progress reports of a runner.</summary>
     public TimeSpan ProgressInterval { get; init; } = TimeSpan.FromSeconds(2);
 
-    /// <summary>Storage or cluster errors a stage may hit before the job fails.</summary>
+    /// <summary>Transient failures (storage, cluster, the TorchSharp Scalar crash) in a row, without a new checkpoint between them, before the job fails.</summary>
     public int MaxTransientFailures { get; init; } = 3;
 
     public void Validate()
@@ -198,6 +198,7 @@ public abstract class JobOwnerGrain(BlobArtifactStore store, FleetJobOptions opt
         var job = Job!;
         var previous = job.CheckpointStage == stage ? job.Checkpoint : null;
         (job.Checkpoint, job.CheckpointStage, job.CheckpointStep) = (checkpoint, stage, step);
+        job.TransientFailures = 0; // the limit counts failures in a row, without progress between them
         await SaveAsync();
         if (previous is not null && previous != checkpoint) await DeleteQuietlyAsync(new ArtifactRef(JobArtifacts.Checkpoint, previous));
         return true;
@@ -222,7 +223,7 @@ public abstract class JobOwnerGrain(BlobArtifactStore store, FleetJobOptions opt
         }
         await SaveAsync();
         if (checkpoint is not null) await DeleteQuietlyAsync(new ArtifactRef(JobArtifacts.Checkpoint, checkpoint));
-        if (next is null) await FinishAsync();
+        if (next is null) await FinishAsync(deleteScope: true);
         return true;
     }
 
@@ -242,11 +243,26 @@ public abstract class JobOwnerGrain(BlobArtifactStore store, FleetJobOptions opt
         job.Finished = true;
         OnFailed(job.Error);
         await SaveAsync();
-        await FinishAsync();
+        await FinishAsync(deleteScope: false); // a retry resumes from the checkpoint and intermediates kept here
     }
 
-    /// <summary>Stops the watchdog and reminder and deletes what only the job needed.</summary>
-    private async Task FinishAsync()
+    /// <summary>
+    /// When the job failed: clears the failure and starts it again at the failed stage (from that stage's
+    /// last checkpoint). Returns false when there is nothing to retry.
+    /// </summary>
+    protected async Task<bool> RetryIfFailedAsync(Action onRetry)
+    {
+        if (Job is not { Finished: true, Error: not null } job) return false;
+        (job.Finished, job.Error, job.TransientFailures, job.Runner) = (false, null, 0, null);
+        job.History.Add(new JobEvent(Now, job.Stage, "retry requested", null, job.CheckpointStage == job.Stage ? job.CheckpointStep : 0));
+        onRetry();
+        await SaveAsync();
+        await StartJobAsync();
+        return true;
+    }
+
+    /// <summary>Stops the watchdog and reminder; after success, deletes the job's scope (checkpoints, intermediates).</summary>
+    private async Task FinishAsync(bool deleteScope)
     {
         _watchdog?.Dispose();
         _watchdog = null;
@@ -258,6 +274,7 @@ public abstract class JobOwnerGrain(BlobArtifactStore store, FleetJobOptions opt
         {
             logger.LogWarning(e, "{Owner}: could not remove the job reminder (it will find the job finished)", this.GetGrainId());
         }
+        if (!deleteScope) return;
         try
         {
             await Scope.DeleteAllAsync();

@@ -17,7 +17,7 @@ namespace EfficientVlm.Model.Training;
 /// from the fine-tuned teacher (frozen, eval mode) with the task's weights, plus the Lagrangian that
 /// holds one global expected sparsity; hard-concrete gates sampled once per step. Validation uses the
 /// deterministic masks; a checkpoint only counts as best once the expected sparsity is within 0.02 of
-/// the target (its score is lowered by 100 before that), and the masks of the best step are kept.
+/// the target (before that, steps rank by closeness to the target), and the masks of the best step are kept.
 /// KD here is on the task logits and the last fused states (attention-map KD is not done yet).
 /// </summary>
 public sealed class PruneStage<TBatch> : ITrainingStage<TBatch>
@@ -84,7 +84,10 @@ public sealed class PruneStage<TBatch> : ITrainingStage<TBatch>
         double score = _validate(device, gates);
         double sparsity = Masks.ExpectedSparsity().item<float>();
         bool reached = _step + 1 >= Controller.WarmupSteps && Math.Abs(sparsity - Controller.Target) <= 0.02;
-        double ranked = reached ? score : score - 100;
+        // Reached: ranked by score (scores are at most 1, or 100 for CIDEr). Not reached: below every reached step, and
+        // ranked by closeness to the target, so a short run that never lands in the window keeps the masks nearest to it
+        // (ranking those by score would favour the least pruned).
+        double ranked = reached ? score : -1000 - Math.Abs(sparsity - Controller.Target);
         if (ranked > _best)
         {
             _best = ranked;

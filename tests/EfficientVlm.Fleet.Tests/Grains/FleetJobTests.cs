@@ -161,10 +161,21 @@ public sealed class FleetJobTests(AzuriteFixture azurite, TinyDataFixture data, 
             Assert.Equal(m.Parameters, ParameterCounts.Count(shrunk));
         }
 
+        // A job that cannot run fails with the reason, keeps it, and registering again retries it.
+        var broken = new CompactModelRegistration(model + "-x", "tiny", new string('e', 64), null, dataset.Hash, Tiny);
+        await registry.RegisterCompactModel(broken);
+        var failed = await Until(() => registry.GetCompactModel(broken.Id), x => x.Status == CompactModelStatus.Failed, TimeSpan.FromMinutes(1), "failure");
+        Assert.Contains($"No artifact model/{new string('e', 64)}", failed.Error);
+        Assert.Equal(CompactModelStatus.Distilling, (await registry.RegisterCompactModel(broken)).Status);
+        failed = await Until(() => registry.GetCompactModel(broken.Id), x => x.Status == CompactModelStatus.Failed, TimeSpan.FromMinutes(1), "second failure");
+        Assert.Equal(["started", "retry requested", "started"], failed.History.Where(e => !e.What.StartsWith("failed")).Select(e => e.What));
+        Assert.Equal(2, failed.History.Count(e => e.What.StartsWith("failed: No artifact")));
+
         // Asking again returns the ready variant; nothing restarts.
         var again = await registry.EnsureVariant(spec, Tiny);
         Assert.Equal(VariantStage.Ready, again.Stage);
         Assert.Equal(ready.History.Count, again.History.Count);
+        await store.Scope($"compactmodel.{broken.Id}").DeleteAllAsync(); // a failed job keeps its scope for a retry
         await AssertNoTemporaryBlobs(store);
     }
 

@@ -101,3 +101,20 @@ public sealed class FleetRegistryGrainTests(InProcessClusterFixture fixture) : I
         Assert.Equal("cpu", result.Device);
     }
 }
+
+public sealed class JobFailureTests
+{
+    [Fact]
+    public void Storage_cluster_and_torch_scalar_failures_are_retried_and_bad_input_is_not()
+    {
+        var scalar = new System.Runtime.InteropServices.ExternalException(
+            "Unknown scalar type.\nException raised from type at /pytorch/c10/core/Scalar.h:339 (most recent call first):\nframe #0: ...");
+        Assert.True(FleetJobGrain.IsTransient(scalar));
+        Assert.True(FleetJobGrain.IsTransient(new Azure.RequestFailedException(503, "busy")));
+        Assert.True(FleetJobGrain.IsTransient(new AggregateException(new TimeoutException())));
+        Assert.False(FleetJobGrain.IsTransient(new Azure.RequestFailedException(404, "no such blob")));
+        Assert.False(FleetJobGrain.IsTransient(new ArgumentException("The teacher must be fine-tuned for Vqa")));
+        Assert.False(FleetJobGrain.IsTransient(new System.Runtime.InteropServices.ExternalException("shape mismatch")));
+        Assert.Equal("Unknown scalar type.", FleetJobGrain.UserMessage(scalar));
+    }
+}
