@@ -12,4 +12,5 @@ root.Subcommands.Add(ProbeCommand.Create());
 root.Subcommands.Add(DataCommand.Create());
 root.Subcommands.Add(ModelsCommand.Create());
 root.Subcommands.Add(VariantsCommand.Create());
+foreach (var command in ServeCommands.Create()) root.Subcommands.Add(command);
 return await root.Parse(args).InvokeAsync();

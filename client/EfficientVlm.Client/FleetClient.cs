@@ -144,6 +144,42 @@ public sealed class FleetClient : IAsyncDisposable
         }
     }
 
+    private readonly System.Collections.Concurrent.ConcurrentDictionary<string, ServingInfo> _serving = new(StringComparer.Ordinal);
+
+    /// <summary>A replica of a ready variant (the serving info is looked up once per variant and cached).</summary>
+    /// <exception cref="ArgumentException">Unknown variant, or not ready.</exception>
+    private async Task<IInferenceReplicaGrain> ReplicaAsync(string variant, CancellationToken ct)
+    {
+        Identifiers.Validate(variant, "variant id");
+        if (!_serving.TryGetValue(variant, out var info))
+            _serving[variant] = info = await CallAsync(() => Grains.GetGrain<IVariantGrain>(variant).Serving(), ct);
+        return Grains.GetGrain<IInferenceReplicaGrain>(IInferenceReplicaGrain.Key(variant, Random.Shared.Next(info.Replicas)));
+    }
+
+    /// <summary>VQA: answers <paramref name="question"/> about an image (PNG or JPEG bytes).</summary>
+    /// <exception cref="ArgumentException">Bad input (corrupt or oversize image, empty or overlong text), or a variant that is not ready or of another task.</exception>
+    public async Task<string> AnswerAsync(string variant, byte[] image, string question, CancellationToken cancellationToken = default)
+    {
+        var replica = await ReplicaAsync(variant, cancellationToken);
+        return await CallAsync(() => replica.Answer(image, question), cancellationToken);
+    }
+
+    /// <summary>NLVR2: whether <paramref name="statement"/> is true of the pair of images.</summary>
+    /// <exception cref="ArgumentException">As <see cref="AnswerAsync"/>.</exception>
+    public async Task<bool> VerifyAsync(string variant, byte[] left, byte[] right, string statement, CancellationToken cancellationToken = default)
+    {
+        var replica = await ReplicaAsync(variant, cancellationToken);
+        return await CallAsync(() => replica.Verify(left, right, statement), cancellationToken);
+    }
+
+    /// <summary>Captioning: a caption of the image.</summary>
+    /// <exception cref="ArgumentException">As <see cref="AnswerAsync"/>.</exception>
+    public async Task<string> CaptionAsync(string variant, byte[] image, CancellationToken cancellationToken = default)
+    {
+        var replica = await ReplicaAsync(variant, cancellationToken);
+        return await CallAsync(() => replica.Caption(image), cancellationToken);
+    }
+
     private IFleetRegistryGrain Registry => Grains.GetGrain<IFleetRegistryGrain>(IFleetRegistryGrain.DefaultKey);
 
     private Task<T> CallAsync<T>(Func<Task<T>> call, CancellationToken cancellationToken) =>

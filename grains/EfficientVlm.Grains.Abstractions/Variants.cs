@@ -121,10 +121,14 @@ public sealed record VariantInfo(
 /// </summary>
 public interface IVariantGrain : IGrainWithStringKey
 {
-    /// <summary>Starts the variant for <paramref name="spec"/> if it has not started; returns where it is.</summary>
+    /// <summary>Starts the variant for <paramref name="spec"/> if it has not started (or retries it when it failed); returns where it is.</summary>
     /// <exception cref="ArgumentException">The spec does not match this grain's key, or it is invalid.</exception>
     Task<VariantInfo> Start(VariantSpec spec, JobSettings settings);
 
     /// <summary>Null when no variant was ever started under this id.</summary>
     Task<VariantInfo?> Get();
+
+    /// <summary>How to call the variant.</summary>
+    /// <exception cref="ArgumentException">No such variant, or it is not ready.</exception>
+    Task<ServingInfo> Serving();
 }

@@ -65,7 +65,7 @@ internal static class PruneCommand
                         result = await Pipeline.PruneAsync(executor, parse.GetValue(student)!.FullName, parse.GetValue(teacher)!.FullName, which, goal,
                             parse.GetValue(data)!.FullName, settings, dir, new StageHooks(progress), ct);
                     });
-                var report = await Pipeline.ShrinkAsync(executor, dir, Path.Combine(dir, "shrunk"));
+                var report = await Pipeline.ShrinkAsync(executor, dir, Path.Combine(dir, "shrunk"), parse.GetValue(data)!.FullName);
                 var table = new Table().AddColumns("modality", "heads kept", "FFN neurons kept");
                 foreach (var m in report.KeptHeads.Keys)
                     table.AddRow(m, $"{100 * report.KeptHeads[m]:0.0}%", $"{100 * report.KeptNeurons[m]:0.0}%");

@@ -4,6 +4,7 @@ using Azure.Storage.Blobs;
 using EfficientVlm.Artifacts;
 using EfficientVlm.Grains;
 using EfficientVlm.Grains.Jobs;
+using EfficientVlm.Grains.Serving;
 using EfficientVlm.Grains.Abstractions;
 using EfficientVlm.Grains.Placement;
 using EfficientVlm.Model.Runtime;
@@ -62,7 +63,8 @@ public static class FleetSiloHosting
                     o => o.BlobServiceClient = new BlobServiceClient(connection.StorageConnectionString));
 
             orleans.AddGpuPlacement(placement, accelerator);
-            orleans.AddFleetJobs(jobs, _ => new BlobArtifactStore(new BlobServiceClient(connection.StorageConnectionString), connection.ArtifactContainer));
+            orleans.AddFleetJobs(jobs, _ => new BlobArtifactStore(new BlobServiceClient(connection.StorageConnectionString), connection.ArtifactContainer),
+                builder.Configuration.GetSection(ServingOptions.SectionName).Get<ServingOptions>());
 
             if (silo.FastFailureDetection)
             {

@@ -1,6 +1,7 @@
 using EfficientVlm.Artifacts;
 using EfficientVlm.Grains.Abstractions;
 using EfficientVlm.Grains.Jobs;
+using EfficientVlm.Grains.Serving;
 using Microsoft.Extensions.Logging;
 
 namespace EfficientVlm.Grains.Fleet;
@@ -28,7 +29,7 @@ public sealed class VariantState
 /// </summary>
 public sealed class VariantGrain(
     [PersistentState("variant", FleetStorage.GrainStateProvider)] IPersistentState<VariantState> state,
-    BlobArtifactStore store, FleetJobOptions options, TimeProvider clock, ILogger<VariantGrain> logger)
+    BlobArtifactStore store, FleetJobOptions options, ServingOptions serving, TimeProvider clock, ILogger<VariantGrain> logger)
     : JobOwnerGrain(store, options, clock, logger), IVariantGrain
 {
     private const string TeacherTask = "teacher-task", Shrunk = "shrunk";
@@ -78,6 +79,15 @@ public sealed class VariantGrain(
 
     public Task<VariantInfo?> Get() => Task.FromResult(Info());
 
+    public Task<ServingInfo> Serving()
+    {
+        var s = state.State;
+        if (s.Spec is null) throw new ArgumentException($"No variant '{this.GetPrimaryKeyString()}'.");
+        if (s.Stage != VariantStage.Ready || s.Job?.Artifacts.GetValueOrDefault(Shrunk) is not { } model)
+            throw new ArgumentException($"Variant '{this.GetPrimaryKeyString()}' is not ready ({s.Stage}).");
+        return Task.FromResult(new ServingInfo(this.GetPrimaryKeyString(), s.Spec.Task, model, serving.Replicas));
+    }
+
     private VariantInfo? Info()
     {
         var s = state.State;
@@ -98,7 +108,7 @@ public sealed class VariantGrain(
         {
             VariantStage.TeacherFineTune => (JobKind.FineTune, Inputs(("init", "teacher"), (JobArtifacts.Dataset, JobArtifacts.Dataset))),
             VariantStage.Prune => (JobKind.Prune, Inputs(("student", "student"), ("teacher", TeacherTask), (JobArtifacts.Dataset, JobArtifacts.Dataset))),
-            VariantStage.Shrink => (JobKind.Shrink, Inputs((JobArtifacts.Pruned, JobArtifacts.Pruned))),
+            VariantStage.Shrink => (JobKind.Shrink, Inputs((JobArtifacts.Pruned, JobArtifacts.Pruned), (JobArtifacts.Dataset, JobArtifacts.Dataset))),
             VariantStage.Evaluate => (JobKind.Evaluate, Inputs(("model", Shrunk), ("teacher", TeacherTask), (JobArtifacts.Dataset, JobArtifacts.Dataset))),
             _ => throw new InvalidOperationException($"Stage {stage} has no work."),
         };

@@ -160,7 +160,7 @@ public sealed class FleetJobGrain(DeviceExecutor executor, BlobArtifactStore sto
             }
             case JobKind.Shrink:
             {
-                var report = await Pipeline.ShrinkAsync(executor, await Input(JobArtifacts.Pruned), Path.Combine(run, "shrunk"));
+                var report = await Pipeline.ShrinkAsync(executor, await Input(JobArtifacts.Pruned), Path.Combine(run, "shrunk"), await Input(JobArtifacts.Dataset));
                 var shrunk = await store.PutFolderAsync(JobArtifacts.Model, Path.Combine(run, "shrunk"), ct);
                 return new JobOutput(shrunk.Hash, null, report.KeptHeads, report.KeptNeurons, report.ParametersAfter);
             }

@@ -5,6 +5,7 @@ using EfficientVlm.Model.Config;
 using EfficientVlm.Model.Modules;
 using EfficientVlm.Model.Pruning;
 using EfficientVlm.Model.Runtime;
+using EfficientVlm.Model.Serving;
 using EfficientVlm.Model.Tasks;
 using EfficientVlm.Model.Training;
 using TorchSharp;
@@ -186,8 +187,11 @@ public static class Pipeline
         }
     }
 
-    /// <summary>Applies the best masks of a pruning run to its best weights and saves the physically smaller model to <paramref name="outDir"/>.</summary>
-    public static Task<ShrinkReport> ShrinkAsync(DeviceExecutor executor, string pruneRunDir, string outDir) => executor.RunAsync(_ =>
+    /// <summary>
+    /// Applies the best masks of a pruning run to its best weights and saves the physically smaller model
+    /// to <paramref name="outDir"/> as a serving bundle (with the data's vocabulary and, for VQA, its answer list).
+    /// </summary>
+    public static Task<ShrinkReport> ShrinkAsync(DeviceExecutor executor, string pruneRunDir, string outDir, string dataDir) => executor.RunAsync(_ =>
     {
         var masksFile = Path.Combine(pruneRunDir, "best-masks.json");
         if (!File.Exists(masksFile))
@@ -197,6 +201,8 @@ public static class Pipeline
         using var best = Checkpoint.Load(Path.Combine(pruneRunDir, "best"));
         using var shrunk = Shrinker.Shrink(best, keep);
         var hash = Checkpoint.Save(shrunk, outDir);
+        var answers = best.Config.Task == VlmTask.Vqa ? new TaskData(dataDir, best.Config).AnswerList : null;
+        ServingModel.WriteBundleFiles(outDir, Path.Combine(dataDir, "vocab.txt"), answers);
         var (heads, neurons) = KeptFractions(best.Config, keep);
         return new ShrinkReport(ParameterCounts.Count(best), ParameterCounts.Count(shrunk), hash, heads, neurons);
     });

@@ -161,6 +161,32 @@ public sealed class FleetJobTests(AzuriteFixture azurite, TinyDataFixture data, 
             Assert.Equal(m.Parameters, ParameterCounts.Count(shrunk));
         }
 
+        // Serving: concurrent calls are batched and answer as one-by-one calls do; bad input gets a clear error.
+        var images = Directory.GetFiles(Path.Combine(data.Root, "images", "test")).Order().Take(6).Select(File.ReadAllBytes).ToList();
+        string[] questions = ["what color is the circle?", "how many shapes are there?", "is there a red square?"];
+        var calls = Enumerable.Range(0, 12).Select(i => (Image: images[i % images.Count], Question: questions[i % questions.Length])).ToList();
+        var replica = cluster.Client.GetGrain<IInferenceReplicaGrain>(IInferenceReplicaGrain.Key(ready.Id, 0));
+        var single = new List<string>();
+        foreach (var (image, question) in calls) single.Add(await replica.Answer(image, question));
+        var before = await replica.Stats();
+        var together = await Task.WhenAll(calls.Select(c => replica.Answer(c.Image, c.Question)));
+        var after = await replica.Stats();
+        output.WriteLine($"one by one: {before.Batches} batches; together: {after.Batches - before.Batches} batches, largest {after.LargestBatch}");
+        Assert.Equal(single, together);
+        Assert.True(after.LargestBatch > 1, "concurrent calls were batched");
+        Assert.True(after.Batches - before.Batches < calls.Count);
+        var bad = await Assert.ThrowsAsync<ArgumentException>(() => replica.Answer([1, 2, 3, 4], "what color?"));
+        Assert.Contains("image was rejected", bad.Message);
+        bad = await Assert.ThrowsAsync<ArgumentException>(() => replica.Answer(images[0], "  "));
+        Assert.Contains("question is empty", bad.Message);
+        bad = await Assert.ThrowsAsync<ArgumentException>(() => replica.Answer(images[0], new string('a', 600)));
+        Assert.Contains("at most 512", bad.Message);
+        bad = await Assert.ThrowsAsync<ArgumentException>(() => replica.Verify(images[0], images[1], "there is a circle"));
+        Assert.Contains("serves Vqa, not Nlvr2", bad.Message);
+        Assert.Equal(single[0], await replica.Answer(calls[0].Image, calls[0].Question)); // still serving
+        bad = await Assert.ThrowsAnyAsync<ArgumentException>(() => cluster.Client.GetGrain<IVariantGrain>("no-such-variant").Serving());
+        Assert.Contains("No variant 'no-such-variant'", bad.Message);
+
         // A job that cannot run fails with the reason, keeps it, and registering again retries it.
         var broken = new CompactModelRegistration(model + "-x", "tiny", new string('e', 64), null, dataset.Hash, Tiny);
         await registry.RegisterCompactModel(broken);
@@ -177,6 +203,46 @@ public sealed class FleetJobTests(AzuriteFixture azurite, TinyDataFixture data, 
         Assert.Equal(ready.History.Count, again.History.Count);
         await store.Scope($"compactmodel.{broken.Id}").DeleteAllAsync(); // a failed job keeps its scope for a retry
         await AssertNoTemporaryBlobs(store);
+    }
+
+    [Fact]
+    public async Task The_model_cache_evicts_the_least_recently_used_model_that_is_not_in_use()
+    {
+        var store = new BlobArtifactStore(new BlobServiceClient(azurite.ConnectionString), Container());
+        var hashes = new List<string>();
+        for (int i = 0; i < 3; i++)
+        {
+            TorchSharp.torch.manual_seed(i);
+            using var model = new VlmModel(TinyDataFixture.Teacher with { Task = EfficientVlm.Model.Config.VlmTask.Nlvr2 });
+            var folder = Path.Combine(_work, $"bundle-{i}");
+            Checkpoint.Save(model, folder);
+            EfficientVlm.Model.Serving.ServingModel.WriteBundleFiles(folder, Path.Combine(data.Root, "vocab.txt"), null);
+            hashes.Add((await store.PutFolderAsync("model", folder)).Hash);
+        }
+        using var executor = new DeviceExecutor(new DeviceExecutorOptions { Device = "cpu", TorchThreads = 1 });
+        long oneModel = ParameterCounts.Count(new VlmModel(TinyDataFixture.Teacher with { Task = EfficientVlm.Model.Config.VlmTask.Nlvr2 })) * 4;
+        var cache = new EfficientVlm.Grains.Serving.ModelCache(executor, store, new FleetJobOptions { WorkDirectory = Path.Combine(_work, "cache-silo") },
+            new EfficientVlm.Grains.Serving.ServingOptions { CacheBudgetBytes = 2 * oneModel + oneModel / 2 },
+            Microsoft.Extensions.Logging.Abstractions.NullLogger<EfficientVlm.Grains.Serving.ModelCache>.Instance);
+
+        (await cache.AcquireAsync(hashes[0])).Dispose();
+        (await cache.AcquireAsync(hashes[1])).Dispose();
+        (await cache.AcquireAsync(hashes[0])).Dispose();         // 0 is now more recent than 1
+        using (var third = await cache.AcquireAsync(hashes[2]))  // over budget: 1 goes
+            Assert.Equal([hashes[2], hashes[0]], cache.Stats().Loaded);
+        Assert.Equal(1, cache.Stats().Evictions);
+
+        // A model in use is never evicted, even when that leaves the cache over budget for a while.
+        using (var busy0 = await cache.AcquireAsync(hashes[0]))
+        using (var busy2 = await cache.AcquireAsync(hashes[2]))
+        using (var again1 = await cache.AcquireAsync(hashes[1]))
+        {
+            Assert.Equal(3, cache.Stats().Loaded.Count);
+            Assert.Equal(4, cache.Stats().Loads); // 1 was loaded again
+        }
+        (await cache.AcquireAsync(hashes[1])).Dispose();          // released: now the budget holds again
+        Assert.Equal(2, cache.Stats().Loaded.Count);
+        Assert.Contains(hashes[1], cache.Stats().Loaded);
     }
 
     private Dictionary<string, string> SiloSettings(string name, string accelerator, string container) => new()

@@ -1,0 +1,157 @@
+using System.Text.Json;
+using EfficientVlm.Model.Checkpoints;
+using EfficientVlm.Model.Config;
+using EfficientVlm.Model.Images;
+using EfficientVlm.Model.Modules;
+using EfficientVlm.Model.Tasks;
+using EfficientVlm.Model.Text;
+using TorchSharp;
+using static TorchSharp.torch;
+
+namespace EfficientVlm.Model.Serving;
+
+/// <summary>What a request may hold; checked at the edge (grain, REST) before any tensor work.</summary>
+public sealed record ServingLimits
+{
+    public int MaxTextCharacters { get; init; } = 512;
+    public ImageLimits Images { get; init; } = new();
+
+    /// <exception cref="ArgumentException">Empty, too long, or not valid text (lone surrogates, control characters).</exception>
+    public string CheckText(string? text, string what)
+    {
+        if (string.IsNullOrWhiteSpace(text)) throw new ArgumentException($"The {what} is empty.");
+        if (text.Length > MaxTextCharacters) throw new ArgumentException($"The {what} has {text.Length} characters; at most {MaxTextCharacters} are accepted.");
+        for (int i = 0; i < text.Length; i++)
+        {
+            char c = text[i];
+            if (char.IsHighSurrogate(c) && i + 1 < text.Length && char.IsLowSurrogate(text[i + 1])) { i++; continue; }
+            if (char.IsSurrogate(c)) throw new ArgumentException($"The {what} is not valid Unicode (a lone surrogate at {i}).");
+            if (char.IsControl(c) && c is not ('\n' or '\r' or '\t')) throw new ArgumentException($"The {what} holds a control character at {i}.");
+        }
+        return text.Trim();
+    }
+}
+
+/// <summary>
+/// A shrunk variant ready to answer: its model, tokenizer and (VQA) answer list, loaded from a serving
+/// bundle (a checkpoint folder with <c>vocab.txt</c> and, for VQA, <c>answers.json</c>; the shrink
+/// stage writes one). Each method takes a whole batch and runs on the executor thread; images come in
+/// decoded (<see cref="ImageLoader.Load"/>, off the executor).
+/// </summary>
+public sealed class ServingModel : IDisposable
+{
+    public const string VocabFile = "vocab.txt", AnswersFile = "answers.json";
+
+    private readonly Tensor? _answerIds, _answerPadding;
+
+    private ServingModel(VlmModel model, VlmTokenizer tokenizer, IReadOnlyList<string>? answers, Device device)
+    {
+        Model = model;
+        Tokenizer = tokenizer;
+        Answers = answers;
+        if (answers is not null)
+        {
+            var (ids, padding) = tokenizer.EncodeBatch(answers, 16);
+            (_answerIds, _answerPadding) = (ids.to(device).DetachFromDisposeScope(), padding.to(device).DetachFromDisposeScope());
+        }
+    }
+
+    public VlmModel Model { get; }
+    public VlmTokenizer Tokenizer { get; }
+    public IReadOnlyList<string>? Answers { get; }
+    public VlmConfig Config => Model.Config;
+
+    /// <summary>Bytes the weights take (float32), for the model cache's budget.</summary>
+    public long Bytes => ParameterCounts.Count(Model) * 4;
+
+    /// <summary>Loads a serving bundle onto <paramref name="device"/> (executor thread).</summary>
+    public static ServingModel Load(string folder, Device device)
+    {
+        var vocab = Path.Combine(folder, VocabFile);
+        if (!File.Exists(vocab)) throw new FileNotFoundException($"{folder} is not a serving bundle: {VocabFile} is missing.", vocab);
+        var model = Checkpoint.Load(folder, device);
+        model.eval();
+        var tokenizer = VlmTokenizer.FromVocabFile(vocab);
+        IReadOnlyList<string>? answers = null;
+        if (model.Config.Task == VlmTask.Vqa)
+        {
+            var path = Path.Combine(folder, AnswersFile);
+            if (!File.Exists(path)) throw new FileNotFoundException($"{folder} is a VQA model without {AnswersFile}.", path);
+            answers = JsonSerializer.Deserialize<List<string>>(File.ReadAllText(path)) ?? throw new InvalidDataException($"{path} is empty.");
+        }
+        return new ServingModel(model, tokenizer, answers, device);
+    }
+
+    /// <summary>Adds what serving needs next to a checkpoint: the vocabulary and (VQA) the answer list.</summary>
+    public static void WriteBundleFiles(string checkpointFolder, string vocabFile, IReadOnlyList<string>? answers)
+    {
+        File.Copy(vocabFile, Path.Combine(checkpointFolder, VocabFile), overwrite: true);
+        if (answers is not null) File.WriteAllText(Path.Combine(checkpointFolder, AnswersFile), JsonSerializer.Serialize(answers));
+    }
+
+    private Tensor Images(IReadOnlyList<float[]> images, Device device)
+    {
+        int s = Config.ImageSize;
+        var flat = new float[images.Count * 3 * s * s];
+        for (int i = 0; i < images.Count; i++)
+        {
+            if (images[i].Length != 3 * s * s) throw new ArgumentException($"Image {i} was decoded for another size (expected 3x{s}x{s}).");
+            images[i].CopyTo(flat, i * 3 * s * s);
+        }
+        return torch.tensor(flat, new long[] { images.Count, 3, s, s }, device: device);
+    }
+
+    private (Tensor Ids, Tensor Padding) Texts(IReadOnlyList<string> texts, Device device)
+    {
+        var (ids, padding) = Tokenizer.EncodeBatch(texts, Config.MaxTextLength);
+        return (ids.to(device), padding.to(device));
+    }
+
+    private void Require(VlmTask task)
+    {
+        if (Config.Task != task) throw new ArgumentException($"This variant answers {Config.Task}, not {task}.");
+    }
+
+    /// <summary>The best answer from the closed answer list for each (image, question).</summary>
+    public string[] Vqa(IReadOnlyList<float[]> images, IReadOnlyList<string> questions, Device device, int k = 16)
+    {
+        Require(VlmTask.Vqa);
+        using var scope = torch.NewDisposeScope();
+        using var _ = torch.no_grad();
+        var (ids, padding) = Texts(questions, device);
+        var states = Tasks.Vqa.EncodeQuestion(Model, Images(images, device), ids, padding);
+        var (best, _) = Tasks.Vqa.Rank(Model, states, padding, _answerIds!, _answerPadding!, Math.Min(k, Answers!.Count));
+        return best.cpu().data<long>().ToArray().Select(i => Answers[(int)i]).ToArray();
+    }
+
+    /// <summary>Whether each statement is true of its pair of images.</summary>
+    public bool[] Nlvr(IReadOnlyList<float[]> left, IReadOnlyList<float[]> right, IReadOnlyList<string> statements, Device device)
+    {
+        Require(VlmTask.Nlvr2);
+        using var scope = torch.NewDisposeScope();
+        using var _ = torch.no_grad();
+        var (ids, padding) = Texts(statements, device);
+        var logits = Tasks.Nlvr.Logits(Model, Images(left, device), Images(right, device), ids, padding);
+        return logits.argmax(1).cpu().data<long>().ToArray().Select(v => v == 1).ToArray();
+    }
+
+    /// <summary>A caption for each image (beam search; the image encoder runs once for the batch).</summary>
+    public string[] Caption(IReadOnlyList<float[]> images, Device device, BeamSettings? beam = null)
+    {
+        Require(VlmTask.Captioning);
+        using var scope = torch.NewDisposeScope();
+        using var _ = torch.no_grad();
+        long[] prompt = [Tokenizer.Special.Cls, .. Tokenizer.EncodeWithoutSpecials(Training.TaskData.CaptionPrompt)];
+        var tokens = Model.EncodeImage(Images(images, device)).Last;
+        return Enumerable.Range(0, images.Count)
+            .Select(i => Tokenizer.Decode(Captioning.Generate(Model, tokens.narrow(0, i, 1), prompt, Tokenizer.Special.Sep, beam ?? new BeamSettings())))
+            .ToArray();
+    }
+
+    public void Dispose()
+    {
+        Model.Dispose();
+        _answerIds?.Dispose();
+        _answerPadding?.Dispose();
+    }
+}
