@@ -63,6 +63,7 @@ public static class FleetSiloHosting
                     o => o.BlobServiceClient = new BlobServiceClient(connection.StorageConnectionString));
 
             orleans.AddGpuPlacement(placement, accelerator);
+            if (builder.Configuration.GetValue("Fleet:Gateway:Dashboard", true)) Orleans.Dashboard.ServiceCollectionExtensions.AddDashboard(orleans);
             orleans.AddFleetJobs(jobs, _ => new BlobArtifactStore(new BlobServiceClient(connection.StorageConnectionString), connection.ArtifactContainer),
                 builder.Configuration.GetSection(ServingOptions.SectionName).Get<ServingOptions>());
 

@@ -52,25 +52,39 @@ public sealed class InferenceReplicaGrain(DeviceExecutor executor, ModelCache ca
         if (_loop is not null) await _loop.WaitAsync(TimeSpan.FromSeconds(10), cancellationToken).ContinueWith(_ => { });
     }
 
-    public async Task<string> Answer(byte[] image, string question)
+    public Task<string> Answer(byte[] image, string question) => Checked(async () =>
     {
         Require(FleetTask.Vqa);
         var text = options.Limits.CheckText(question, "question");
         return (string)await Enqueue([await Decode(image, "image")], text);
-    }
+    });
 
-    public async Task<bool> Verify(byte[] left, byte[] right, string statement)
+    public Task<bool> Verify(byte[] left, byte[] right, string statement) => Checked(async () =>
     {
         Require(FleetTask.Nlvr2);
         var text = options.Limits.CheckText(statement, "statement");
         var images = await Task.WhenAll(Decode(left, "left image"), Decode(right, "right image"));
         return (bool)await Enqueue(images, text);
-    }
+    });
 
-    public async Task<string> Caption(byte[] image)
+    public Task<string> Caption(byte[] image) => Checked(async () =>
     {
         Require(FleetTask.Captioning);
         return (string)await Enqueue([await Decode(image, "image")], "");
+    });
+
+    /// <summary>Counts refused input (the caller gets the ArgumentException as it is).</summary>
+    private async Task<T> Checked<T>(Func<Task<T>> call)
+    {
+        try
+        {
+            return await call();
+        }
+        catch (ArgumentException)
+        {
+            FleetMetrics.Requests.WithLabels(_info.VariantId, _info.Task.ToString(), "bad_input").Inc();
+            throw;
+        }
     }
 
     public Task Warm() => Task.CompletedTask; // activation loaded the model
@@ -168,7 +182,16 @@ public sealed class InferenceReplicaGrain(DeviceExecutor executor, ModelCache ca
                 FleetTask.Captioning => model.Caption(items.Select(p => p.Images[0]).ToList(), ctx.Device).Cast<object>().ToArray(),
                 _ => throw new NotSupportedException($"Serving {_info.Task} is not built yet."),
             }, cancellationToken: stop);
-            for (int i = 0; i < items.Count; i++) items[i].Result.TrySetResult(results[i]);
+            var variant = _info.VariantId;
+            FleetMetrics.BatchSize.WithLabels(variant).Observe(items.Count);
+            foreach (var p in items) FleetMetrics.QueueDelay.WithLabels(variant).Observe((started - p.Enqueued).TotalSeconds);
+            var done = DateTime.UtcNow;
+            for (int i = 0; i < items.Count; i++)
+            {
+                FleetMetrics.Latency.WithLabels(variant).Observe((done - items[i].Enqueued).TotalSeconds);
+                items[i].Result.TrySetResult(results[i]);
+            }
+            FleetMetrics.Requests.WithLabels(variant, _info.Task.ToString(), "ok").Inc(items.Count);
             Interlocked.Increment(ref _batches);
             Interlocked.Add(ref _batched, items.Count);
             lock (_queue) _queueMs += items.Sum(p => (started - p.Enqueued).TotalMilliseconds);
@@ -178,6 +201,7 @@ public sealed class InferenceReplicaGrain(DeviceExecutor executor, ModelCache ca
         catch (Exception e)
         {
             Interlocked.Add(ref _failures, batch.Count);
+            FleetMetrics.Requests.WithLabels(_info.VariantId, _info.Task.ToString(), "error").Inc(batch.Count);
             logger.LogError(e, "Replica {Replica}: a batch of {Count} failed", this.GetPrimaryKeyString(), batch.Count);
             foreach (var p in batch) p.Result.TrySetException(e);
         }

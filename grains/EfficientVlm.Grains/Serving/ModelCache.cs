@@ -118,7 +118,9 @@ public sealed class ModelCache(DeviceExecutor executor, BlobArtifactStore store,
             if (_entries.TryGetValue(hash, out var entry)) entry.Bytes = model.Bytes;
             _loads++;
             _lastLoadMs = clock.Elapsed.TotalMilliseconds;
+            FleetMetrics.CacheBytes.Set(_entries.Values.Where(e => e.Loading.IsCompletedSuccessfully).Sum(e => e.Bytes) + model.Bytes);
         }
+        FleetMetrics.ModelLoad.Observe(clock.Elapsed.TotalSeconds);
         logger.LogInformation("Loaded model {Model} ({Megabytes:0.0} MB) in {Milliseconds:0} ms", hash[..12], model.Bytes / 1e6, clock.Elapsed.TotalMilliseconds);
         return model;
     }
@@ -137,6 +139,8 @@ public sealed class ModelCache(DeviceExecutor executor, BlobArtifactStore store,
                 total -= entry.Bytes;
                 victims.Add((hash, entry.Loading));
                 _evictions++;
+                FleetMetrics.Evictions.Inc();
+                FleetMetrics.CacheBytes.Set(total);
             }
         }
         foreach (var (hash, model) in victims)

@@ -254,7 +254,11 @@ public sealed class FleetJobTests(AzuriteFixture azurite, TinyDataFixture data, 
         ["Fleet__Jobs__WatchdogPeriod"] = "00:00:01",
         ["Fleet__Jobs__ReminderPeriod"] = "00:00:05",
         ["Fleet__Jobs__ProgressInterval"] = "00:00:00.100",
+        ["Fleet__Gateway__ApiKeys__0"] = ApiKey,
+        ["Fleet__Gateway__MaxRequestBytes"] = (1024 * 1024).ToString(),
     };
+
+    private const string ApiKey = "test-key-1";
 
     [Fact]
     public async Task Jobs_run_only_on_the_gpu_silo_and_a_pruning_job_resumes_after_that_silo_is_killed()
@@ -318,5 +322,57 @@ public sealed class FleetJobTests(AzuriteFixture azurite, TinyDataFixture data, 
         Assert.True(ready.History.Last(e => e.Stage == "Prune" && e.What == "done").Step > killedAt, "pruning went on after the resume");
         Assert.Single(ready.History, e => e.Stage == "Prune" && e.What == "started");
         await AssertNoTemporaryBlobs(client.Artifacts);
+
+        // Serving through the SDK (the replica lands on the GPU silo) and through the REST gateway of the CPU silo.
+        var image = File.ReadAllBytes(Directory.GetFiles(Path.Combine(data.Root, "images", "test")).Order().First());
+        var answer = await client.AnswerAsync(ready.Id, image, "what color is the circle?");
+        var stats = await client.Grains.GetGrain<IInferenceReplicaGrain>(IInferenceReplicaGrain.Key(ready.Id, 0)).Stats();
+        Assert.Contains($":{gpu2.SiloPort}:", stats.Silo);
+        var bad = await Assert.ThrowsAsync<ArgumentException>(() => client.AnswerAsync(ready.Id, [0x89, 0x50, 0x4e, 0x47, 1, 2], "what color?"));
+        Assert.Contains("image was rejected", bad.Message);
+
+        using var http = new HttpClient { BaseAddress = new Uri($"http://127.0.0.1:{cpu.HttpPort}") };
+        HttpContent Form(byte[] bytes, string question)
+        {
+            var form = new MultipartFormDataContent();
+            form.Add(new ByteArrayContent(bytes), "image", "image.png");
+            form.Add(new StringContent(question), "question");
+            return form;
+        }
+        async Task<(int Status, string Body)> Post(string path, HttpContent content, string? key = ApiKey)
+        {
+            using var request = new HttpRequestMessage(HttpMethod.Post, path) { Content = content };
+            if (key is not null) request.Headers.Add("X-Api-Key", key);
+            using var response = await http.SendAsync(request);
+            return ((int)response.StatusCode, await response.Content.ReadAsStringAsync());
+        }
+        var noKey = await Post($"/v1/variants/{ready.Id}/vqa", Form(image, "what color?"), key: null);
+        Assert.Equal(401, noKey.Status);
+        Assert.Contains("X-Api-Key", noKey.Body);
+        Assert.Equal(401, (await Post($"/v1/variants/{ready.Id}/vqa", Form(image, "what color?"), key: "wrong")).Status);
+        var ok = await Post($"/v1/variants/{ready.Id}/vqa", Form(image, "what color is the circle?"));
+        Assert.Equal(200, ok.Status);
+        Assert.Equal(answer, System.Text.Json.JsonDocument.Parse(ok.Body).RootElement.GetProperty("answer").GetString());
+        var corrupt = await Post($"/v1/variants/{ready.Id}/vqa", Form([1, 2, 3, 4, 5], "what color?"));
+        Assert.Equal(400, corrupt.Status);
+        Assert.Contains("image was rejected", corrupt.Body);
+        Assert.Contains("application/problem+json", (await http.SendAsync(new HttpRequestMessage(HttpMethod.Get, "/v1/variants/no-such-variant")
+            { Headers = { { "X-Api-Key", ApiKey } } })).Content.Headers.ContentType!.ToString());
+        var unknown = await Post("/v1/variants/no-such-variant/vqa", Form(image, "what color?"));
+        Assert.Equal(404, unknown.Status);
+        Assert.Contains("No variant 'no-such-variant'", unknown.Body);
+        var wrongTask = await Post($"/v1/variants/{ready.Id}/caption", new MultipartFormDataContent { { new ByteArrayContent(image), "image", "i.png" } });
+        Assert.Equal(400, wrongTask.Status);
+        Assert.Contains("serves Vqa, not Captioning", wrongTask.Body);
+        var huge = await Post($"/v1/variants/{ready.Id}/vqa", Form(new byte[2 * 1024 * 1024], "what color?"));
+        Assert.Equal(413, huge.Status);
+        var openApi = await http.GetStringAsync("/openapi/v1.json");
+        Assert.Contains("/v1/variants/{id}/vqa", openApi);
+        var metrics = await http.GetStringAsync($"http://127.0.0.1:{gpu2.HttpPort}/metrics"); // each silo exports its own replicas
+        Assert.Contains($"fleet_requests_total{{variant=\"{ready.Id}\",task=\"Vqa\",outcome=\"bad_input\"}}", metrics);
+        Assert.Contains($"fleet_batch_size_count{{variant=\"{ready.Id}\"}}", metrics);
+        Assert.Equal(401, (int)(await http.GetAsync("/dashboard")).StatusCode);
+        Assert.False(cpu.HasExited);
+        Assert.False(gpu2.HasExited);
     }
 }

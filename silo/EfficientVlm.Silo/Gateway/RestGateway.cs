@@ -1,0 +1,141 @@
+using System.Security.Cryptography;
+using System.Text;
+using EfficientVlm.Grains.Abstractions;
+using Microsoft.AspNetCore.Http.Features;
+using Microsoft.AspNetCore.Mvc;
+using Orleans.Dashboard;
+using Prometheus;
+
+namespace EfficientVlm.Silo.Gateway;
+
+/// <summary>Settings of the REST gateway; configuration section <c>Fleet:Gateway</c>.</summary>
+public sealed record GatewayOptions
+{
+    public const string SectionName = "Fleet:Gateway";
+
+    /// <summary>Keys accepted in the <c>X-Api-Key</c> header. None configured: every /v1 and dashboard call is refused (401).</summary>
+    public IReadOnlyList<string> ApiKeys { get; init; } = [];
+
+    /// <summary>Largest request body (multipart images included); larger requests get 413.</summary>
+    public long MaxRequestBytes { get; init; } = 16 * 1024 * 1024;
+
+    /// <summary>Map the Orleans dashboard at /dashboard (behind the API key).</summary>
+    public bool Dashboard { get; init; } = true;
+}
+
+/// <summary>
+/// The REST gateway hosted with the silo: the SDK's calls over HTTP (JSON, multipart image upload),
+/// API-key authentication, problem-details errors, request size limits, an OpenAPI document
+/// (/openapi/v1.json), Prometheus metrics (/metrics) and the Orleans dashboard (/dashboard).
+/// </summary>
+public static class RestGateway
+{
+    public const string ApiKeyHeader = "X-Api-Key";
+
+    public static WebApplicationBuilder AddFleetGateway(this WebApplicationBuilder builder)
+    {
+        var options = builder.Configuration.GetSection(GatewayOptions.SectionName).Get<GatewayOptions>() ?? new GatewayOptions();
+        if (options.MaxRequestBytes < 1024) throw new ArgumentException("Fleet:Gateway:MaxRequestBytes must be at least 1024.");
+        builder.Services.AddSingleton(options);
+        builder.Services.AddProblemDetails();
+        builder.Services.AddOpenApi();
+        builder.WebHost.ConfigureKestrel(k => k.Limits.MaxRequestBodySize = options.MaxRequestBytes);
+        builder.Services.Configure<FormOptions>(f =>
+        {
+            f.MultipartBodyLengthLimit = options.MaxRequestBytes;
+            f.ValueLengthLimit = 64 * 1024;
+        });
+        return builder;
+    }
+
+    public static WebApplication MapFleetGateway(this WebApplication app)
+    {
+        var options = app.Services.GetRequiredService<GatewayOptions>();
+        if (options.ApiKeys.Count == 0)
+            app.Logger.LogWarning("No API keys in Fleet:Gateway:ApiKeys: the REST gateway refuses every call (401).");
+        app.UseExceptionHandler();
+        app.UseStatusCodePages();
+        app.MapOpenApi("/openapi/{documentName}.json");
+        app.MapMetrics("/metrics");
+
+        var v1 = app.MapGroup("/v1").AddEndpointFilter(new ApiKeyFilter(options)).DisableAntiforgery();
+        v1.MapGet("/variants", async (IGrainFactory grains) =>
+                Results.Ok(await grains.GetGrain<IFleetRegistryGrain>(IFleetRegistryGrain.DefaultKey).ListVariants()))
+            .WithSummary("List the task variants.");
+        v1.MapGet("/variants/{id}", async (string id, IGrainFactory grains) =>
+                await Guard(async () => await grains.GetGrain<IFleetRegistryGrain>(IFleetRegistryGrain.DefaultKey).GetVariant(id) is { } v
+                    ? Results.Ok(v) : NotFound($"No variant '{id}'.")))
+            .WithSummary("One variant: stage, progress, history, metrics.");
+        v1.MapPost("/variants/{id}/vqa", async (string id, IFormFile image, [FromForm] string question, IGrainFactory grains) =>
+                await Guard(async () => Results.Ok(new { answer = await (await Replica(grains, id)).Answer(await Bytes(image), question) })))
+            .WithSummary("VQA: answer a question about an image (multipart: image, question).");
+        v1.MapPost("/variants/{id}/nlvr2", async (string id, IFormFile left, IFormFile right, [FromForm] string statement, IGrainFactory grains) =>
+                await Guard(async () => Results.Ok(new { holds = await (await Replica(grains, id)).Verify(await Bytes(left), await Bytes(right), statement) })))
+            .WithSummary("NLVR2: is the statement true of the two images (multipart: left, right, statement)?");
+        v1.MapPost("/variants/{id}/caption", async (string id, IFormFile image, IGrainFactory grains) =>
+                await Guard(async () => Results.Ok(new { caption = await (await Replica(grains, id)).Caption(await Bytes(image)) })))
+            .WithSummary("Captioning: describe an image (multipart: image).");
+
+        if (options.Dashboard) app.MapOrleansDashboard("/dashboard").AddEndpointFilter(new ApiKeyFilter(options));
+        return app;
+    }
+
+    private static async Task<IInferenceReplicaGrain> Replica(IGrainFactory grains, string id)
+    {
+        Identifiers.Validate(id, "variant id");
+        var info = await grains.GetGrain<IVariantGrain>(id).Serving();
+        return grains.GetGrain<IInferenceReplicaGrain>(IInferenceReplicaGrain.Key(id, Random.Shared.Next(info.Replicas)));
+    }
+
+    private static async Task<byte[]> Bytes(IFormFile file)
+    {
+        if (file.Length == 0) throw new ArgumentException($"The uploaded '{file.Name}' is empty.");
+        using var buffer = new MemoryStream((int)file.Length);
+        await file.CopyToAsync(buffer);
+        return buffer.ToArray();
+    }
+
+    private static IResult NotFound(string detail) => Results.Problem(title: "not found", detail: detail, statusCode: 404);
+
+    /// <summary>Turns the fleet's errors into problem details: bad input 400, unknown 404, not ready 409, no GPU 503.</summary>
+    private static async Task<IResult> Guard(Func<Task<IResult>> call)
+    {
+        try
+        {
+            return await call();
+        }
+        catch (ArgumentException e) when (e.Message.StartsWith("No variant", StringComparison.Ordinal))
+        {
+            return NotFound(e.Message);
+        }
+        catch (ArgumentException e) when (e.Message.Contains("is not ready", StringComparison.Ordinal))
+        {
+            return Results.Problem(title: "variant not ready", detail: e.Message, statusCode: 409);
+        }
+        catch (ArgumentException e)
+        {
+            return Results.Problem(title: "bad input", detail: e.Message, statusCode: 400);
+        }
+        catch (NoGpuSiloException e)
+        {
+            return Results.Problem(title: "no GPU silo", detail: e.Message, statusCode: 503);
+        }
+    }
+
+    /// <summary>Accepts a request only with one of the configured keys (compared in constant time).</summary>
+    private sealed class ApiKeyFilter(GatewayOptions options) : IEndpointFilter
+    {
+        private readonly byte[][] _keys = options.ApiKeys.Select(k => SHA256.HashData(Encoding.UTF8.GetBytes(k))).ToArray();
+
+        public async ValueTask<object?> InvokeAsync(EndpointFilterInvocationContext context, EndpointFilterDelegate next)
+        {
+            var given = context.HttpContext.Request.Headers[ApiKeyHeader].ToString();
+            var hash = SHA256.HashData(Encoding.UTF8.GetBytes(given));
+            bool ok = given.Length > 0 && _keys.Any(k => CryptographicOperations.FixedTimeEquals(k, hash));
+            if (!ok)
+                return Results.Problem(title: "unauthorized", statusCode: 401,
+                    detail: given.Length == 0 ? $"Send an API key in the {ApiKeyHeader} header." : "The API key is not valid.");
+            return await next(context);
+        }
+    }
+}
