@@ -3,7 +3,8 @@
 # command-line tool (built on the client SDK): a small ShapesWorld data set and a briefly
 # pre-trained teacher are made locally, then the fleet distils the compact model and creates a VQA
 # variant on demand (fine-tune the teacher, prune + shrink the compact model, score it), with
-# progress, and prints the variant's numbers. It stops what it started. Everything it writes goes
+# progress, prints the variant's numbers, and asks it questions through the CLI and the REST
+# gateway (with a random API key for this run). It stops what it started. Everything it writes goes
 # under .fleet/ (data, runs, logs, Azurite data); a second run reuses what exists (the fleet returns
 # the existing model and variant). The budgets are tiny so that it ends in minutes on 2 cores: the
 # scores show the machinery, not the method (docs/training.md and docs/pruning.md have real runs).
@@ -45,8 +46,9 @@ fi
 
 echo "== silo (one CPU silo that may take GPU work: development setting, it says so in its log)"
 http_port="${FLEET_DEMO_HTTP_PORT:-8080}"
+api_key="${FLEET_DEMO_API_KEY:-demo-key-$(date +%s%N | sha256sum | head -c 16)}"
 Urls="http://127.0.0.1:$http_port" Fleet__ClusterId="efficientvlm-demo" Fleet__Silo__FastFailureDetection=true \
-  Fleet__Placement__AllowCpuSilos=true Fleet__Jobs__WorkDirectory="$state/work" \
+  Fleet__Placement__AllowCpuSilos=true Fleet__Jobs__WorkDirectory="$state/work" Fleet__Gateway__ApiKeys__0="$api_key" \
   dotnet silo/EfficientVlm.Silo/bin/Release/net10.0/EfficientVlm.Silo.dll > "$state/silo.log" 2>&1 &
 silo_pid=$!
 for _ in $(seq 1 240); do
@@ -68,5 +70,25 @@ fleet models list
 fleet variants create --task vqa --model compact-demo --target 0.35 --dataset "$dataset" \
   --finetune-epochs 1 --prune-epochs 4 --train-limit 1024 --eval-limit 200 --checkpoint-every 10 --watch
 fleet variants list
+
+echo "== calls (VQA variant, test images)"
+variant=$(fleet variants list | grep -o 'vqa-compact-demo-s35-[0-9a-f]*' | head -1)
+for q in "$state/data/images/test/"*.png; do images+=("$q"); done
+for i in 0 1 2; do
+  image="${images[$i]}"
+  for question in "what color is the circle?" "how many shapes are there?"; do
+    printf '%-28s %-28s -> ' "$(basename "$image")" "$question"
+    fleet ask --variant "$variant" --image "$image" --question "$question"
+  done
+done
+echo "REST (POST /v1/variants/$variant/vqa, multipart):"
+curl -s -H "X-Api-Key: $api_key" -F "image=@${images[0]}" -F "question=what color is the circle?" \
+  "http://127.0.0.1:$http_port/v1/variants/$variant/vqa"; echo
+echo "REST with a corrupt image (problem details, 400):"
+head -c 100 /dev/urandom > "$state/corrupt.png"
+curl -s -H "X-Api-Key: $api_key" -F "image=@$state/corrupt.png" -F "question=what color?" \
+  "http://127.0.0.1:$http_port/v1/variants/$variant/vqa"; echo
+echo "serving metrics of this silo:"
+curl -s "http://127.0.0.1:$http_port/metrics" | grep -E '^fleet_(requests_total|batch_size_(sum|count)|model_load_seconds_(sum|count))' || true
 
 echo "== done in $(( $(date +%s) - t0 )) s"
