@@ -12,5 +12,7 @@ root.Subcommands.Add(ProbeCommand.Create());
 root.Subcommands.Add(DataCommand.Create());
 root.Subcommands.Add(ModelsCommand.Create());
 root.Subcommands.Add(VariantsCommand.Create());
+root.Subcommands.Add(AliasesCommand.Create());
+root.Subcommands.Add(LoadCommand.Create());
 foreach (var command in ServeCommands.Create()) root.Subcommands.Add(command);
 return await root.Parse(args).InvokeAsync();

@@ -144,17 +144,35 @@ public sealed class FleetClient : IAsyncDisposable
         }
     }
 
-    private readonly System.Collections.Concurrent.ConcurrentDictionary<string, ServingInfo> _serving = new(StringComparer.Ordinal);
+    private readonly System.Collections.Concurrent.ConcurrentDictionary<string, (ServingInfo Info, DateTime Until)> _serving = new(StringComparer.Ordinal);
 
-    /// <summary>A replica of a ready variant (the serving info is looked up once per variant and cached).</summary>
-    /// <exception cref="ArgumentException">Unknown variant, or not ready.</exception>
-    private async Task<IInferenceReplicaGrain> ReplicaAsync(string variant, CancellationToken ct)
+    /// <summary>
+    /// A replica of a ready variant, by variant id or alias. The resolution is cached for
+    /// <see cref="FleetClientOptions.ResolveCacheTime"/>, so an alias that moves is followed within that time.
+    /// </summary>
+    /// <exception cref="ArgumentException">Unknown variant or alias, or not ready.</exception>
+    private async Task<IInferenceReplicaGrain> ReplicaAsync(string variantOrAlias, CancellationToken ct)
     {
-        Identifiers.Validate(variant, "variant id");
-        if (!_serving.TryGetValue(variant, out var info))
-            _serving[variant] = info = await CallAsync(() => Grains.GetGrain<IVariantGrain>(variant).Serving(), ct);
-        return Grains.GetGrain<IInferenceReplicaGrain>(IInferenceReplicaGrain.Key(variant, Random.Shared.Next(info.Replicas)));
+        Identifiers.Validate(variantOrAlias, "variant id or alias");
+        if (!_serving.TryGetValue(variantOrAlias, out var cached) || cached.Until < DateTime.UtcNow)
+        {
+            var info = await CallAsync(() => Registry.Resolve(variantOrAlias), ct);
+            _serving[variantOrAlias] = cached = (info, DateTime.UtcNow + _options.ResolveCacheTime);
+        }
+        return Grains.GetGrain<IInferenceReplicaGrain>(IInferenceReplicaGrain.Key(cached.Info.VariantId, Random.Shared.Next(cached.Info.Replicas)));
     }
+
+    /// <summary>The ready variant a variant id or alias names now, and how it is served.</summary>
+    /// <exception cref="ArgumentException">Unknown, or not ready.</exception>
+    public Task<ServingInfo> ResolveAsync(string variantOrAlias, CancellationToken cancellationToken = default) =>
+        CallAsync(() => Registry.Resolve(variantOrAlias), cancellationToken);
+
+    /// <summary>Points an alias at a ready variant once its replicas are warm.</summary>
+    public Task<AliasInfo> SetAliasAsync(string alias, string variant, CancellationToken cancellationToken = default) =>
+        CallAsync(() => Registry.SetAlias(alias, variant), cancellationToken);
+
+    public Task<IReadOnlyList<AliasInfo>> ListAliasesAsync(CancellationToken cancellationToken = default) =>
+        CallAsync(() => Registry.ListAliases(), cancellationToken);
 
     /// <summary>VQA: answers <paramref name="question"/> about an image (PNG or JPEG bytes).</summary>
     /// <exception cref="ArgumentException">Bad input (corrupt or oversize image, empty or overlong text), or a variant that is not ready or of another task.</exception>
@@ -211,6 +229,9 @@ public sealed record FleetClientOptions
     public RetryPolicy Retry { get; init; } = new();
 
     public LogLevel LogLevel { get; init; } = LogLevel.Warning;
+
+    /// <summary>How long a variant id or alias stays resolved in this client (an alias move is seen within this time).</summary>
+    public TimeSpan ResolveCacheTime { get; init; } = TimeSpan.FromSeconds(2);
 }
 
 /// <summary>Exponential back-off for transient cluster errors.</summary>

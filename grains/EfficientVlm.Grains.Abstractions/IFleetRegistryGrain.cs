@@ -1,3 +1,5 @@
+using Orleans.Concurrency;
+
 namespace EfficientVlm.Grains.Abstractions;
 
 /// <summary>
@@ -35,7 +37,28 @@ public interface IFleetRegistryGrain : IGrainWithStringKey
     Task<VariantInfo?> GetVariant(string id);
 
     Task<IReadOnlyList<VariantInfo>> ListVariants();
+
+    /// <summary>
+    /// Points <paramref name="alias"/> at a ready variant, after warming it (each replica loads its model),
+    /// so callers of the alias never meet a cold or unready variant; a later call moves it.
+    /// </summary>
+    /// <exception cref="ArgumentException">Malformed alias, an alias that is a variant id, or a variant that is not ready.</exception>
+    Task<AliasInfo> SetAlias(string alias, string variant);
+
+    Task<IReadOnlyList<AliasInfo>> ListAliases();
+
+    /// <summary>How to call <paramref name="variantOrAlias"/> now (an alias is followed to its variant).</summary>
+    /// <exception cref="ArgumentException">No such variant or alias, or the variant is not ready.</exception>
+    [AlwaysInterleave] // read-only and on every cold call path: never queue behind a SetAlias that is warming replicas
+    Task<ServingInfo> Resolve(string variantOrAlias);
 }
+
+[GenerateSerializer, Immutable]
+public sealed record AliasInfo(
+    [property: Id(0)] string Alias,
+    [property: Id(1)] string Variant,
+    [property: Id(2)] DateTimeOffset Since,
+    [property: Id(3)] string? Previous);
 
 [GenerateSerializer, Immutable]
 public sealed record DatasetRegistration(

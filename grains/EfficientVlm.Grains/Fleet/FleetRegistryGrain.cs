@@ -10,6 +10,7 @@ public sealed class FleetRegistryState
     [Id(0)] public Dictionary<string, DatasetInfo> Datasets { get; set; } = new(StringComparer.Ordinal);
     [Id(1)] public SortedSet<string> CompactModels { get; set; } = new(StringComparer.Ordinal);
     [Id(2)] public SortedSet<string> Variants { get; set; } = new(StringComparer.Ordinal);
+    [Id(3)] public Dictionary<string, AliasInfo> Aliases { get; set; } = new(StringComparer.Ordinal);
 }
 
 /// <summary>
@@ -94,6 +95,34 @@ public sealed class FleetRegistryGrain(
 
     public async Task<IReadOnlyList<VariantInfo>> ListVariants() =>
         (await Task.WhenAll(state.State.Variants.Select(id => GrainFactory.GetGrain<IVariantGrain>(id).Get()))).OfType<VariantInfo>().ToList();
+
+    public async Task<AliasInfo> SetAlias(string alias, string variant)
+    {
+        Identifiers.Validate(alias, "alias");
+        Identifiers.Validate(variant, "variant id");
+        if (state.State.Variants.Contains(alias)) throw new ArgumentException($"'{alias}' is a variant id; an alias needs another name.");
+        if (!state.State.Variants.Contains(variant)) throw new ArgumentException($"No variant '{variant}'.");
+        var serving = await GrainFactory.GetGrain<IVariantGrain>(variant).Serving(); // throws when not ready
+        // Warm every replica before the move: the first call through the alias must not pay for the load.
+        await Task.WhenAll(Enumerable.Range(0, serving.Replicas)
+            .Select(i => GrainFactory.GetGrain<IInferenceReplicaGrain>(IInferenceReplicaGrain.Key(variant, i)).Warm()));
+        var previous = state.State.Aliases.GetValueOrDefault(alias);
+        var info = new AliasInfo(alias, variant, clock.GetUtcNow(), previous?.Variant);
+        state.State.Aliases[alias] = info;
+        await state.WriteStateAsync();
+        return info;
+    }
+
+    public Task<IReadOnlyList<AliasInfo>> ListAliases() =>
+        Task.FromResult<IReadOnlyList<AliasInfo>>(state.State.Aliases.Values.OrderBy(a => a.Alias, StringComparer.Ordinal).ToList());
+
+    public Task<ServingInfo> Resolve(string variantOrAlias)
+    {
+        Identifiers.Validate(variantOrAlias, "variant id or alias");
+        var variant = state.State.Aliases.TryGetValue(variantOrAlias, out var alias) ? alias.Variant : variantOrAlias;
+        if (!state.State.Variants.Contains(variant)) throw new ArgumentException($"No variant '{variantOrAlias}'.");
+        return GrainFactory.GetGrain<IVariantGrain>(variant).Serving();
+    }
 
     private void RequireDataset(string hash)
     {

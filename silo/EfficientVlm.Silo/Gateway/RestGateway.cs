@@ -66,6 +66,9 @@ public static class RestGateway
                 await Guard(async () => await grains.GetGrain<IFleetRegistryGrain>(IFleetRegistryGrain.DefaultKey).GetVariant(id) is { } v
                     ? Results.Ok(v) : NotFound($"No variant '{id}'.")))
             .WithSummary("One variant: stage, progress, history, metrics.");
+        v1.MapGet("/aliases", async (IGrainFactory grains) =>
+                Results.Ok(await grains.GetGrain<IFleetRegistryGrain>(IFleetRegistryGrain.DefaultKey).ListAliases()))
+            .WithSummary("List the aliases (the {id} of the calls below may be an alias).");
         v1.MapPost("/variants/{id}/vqa", async (string id, IFormFile image, [FromForm] string question, IGrainFactory grains) =>
                 await Guard(async () => Results.Ok(new { answer = await (await Replica(grains, id)).Answer(await Bytes(image), question) })))
             .WithSummary("VQA: answer a question about an image (multipart: image, question).");
@@ -80,11 +83,11 @@ public static class RestGateway
         return app;
     }
 
+    /// <summary>A replica of the variant <paramref name="id"/> names (a variant id or an alias).</summary>
     private static async Task<IInferenceReplicaGrain> Replica(IGrainFactory grains, string id)
     {
-        Identifiers.Validate(id, "variant id");
-        var info = await grains.GetGrain<IVariantGrain>(id).Serving();
-        return grains.GetGrain<IInferenceReplicaGrain>(IInferenceReplicaGrain.Key(id, Random.Shared.Next(info.Replicas)));
+        var info = await grains.GetGrain<IFleetRegistryGrain>(IFleetRegistryGrain.DefaultKey).Resolve(id);
+        return grains.GetGrain<IInferenceReplicaGrain>(IInferenceReplicaGrain.Key(info.VariantId, Random.Shared.Next(info.Replicas)));
     }
 
     private static async Task<byte[]> Bytes(IFormFile file)

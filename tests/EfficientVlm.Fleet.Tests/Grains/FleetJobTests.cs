@@ -125,6 +125,8 @@ public sealed class FleetJobTests(AzuriteFixture azurite, TinyDataFixture data, 
         var answers = await Task.WhenAll(Enumerable.Range(0, 8).Select(_ => registry.EnsureVariant(spec, Tiny)));
         Assert.All(answers, a => Assert.Equal(spec.VariantId, a.Id));
         Assert.Single(await registry.ListVariants());
+        // Before it is ready, an alias cannot point at it.
+        Assert.Contains("is not ready", (await Assert.ThrowsAsync<ArgumentException>(() => registry.SetAlias("vqa-default", spec.VariantId))).Message);
 
         var seen = new HashSet<VariantStage>();
         var ready = await Until(async () =>
@@ -186,6 +188,45 @@ public sealed class FleetJobTests(AzuriteFixture azurite, TinyDataFixture data, 
         Assert.Equal(single[0], await replica.Answer(calls[0].Image, calls[0].Question)); // still serving
         bad = await Assert.ThrowsAnyAsync<ArgumentException>(() => cluster.Client.GetGrain<IVariantGrain>("no-such-variant").Serving());
         Assert.Contains("No variant 'no-such-variant'", bad.Message);
+
+        // An alias moves to a second variant once that one is warm; callers of the alias see no failure.
+        var spec2 = spec with { TargetSparsity = 0.25 };
+        await registry.EnsureVariant(spec2, Tiny);
+        var ready2 = await Until(() => registry.GetVariant(spec2.VariantId), v => v.IsTerminal, TimeSpan.FromMinutes(5), "second variant ready");
+        Assert.True(ready2.Stage == VariantStage.Ready, ready2.Error);
+        Assert.Equal(ready.Id, (await registry.SetAlias("vqa-default", ready.Id)).Variant);
+        var served = new System.Collections.Concurrent.ConcurrentBag<string>();
+        var failures = new System.Collections.Concurrent.ConcurrentBag<Exception>();
+        using var stopCalls = new CancellationTokenSource();
+        var callers = Enumerable.Range(0, 4).Select(i => Task.Run(async () =>
+        {
+            while (!stopCalls.IsCancellationRequested)
+            {
+                try
+                {
+                    var info = await registry.Resolve("vqa-default");
+                    await cluster.Client.GetGrain<IInferenceReplicaGrain>(IInferenceReplicaGrain.Key(info.VariantId, 0)).Answer(images[i], questions[0]);
+                    served.Add(info.VariantId);
+                }
+                catch (Exception e)
+                {
+                    failures.Add(e);
+                }
+            }
+        })).ToList();
+        await Task.Delay(500);
+        var moved = await registry.SetAlias("vqa-default", ready2.Id);
+        Assert.Equal((ready2.Id, ready.Id), (moved.Variant, moved.Previous));
+        await Task.Delay(500);
+        await stopCalls.CancelAsync();
+        await Task.WhenAll(callers);
+        output.WriteLine($"alias calls: {served.Count(v => v == ready.Id)} to the first variant, {served.Count(v => v == ready2.Id)} to the second, {failures.Count} failed");
+        Assert.Empty(failures);
+        Assert.Contains(ready.Id, served);
+        Assert.Contains(ready2.Id, served);
+        Assert.Equal(ready2.Id, (await registry.Resolve("vqa-default")).VariantId);
+        Assert.Contains("is a variant id", (await Assert.ThrowsAsync<ArgumentException>(() => registry.SetAlias(ready.Id, ready2.Id))).Message);
+        Assert.Contains("No variant 'nothing'", (await Assert.ThrowsAsync<ArgumentException>(() => registry.SetAlias("vqa-other", "nothing"))).Message);
 
         // A job that cannot run fails with the reason, keeps it, and registering again retries it.
         var broken = new CompactModelRegistration(model + "-x", "tiny", new string('e', 64), null, dataset.Hash, Tiny);
