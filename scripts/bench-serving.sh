@@ -1,0 +1,61 @@
+#!/usr/bin/env bash
+# Serving benchmarks (issue 8), on the VQA variant that scripts/demo.sh made (run it first):
+#   (a) the ceiling: the variant's bundle straight on a device executor, per batch size;
+#   (b) through the SDK (fleet load) with dynamic batching, 1/8/32/128 concurrent callers;
+#   (c) the same with batching off (MaxBatchSize=1);
+#   cold start: a fresh silo with an empty model cache, blob to first answer (REST call timed by curl).
+# One silo and the load generator share this machine. Results: .fleet/bench-serving-*.csv and stdout.
+set -euo pipefail
+root="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
+cd "$root"
+state="$root/.fleet"
+seconds="${BENCH_SECONDS:-10}"
+[[ -d "$state/azurite" && -f "$state/data/vocab.txt" ]] || { echo "run scripts/demo.sh first (it makes the variant this measures)"; exit 1; }
+silo_pid=""; started_azurite=0
+cleanup() {
+  if [[ -n "$silo_pid" ]] && kill -0 "$silo_pid" 2>/dev/null; then kill "$silo_pid"; wait "$silo_pid" 2>/dev/null || true; fi
+  if [[ $started_azurite == 1 ]]; then AZURITE_DIR="$state/azurite" scripts/azurite.sh stop >/dev/null; fi
+}
+trap cleanup EXIT
+dotnet build EfficientVlm.Fleet.sln -c Release -nologo -clp:ErrorsOnly
+if ! AZURITE_DIR="$state/azurite" scripts/azurite.sh status >/dev/null 2>&1; then
+  AZURITE_DIR="$state/azurite" scripts/azurite.sh start; started_azurite=1
+fi
+fleet() { Fleet__ClusterId="efficientvlm-demo" dotnet client/EfficientVlm.Cli/bin/Release/net10.0/fleet.dll "$@"; }
+key="bench-$RANDOM$RANDOM"
+start_silo() { # $1 = max batch size, $2 = work folder
+  Urls="http://127.0.0.1:8080" Fleet__ClusterId="efficientvlm-demo" Fleet__Silo__FastFailureDetection=true \
+    Fleet__Placement__AllowCpuSilos=true Fleet__Jobs__WorkDirectory="$2" Fleet__Gateway__ApiKeys__0="$key" \
+    Fleet__Serving__MaxBatchSize="$1" Logging__LogLevel__Default=Warning \
+    dotnet silo/EfficientVlm.Silo/bin/Release/net10.0/EfficientVlm.Silo.dll > "$state/bench-silo.log" 2>&1 &
+  silo_pid=$!
+  for _ in $(seq 1 240); do curl -sf http://127.0.0.1:8080/ready >/dev/null && return 0; sleep 0.5; done
+  echo "silo not ready"; tail -30 "$state/bench-silo.log"; exit 1
+}
+stop_silo() { kill "$silo_pid"; wait "$silo_pid" 2>/dev/null || true; silo_pid=""; }
+
+echo "== machine: $(nproc) cores, $(grep -m1 'model name' /proc/cpuinfo | cut -d: -f2 | xargs), $(date -u +%F)"
+start_silo 32 "$state/bench-work-cold"
+variant=$(fleet variants list | grep -o 'vqa-compact-demo-s35-[0-9a-f]*' | head -1)
+[[ -n "$variant" ]] || { echo "no VQA variant: run scripts/demo.sh first"; exit 1; }
+image=$(ls "$state/data/images/test/"*.png | head -1)
+rm -rf "$state/bench-work-cold/cache"
+echo "== cold start (fresh silo, empty model cache): blob download + load + first answer, via REST"
+for call in first second; do
+  curl -s -o /dev/null -w "$call call: %{time_total} s (HTTP %{http_code})\n" -H "X-Api-Key: $key" \
+    -F "image=@$image" -F "question=what color is the circle?" "http://127.0.0.1:8080/v1/variants/$variant/vqa"
+done
+
+echo "== (b) through the SDK, dynamic batching (MaxBatchSize 32, MaxQueueDelay 5 ms)"
+fleet load --variant "$variant" --images "$state/data/images/test" --callers 1,8,32,128 --seconds "$seconds" --csv "$state/bench-serving-batched.csv"
+stop_silo
+
+echo "== (c) through the SDK, no batching (MaxBatchSize 1)"
+start_silo 1 "$state/bench-work-cold"
+fleet load --variant "$variant" --images "$state/data/images/test" --callers 1,8,32,128 --seconds "$seconds" --csv "$state/bench-serving-unbatched.csv"
+stop_silo
+
+echo "== (a) the ceiling: the bundle on a device executor, no Orleans"
+bundle=$(ls -d "$state/bench-work-cold/cache/model/"*/ | head -1)
+dotnet bench/EfficientVlm.Bench/bin/Release/net10.0/EfficientVlm.Bench.dll serving-executor --bundle "${bundle%/}" \
+  --images "$state/data/images/test" --seconds 5
