@@ -2,8 +2,8 @@
 # The main job: starts Azurite and one silo on this machine, and drives the fleet through the
 # command-line tool (built on the client SDK): a small ShapesWorld data set and a briefly
 # pre-trained teacher are made locally, then the fleet distils the compact model and creates a VQA
-# variant on demand (fine-tune the teacher, prune + shrink the compact model, score it), with
-# progress, prints the variant's numbers, and asks it questions through the CLI and the REST
+# variant and an NLVR2 variant on demand (fine-tune the teacher, prune + shrink the compact model,
+# score it), with progress, prints each variant's numbers, and calls them through the CLI and the REST
 # gateway (with a random API key for this run). It stops what it started. Everything it writes goes
 # under .fleet/ (data, runs, logs, Azurite data); a second run reuses what exists (the fleet returns
 # the existing model and variant). The budgets are tiny so that it ends in minutes on 2 cores: the
@@ -69,6 +69,9 @@ fleet models create --id compact-demo --preset demo --teacher "$state/runs/teach
 fleet models list
 fleet variants create --task vqa --model compact-demo --target 0.35 --dataset "$dataset" \
   --finetune-epochs 1 --prune-epochs 4 --train-limit 1024 --eval-limit 200 --checkpoint-every 10 --watch
+fleet variants create --task nlvr2 --model compact-demo --target 0.25 --dataset "$dataset" \
+  --finetune-epochs 1 --prune-epochs 4 --eval-limit 100 --checkpoint-every 10 --watch
+echo "== the fleet's variants (test split; speed-up over the task teacher, measured side by side)"
 fleet variants list
 
 echo "== calls (VQA variant, test images)"
@@ -88,6 +91,14 @@ echo "REST with a corrupt image (problem details, 400):"
 head -c 100 /dev/urandom > "$state/corrupt.png"
 curl -s -H "X-Api-Key: $api_key" -F "image=@$state/corrupt.png" -F "question=what color?" \
   "http://127.0.0.1:$http_port/v1/variants/$variant/vqa"; echo
+nlvr=$(fleet variants list | grep -o 'nlvr2-compact-demo-s25-[0-9a-f]*' | head -1)
+pair=$(ls "$state/data/nlvr2/images/test/" | head -2 | tr '\n' ' ')
+read -r left right <<< "$pair"
+printf 'NLVR2 %s + %s: "there is a circle" -> ' "$left" "$right"
+fleet verify --variant "$nlvr" --left "$state/data/nlvr2/images/test/$left" --right "$state/data/nlvr2/images/test/$right" --statement "there is a circle"
+fleet aliases set vqa-default "$variant"
+printf 'through the alias vqa-default: '
+fleet ask --variant vqa-default --image "${images[0]}" --question "what color is the circle?"
 echo "serving metrics of this silo:"
 curl -s "http://127.0.0.1:$http_port/metrics" | grep -E '^fleet_(requests_total|batch_size_(sum|count)|model_load_seconds_(sum|count))' || true
 
