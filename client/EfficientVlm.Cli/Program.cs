@@ -10,6 +10,7 @@ root.Options.Add(CliConnection.ClusterOption);
 root.Options.Add(CliConnection.StorageOption);
 root.Subcommands.Add(ProbeCommand.Create());
 root.Subcommands.Add(DataCommand.Create());
+root.Subcommands.Add(DataCommand.Gallery());
 root.Subcommands.Add(ModelsCommand.Create());
 root.Subcommands.Add(VariantsCommand.Create());
 root.Subcommands.Add(AliasesCommand.Create());

@@ -43,5 +43,28 @@ internal static class ServeCommands
         caption.SetAction((parse, ct) => CliConnection.RunAsync(parse, ct, async client =>
             Console.WriteLine(await client.CaptionAsync(parse.GetValue(variant3)!, Read(parse.GetValue(image3)!), ct))));
         yield return caption;
+
+        var variant4 = Variant();
+        var gallery = new Option<string>("--gallery") { Description = "gallery name (fleet gallery upload)", Required = true };
+        var text = new Option<string?>("--text") { Description = "rank the gallery's images for this text" };
+        var image4 = new Option<FileInfo?>("--image") { Description = "rank the gallery's texts for this image" };
+        var k = new Option<int>("--k") { DefaultValueFactory = _ => 5 };
+        var retrieve = new Command("retrieve", "Retrieval: rank a gallery's images for a text (--text) or its texts for an image (--image).")
+        {
+            variant4, gallery, text, image4, k,
+        };
+        retrieve.SetAction((parse, ct) => CliConnection.RunAsync(parse, ct, async client =>
+        {
+            var ranked = (parse.GetValue(text), parse.GetValue(image4)) switch
+            {
+                ({ } t, null) => await client.RankImagesAsync(parse.GetValue(variant4)!, parse.GetValue(gallery)!, t, parse.GetValue(k), ct),
+                (null, { } f) => await client.RankTextsAsync(parse.GetValue(variant4)!, parse.GetValue(gallery)!, Read(f), parse.GetValue(k), ct),
+                _ => throw new ArgumentException("Give either --text or --image."),
+            };
+            var table = new Table().AddColumns("rank", "item", "similarity");
+            for (int i = 0; i < ranked.Count; i++) table.AddRow($"{i + 1}", Markup.Escape(ranked[i].Item), $"{ranked[i].Score:0.000}");
+            AnsiConsole.Write(table);
+        }));
+        yield return retrieve;
     }
 }

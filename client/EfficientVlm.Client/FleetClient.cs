@@ -162,6 +162,58 @@ public sealed class FleetClient : IAsyncDisposable
         return Grains.GetGrain<IInferenceReplicaGrain>(IInferenceReplicaGrain.Key(cached.Info.VariantId, Random.Shared.Next(cached.Info.Replicas)));
     }
 
+    /// <summary>
+    /// Uploads a retrieval gallery (a folder with <c>images/</c> of PNG or JPEG files and optionally
+    /// <c>texts.json</c>, a JSON array of strings) and registers it under <paramref name="name"/>.
+    /// </summary>
+    /// <exception cref="ArgumentException">Not such a folder, no images, more than 10,000 images, or a malformed texts.json.</exception>
+    public async Task<GalleryInfo> UploadGalleryAsync(string folder, string name, CancellationToken cancellationToken = default)
+    {
+        Identifiers.Validate(name, "gallery name");
+        var imageDir = Path.Combine(folder, "images");
+        if (!Directory.Exists(imageDir)) throw new ArgumentException($"{folder} has no images/ folder.");
+        static bool IsImage(string n) => n.EndsWith(".png", StringComparison.OrdinalIgnoreCase) || n.EndsWith(".jpg", StringComparison.OrdinalIgnoreCase)
+                                         || n.EndsWith(".jpeg", StringComparison.OrdinalIgnoreCase);
+        int images = Directory.GetFiles(imageDir).Count(IsImage);
+        if (images == 0) throw new ArgumentException($"{imageDir} has no PNG or JPEG images.");
+        if (images > 10_000) throw new ArgumentException($"{imageDir} has {images} images; a gallery holds at most 10,000.");
+        int texts = 0;
+        var textsFile = Path.Combine(folder, "texts.json");
+        if (File.Exists(textsFile))
+        {
+            try
+            {
+                texts = System.Text.Json.JsonSerializer.Deserialize<List<string>>(File.ReadAllText(textsFile))?.Count ?? 0;
+            }
+            catch (System.Text.Json.JsonException e)
+            {
+                throw new ArgumentException($"{textsFile} is not a JSON array of strings: {e.Message}");
+            }
+        }
+        var stored = await Artifacts.PutFolderAsync("gallery", folder, cancellationToken,
+            include: n => n == "texts.json" || (n.StartsWith("images/", StringComparison.Ordinal) && n.Count(c => c == '/') == 1 && IsImage(n)));
+        return await CallAsync(() => Registry.RegisterGallery(name, stored.Hash, images, texts), cancellationToken);
+    }
+
+    public Task<IReadOnlyList<GalleryInfo>> ListGalleriesAsync(CancellationToken cancellationToken = default) =>
+        CallAsync(() => Registry.ListGalleries(), cancellationToken);
+
+    /// <summary>Retrieval: the <paramref name="k"/> gallery images that best match <paramref name="text"/>, best first.</summary>
+    public async Task<IReadOnlyList<RankedItem>> RankImagesAsync(string variant, string gallery, string text, int k = 5,
+        CancellationToken cancellationToken = default)
+    {
+        var replica = await ReplicaAsync(variant, cancellationToken);
+        return await CallAsync(() => replica.RankImages(gallery, text, k), cancellationToken);
+    }
+
+    /// <summary>Retrieval: the <paramref name="k"/> gallery texts that best match the image, best first.</summary>
+    public async Task<IReadOnlyList<RankedItem>> RankTextsAsync(string variant, string gallery, byte[] image, int k = 5,
+        CancellationToken cancellationToken = default)
+    {
+        var replica = await ReplicaAsync(variant, cancellationToken);
+        return await CallAsync(() => replica.RankTexts(gallery, image, k), cancellationToken);
+    }
+
     /// <summary>The ready variant a variant id or alias names now, and how it is served.</summary>
     /// <exception cref="ArgumentException">Unknown, or not ready.</exception>
     public Task<ServingInfo> ResolveAsync(string variantOrAlias, CancellationToken cancellationToken = default) =>

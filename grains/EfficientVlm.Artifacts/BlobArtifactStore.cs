@@ -193,9 +193,14 @@ public sealed class BlobArtifactStore
         Directory.CreateDirectory(temp);
         try
         {
+            var root = Path.GetFullPath(temp) + Path.DirectorySeparatorChar;
             foreach (var (name, file) in manifest.Files)
             {
-                var path = Path.Combine(temp, name);
+                // manifests come from clients: a name must stay inside the folder
+                var path = Path.GetFullPath(Path.Combine(temp, name));
+                if (Path.IsPathRooted(name) || name.Split('/', '\\').Contains("..") || !path.StartsWith(root, StringComparison.Ordinal))
+                    throw new InvalidDataException($"Artifact {artifact.Kind}/{artifact.Hash} names a file outside its folder: '{name}'.");
+                Identifiers.ValidateHash(file.Hash, "file hash");
                 Directory.CreateDirectory(Path.GetDirectoryName(path)!);
                 await _container.GetBlobClient($"{_prefix}blobs/{file.Hash}").DownloadToAsync(path, ct);
                 if (await HashFileAsync(path, ct) != file.Hash)

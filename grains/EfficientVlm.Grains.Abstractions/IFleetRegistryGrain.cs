@@ -47,6 +47,15 @@ public interface IFleetRegistryGrain : IGrainWithStringKey
 
     Task<IReadOnlyList<AliasInfo>> ListAliases();
 
+    /// <summary>Registers an uploaded retrieval gallery under a name (a new upload under the same name replaces it).</summary>
+    /// <exception cref="ArgumentException">Malformed name or hash, or no images.</exception>
+    Task<GalleryInfo> RegisterGallery(string name, string hash, int images, int texts);
+
+    [AlwaysInterleave]
+    Task<GalleryInfo?> GetGallery(string name);
+
+    Task<IReadOnlyList<GalleryInfo>> ListGalleries();
+
     /// <summary>How to call <paramref name="variantOrAlias"/> now (an alias is followed to its variant).</summary>
     /// <exception cref="ArgumentException">No such variant or alias, or the variant is not ready.</exception>
     [AlwaysInterleave] // read-only and on every cold call path: never queue behind a SetAlias that is warming replicas

@@ -36,6 +36,12 @@ public interface IInferenceReplicaGrain : IGrainWithStringKey
     /// <summary>Captioning: a caption of the image.</summary>
     Task<string> Caption(byte[] image);
 
+    /// <summary>Retrieval: the <paramref name="k"/> images of a registered gallery that best match the text, best first.</summary>
+    Task<IReadOnlyList<RankedItem>> RankImages(string gallery, string text, int k);
+
+    /// <summary>Retrieval: the <paramref name="k"/> texts of a registered gallery that best match the image, best first.</summary>
+    Task<IReadOnlyList<RankedItem>> RankTexts(string gallery, byte[] image, int k);
+
     /// <summary>Loads the model if it is not loaded (aliases move only to warm variants).</summary>
     Task Warm();
 
@@ -43,3 +49,19 @@ public interface IInferenceReplicaGrain : IGrainWithStringKey
 
     public static string Key(string variant, int index) => $"{variant}#{index}";
 }
+
+/// <summary>A ranked gallery item (an image's file name or a text) with its ITC similarity.</summary>
+[GenerateSerializer, Immutable]
+public sealed record RankedItem([property: Id(0)] string Item, [property: Id(1)] double Score);
+
+/// <summary>
+/// A retrieval gallery: an uploaded folder (<c>gallery</c> artefact) with <c>images/</c> (PNG or JPEG)
+/// and optionally <c>texts.json</c> (a JSON array of strings).
+/// </summary>
+[GenerateSerializer, Immutable]
+public sealed record GalleryInfo(
+    [property: Id(0)] string Name,
+    [property: Id(1)] string Hash,
+    [property: Id(2)] int Images,
+    [property: Id(3)] int Texts,
+    [property: Id(4)] DateTimeOffset RegisteredAt);

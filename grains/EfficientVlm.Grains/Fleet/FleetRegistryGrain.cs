@@ -11,6 +11,7 @@ public sealed class FleetRegistryState
     [Id(1)] public SortedSet<string> CompactModels { get; set; } = new(StringComparer.Ordinal);
     [Id(2)] public SortedSet<string> Variants { get; set; } = new(StringComparer.Ordinal);
     [Id(3)] public Dictionary<string, AliasInfo> Aliases { get; set; } = new(StringComparer.Ordinal);
+    [Id(4)] public Dictionary<string, GalleryInfo> Galleries { get; set; } = new(StringComparer.Ordinal);
 }
 
 /// <summary>
@@ -76,11 +77,15 @@ public sealed class FleetRegistryGrain(
             {
                 info = await variant.Start(spec, settings ?? new JobSettings()); // validates first
             }
-            catch (NoGpuSiloException)
+            catch (Exception e) when (e is not ArgumentException)
             {
-                // the variant exists (Pending, it starts when a GPU silo joins): catalogue it, then tell the caller
-                state.State.Variants.Add(id);
-                await state.WriteStateAsync();
+                // Start saved the variant before it failed to reach a runner (no GPU silo, a timeout): it exists and its
+                // watchdog keeps trying, so catalogue it, then tell the caller. Refused specs (ArgumentException) are not saved.
+                if (await variant.Get() is not null)
+                {
+                    state.State.Variants.Add(id);
+                    await state.WriteStateAsync();
+                }
                 throw;
             }
             state.State.Variants.Add(id);
@@ -112,6 +117,23 @@ public sealed class FleetRegistryGrain(
         await state.WriteStateAsync();
         return info;
     }
+
+    public async Task<GalleryInfo> RegisterGallery(string name, string hash, int images, int texts)
+    {
+        Identifiers.Validate(name, "gallery name");
+        Identifiers.ValidateHash(hash, "gallery hash");
+        if (images < 1) throw new ArgumentException("A gallery needs at least one image.");
+        if (texts < 0) throw new ArgumentException("A gallery cannot have a negative number of texts.");
+        var info = new GalleryInfo(name, hash, images, texts, clock.GetUtcNow());
+        state.State.Galleries[name] = info;
+        await state.WriteStateAsync();
+        return info;
+    }
+
+    public Task<GalleryInfo?> GetGallery(string name) => Task.FromResult(state.State.Galleries.GetValueOrDefault(name));
+
+    public Task<IReadOnlyList<GalleryInfo>> ListGalleries() =>
+        Task.FromResult<IReadOnlyList<GalleryInfo>>(state.State.Galleries.Values.OrderBy(g => g.Name, StringComparer.Ordinal).ToList());
 
     public Task<IReadOnlyList<AliasInfo>> ListAliases() =>
         Task.FromResult<IReadOnlyList<AliasInfo>>(state.State.Aliases.Values.OrderBy(a => a.Alias, StringComparer.Ordinal).ToList());

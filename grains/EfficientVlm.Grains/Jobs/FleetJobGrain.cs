@@ -86,7 +86,16 @@ public sealed class FleetJobGrain(DeviceExecutor executor, BlobArtifactStore sto
                 }
                 return;
             }
-            if (!await owner.CompleteStage(runner, work.Stage, output)) return;
+            try
+            {
+                if (!await owner.CompleteStage(runner, work.Stage, output)) return;
+            }
+            catch (Exception e)
+            {
+                // the owner's watchdog starts a new runner, which redoes the stage from its last checkpoint
+                logger.LogError(e, "Job runner {Runner}: could not hand {Stage}'s output to its owner", runner, work.Stage);
+                return;
+            }
         }
     }
 
@@ -97,7 +106,8 @@ public sealed class FleetJobGrain(DeviceExecutor executor, BlobArtifactStore sto
     /// </summary>
     public static bool IsTransient(Exception e) => e switch
     {
-        RequestFailedException { Status: >= 500 or 408 or 429 } or HttpRequestException or TimeoutException or OrleansException => true,
+        RequestFailedException { Status: 0 or >= 500 or 408 or 429 } or HttpRequestException or TimeoutException or OrleansException => true,
+        IOException or System.Net.Sockets.SocketException or OperationCanceledException => true, // transport failures, client timeouts (not ours: those are caught before)
         System.Runtime.InteropServices.ExternalException x when x.Message.Contains("Scalar.h", StringComparison.Ordinal) => true,
         AggregateException { InnerException: { } inner } => IsTransient(inner),
         _ => false,
@@ -190,7 +200,10 @@ public sealed class FleetJobGrain(DeviceExecutor executor, BlobArtifactStore sto
                 p.StepsPerSecond, now);
             owner.ReportProgress(runner, report).ContinueWith(t =>
             {
-                if (t.IsCompletedSuccessfully && !t.Result) superseded.Cancel();
+                if (t.IsCompletedSuccessfully && !t.Result)
+                {
+                    try { superseded.Cancel(); } catch (ObjectDisposedException) { } // the stage ended meanwhile
+                }
                 else if (t.IsFaulted) logger.LogWarning(t.Exception, "Job runner {Runner}: a progress report was lost", runner);
             }, TaskScheduler.Current);
         });

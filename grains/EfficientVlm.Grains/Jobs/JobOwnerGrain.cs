@@ -41,6 +41,8 @@ public static class JobArtifacts
     public const string Dataset = "dataset";
     /// <summary>Shared store: a checkpoint folder (config.json + model.safetensors).</summary>
     public const string Model = "model";
+    /// <summary>Shared store: a retrieval gallery (images/ and optional texts.json).</summary>
+    public const string Gallery = "gallery";
     /// <summary>Job scope: a resumable run folder.</summary>
     public const string Checkpoint = "checkpoint";
     /// <summary>Job scope: a pruning run's best weights and masks (input of the shrink).</summary>
@@ -166,12 +168,32 @@ public abstract class JobOwnerGrain(BlobArtifactStore store, FleetJobOptions opt
         _ => NoGpu(e.InnerException),
     };
 
-    public Task ReceiveReminder(string reminderName, TickStatus status) => EnsureRunnerAsync(rethrow: false);
+    public async Task ReceiveReminder(string reminderName, TickStatus status)
+    {
+        if (Job is not { Finished: false })
+        {
+            // finished, but an earlier unregister failed: stop ticking
+            if (await this.GetReminder(reminderName) is { } reminder) await this.UnregisterReminder(reminder);
+            return;
+        }
+        await EnsureRunnerAsync(rethrow: false);
+    }
 
     public async Task<JobWork?> NextWork(Guid runner, string silo)
     {
         if (Job is not { Finished: false } job) return null;
         bool resume = job.Checkpoint is not null && job.CheckpointStage == job.Stage;
+        if (job.Runner is not null && job.Runner != runner)
+        {
+            // the previous runner vanished without a word (its silo died): that counts like a transient failure,
+            // so a stage that keeps killing its silo fails instead of taking down one GPU silo after another
+            if (++job.TransientFailures > options.MaxTransientFailures)
+            {
+                await FailNowAsync(job, job.Stage, $"its runner was lost {job.TransientFailures} times in a row without a new checkpoint (silo crashes?)");
+                return null;
+            }
+            job.History.Add(new JobEvent(Now, job.Stage, "runner lost", null, job.Progress?.Step));
+        }
         job.Runner = runner;
         job.Progress = null;
         job.History.Add(new JobEvent(Now, job.Stage, resume ? "resumed" : "started", silo, resume ? job.CheckpointStep : 0));
@@ -208,8 +230,18 @@ public abstract class JobOwnerGrain(BlobArtifactStore store, FleetJobOptions opt
     {
         if (!IsCurrent(runner, stage)) return false;
         var job = Job!;
+        string? next;
+        try
+        {
+            next = Advance(stage, output);
+        }
+        catch (Exception e) when (e is InvalidOperationException or ArgumentException)
+        {
+            // a stage that reports no usable output would otherwise be redone forever
+            await FailNowAsync(job, stage, e.Message);
+            return false;
+        }
         job.History.Add(new JobEvent(Now, stage, "done", null, job.Progress?.Step));
-        var next = Advance(stage, output);
         var checkpoint = job.Checkpoint;
         (job.Checkpoint, job.CheckpointStage, job.CheckpointStep, job.TransientFailures) = (null, null, 0, 0);
         if (next is null)
@@ -238,6 +270,12 @@ public abstract class JobOwnerGrain(BlobArtifactStore store, FleetJobOptions opt
             await SaveAsync();
             return;
         }
+        await FailNowAsync(job, stage, reason);
+    }
+
+    private async Task FailNowAsync(JobState job, string stage, string reason)
+    {
+        job.Runner = null;
         job.History.Add(new JobEvent(Now, stage, $"failed: {reason}", null, job.Progress?.Step));
         job.Error = $"{stage}: {reason}";
         job.Finished = true;

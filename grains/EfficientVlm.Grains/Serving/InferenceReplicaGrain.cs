@@ -1,6 +1,8 @@
 using System.Diagnostics;
 using System.Threading.Channels;
+using EfficientVlm.Artifacts;
 using EfficientVlm.Grains.Abstractions;
+using EfficientVlm.Grains.Jobs;
 using EfficientVlm.Grains.Placement;
 using EfficientVlm.Model.Images;
 using EfficientVlm.Model.Runtime;
@@ -20,11 +22,21 @@ namespace EfficientVlm.Grains.Serving;
 [GpuPlacement]
 [Reentrant]
 public sealed class InferenceReplicaGrain(DeviceExecutor executor, ModelCache cache, ServingOptions options, ILocalSiloDetails silo,
-    ILogger<InferenceReplicaGrain> logger) : Grain, IInferenceReplicaGrain
+    BlobArtifactStore store, FleetJobOptions jobs, ILogger<InferenceReplicaGrain> logger) : Grain, IInferenceReplicaGrain
 {
-    private sealed record Pending(float[][] Images, string Text, DateTime Enqueued, TaskCompletionSource<object> Result);
+    private enum Kind { Answer, Verify, Caption, RankImages, RankTexts }
 
-    private readonly Channel<Pending> _queue = Channel.CreateUnbounded<Pending>(new UnboundedChannelOptions { SingleReader = true });
+    private sealed record Pending(Kind Kind, float[][] Images, string Text, DateTime Enqueued, TaskCompletionSource<object> Result,
+        string? Gallery = null, int K = 0);
+
+    /// <summary>Largest k a retrieval call may ask for.</summary>
+    public const int MaxK = 100;
+
+    // Bounded: a burst beyond it is refused ("busy, retry") instead of holding decoded images without limit.
+    private readonly Channel<Pending> _queue = Channel.CreateBounded<Pending>(new BoundedChannelOptions(options.MaxQueueLength)
+    {
+        SingleReader = true, FullMode = BoundedChannelFullMode.Wait,
+    });
     private readonly CancellationTokenSource _stop = new();
     private readonly ImageLoader _images = new(options.Limits.Images);
     private ServingInfo _info = null!;
@@ -50,13 +62,15 @@ public sealed class InferenceReplicaGrain(DeviceExecutor executor, ModelCache ca
         _queue.Writer.TryComplete();
         await _stop.CancelAsync();
         if (_loop is not null) await _loop.WaitAsync(TimeSpan.FromSeconds(10), cancellationToken).ContinueWith(_ => { });
+        foreach (var gallery in _galleries.Values.Where(g => g.IsCompletedSuccessfully).Select(g => g.Result))
+            await executor.RunAsync(_ => gallery.Dispose());
     }
 
     public Task<string> Answer(byte[] image, string question) => Checked(async () =>
     {
         Require(FleetTask.Vqa);
         var text = options.Limits.CheckText(question, "question");
-        return (string)await Enqueue([await Decode(image, "image")], text);
+        return (string)await Enqueue(Kind.Answer, [await Decode(image, "image")], text);
     });
 
     public Task<bool> Verify(byte[] left, byte[] right, string statement) => Checked(async () =>
@@ -64,14 +78,66 @@ public sealed class InferenceReplicaGrain(DeviceExecutor executor, ModelCache ca
         Require(FleetTask.Nlvr2);
         var text = options.Limits.CheckText(statement, "statement");
         var images = await Task.WhenAll(Decode(left, "left image"), Decode(right, "right image"));
-        return (bool)await Enqueue(images, text);
+        return (bool)await Enqueue(Kind.Verify, images, text);
     });
 
     public Task<string> Caption(byte[] image) => Checked(async () =>
     {
         Require(FleetTask.Captioning);
-        return (string)await Enqueue([await Decode(image, "image")], "");
+        return (string)await Enqueue(Kind.Caption, [await Decode(image, "image")], "");
     });
+
+    public Task<IReadOnlyList<RankedItem>> RankImages(string gallery, string text, int k) => Checked(async () =>
+    {
+        Require(FleetTask.Retrieval);
+        var query = options.Limits.CheckText(text, "text");
+        var hash = await GalleryHash(gallery, k, needsTexts: false);
+        return (IReadOnlyList<RankedItem>)await Enqueue(Kind.RankImages, [], query, hash, k);
+    });
+
+    public Task<IReadOnlyList<RankedItem>> RankTexts(string gallery, byte[] image, int k) => Checked(async () =>
+    {
+        Require(FleetTask.Retrieval);
+        var hash = await GalleryHash(gallery, k, needsTexts: true);
+        return (IReadOnlyList<RankedItem>)await Enqueue(Kind.RankTexts, [await Decode(image, "image")], "", hash, k);
+    });
+
+    private async Task<string> GalleryHash(string name, int k, bool needsTexts)
+    {
+        if (k is < 1 or > MaxK) throw new ArgumentException($"k must be 1..{MaxK} (was {k}).");
+        Identifiers.Validate(name, "gallery name");
+        var info = await GrainFactory.GetGrain<IFleetRegistryGrain>(IFleetRegistryGrain.DefaultKey).GetGallery(name)
+                   ?? throw new ArgumentException($"No gallery '{name}' is registered.");
+        if (needsTexts && info.Texts == 0) throw new ArgumentException($"Gallery '{name}' has no texts to rank.");
+        return info.Hash;
+    }
+
+    // Galleries embedded by this replica's model, by content hash (built on first use, kept while the replica lives).
+    private readonly Dictionary<string, Task<EmbeddedGallery>> _galleries = new(StringComparer.Ordinal);
+
+    private Task<EmbeddedGallery> Gallery(string hash, ServingModel model)
+    {
+        lock (_galleries)
+        {
+            if (!_galleries.TryGetValue(hash, out var gallery) || gallery.IsFaulted)
+                _galleries[hash] = gallery = EmbedGalleryAsync(hash, model);
+            return gallery;
+        }
+    }
+
+    private async Task<EmbeddedGallery> EmbedGalleryAsync(string hash, ServingModel model)
+    {
+        var folder = await store.CachedFolderAsync(new ArtifactRef(JobArtifacts.Gallery, hash), Path.Combine(jobs.WorkDirectory, "cache"));
+        var files = Directory.GetFiles(Path.Combine(folder, "images")).Where(IsImage).Order(StringComparer.Ordinal).ToList();
+        var pixels = await Task.Run(() => files.Select(f => _images.Load(File.ReadAllBytes(f), _imageSize)).ToList());
+        var textsFile = Path.Combine(folder, "texts.json");
+        var texts = File.Exists(textsFile) ? System.Text.Json.JsonSerializer.Deserialize<List<string>>(File.ReadAllText(textsFile)) ?? [] : [];
+        return await executor.RunAsync(ctx => model.EmbedGallery(files.Select(Path.GetFileName).ToList()!, pixels, texts, ctx.Device));
+    }
+
+    public static bool IsImage(string path) =>
+        path.EndsWith(".png", StringComparison.OrdinalIgnoreCase) || path.EndsWith(".jpg", StringComparison.OrdinalIgnoreCase)
+        || path.EndsWith(".jpeg", StringComparison.OrdinalIgnoreCase);
 
     /// <summary>Counts refused input (the caller gets the ArgumentException as it is).</summary>
     private async Task<T> Checked<T>(Func<Task<T>> call)
@@ -120,11 +186,13 @@ public sealed class InferenceReplicaGrain(DeviceExecutor executor, ModelCache ca
         });
     }
 
-    private Task<object> Enqueue(float[][] images, string text)
+    private Task<object> Enqueue(Kind kind, float[][] images, string text, string? gallery = null, int k = 0)
     {
         Interlocked.Increment(ref _requests);
-        var pending = new Pending(images, text, DateTime.UtcNow, new TaskCompletionSource<object>(TaskCreationOptions.RunContinuationsAsynchronously));
-        if (!_queue.Writer.TryWrite(pending)) throw new InvalidOperationException("The replica is shutting down; retry.");
+        var pending = new Pending(kind, images, text, DateTime.UtcNow, new TaskCompletionSource<object>(TaskCreationOptions.RunContinuationsAsynchronously),
+            gallery, k);
+        if (!_queue.Writer.TryWrite(pending))
+            throw new InvalidOperationException(_stop.IsCancellationRequested ? "The replica is shutting down; retry." : "The replica is busy (its queue is full); retry.");
         return pending.Result.Task;
     }
 
@@ -166,6 +234,10 @@ public sealed class InferenceReplicaGrain(DeviceExecutor executor, ModelCache ca
         while (reader.TryRead(out var left)) left.Result.TrySetException(new InvalidOperationException("The replica shut down; retry."));
     }
 
+    /// <summary>Each request's own k of a batch ranked at the batch's largest k.</summary>
+    private static object[] Ranked((string Item, double Score)[][] rows, List<Pending> part) =>
+        rows.Select((row, i) => (object)row.Take(part[i].K).Select(r => new RankedItem(r.Item, r.Score)).ToList()).ToArray();
+
     private async Task RunAsync(List<Pending> batch, CancellationToken stop)
     {
         var started = DateTime.UtcNow;
@@ -174,14 +246,24 @@ public sealed class InferenceReplicaGrain(DeviceExecutor executor, ModelCache ca
             using var lease = await cache.AcquireAsync(_info.Model, stop);
             var model = lease.Model;
             var items = batch.ToList();
-            object[] results = await executor.RunAsync(ctx => _info.Task switch
+            var results = new object[items.Count];
+            // one executor call per kind of request (and gallery) in the batch; a replica serves one task, so usually one group
+            foreach (var group in items.Select((p, i) => (p, i)).GroupBy(x => (x.p.Kind, x.p.Gallery)))
             {
-                FleetTask.Vqa => model.Vqa(items.Select(p => p.Images[0]).ToList(), items.Select(p => p.Text).ToList(), ctx.Device).Cast<object>().ToArray(),
-                FleetTask.Nlvr2 => model.Nlvr(items.Select(p => p.Images[0]).ToList(), items.Select(p => p.Images[1]).ToList(),
-                    items.Select(p => p.Text).ToList(), ctx.Device).Cast<object>().ToArray(),
-                FleetTask.Captioning => model.Caption(items.Select(p => p.Images[0]).ToList(), ctx.Device).Cast<object>().ToArray(),
-                _ => throw new NotSupportedException($"Serving {_info.Task} is not built yet."),
-            }, cancellationToken: stop);
+                var members = group.ToList();
+                var part = members.Select(x => x.p).ToList();
+                EmbeddedGallery? gallery = group.Key.Gallery is { } g ? await Gallery(g, model) : null;
+                object[] answers = await executor.RunAsync(ctx => group.Key.Kind switch
+                {
+                    Kind.Answer => model.Vqa(part.Select(p => p.Images[0]).ToList(), part.Select(p => p.Text).ToList(), ctx.Device).Cast<object>().ToArray(),
+                    Kind.Verify => model.Nlvr(part.Select(p => p.Images[0]).ToList(), part.Select(p => p.Images[1]).ToList(),
+                        part.Select(p => p.Text).ToList(), ctx.Device).Cast<object>().ToArray(),
+                    Kind.Caption => model.Caption(part.Select(p => p.Images[0]).ToList(), ctx.Device).Cast<object>().ToArray(),
+                    Kind.RankImages => Ranked(model.RankImages(gallery!, part.Select(p => p.Text).ToList(), part.Max(p => p.K), ctx.Device), part),
+                    _ => Ranked(model.RankTexts(gallery!, part.Select(p => p.Images[0]).ToList(), part.Max(p => p.K), ctx.Device), part),
+                }, cancellationToken: stop);
+                for (int j = 0; j < members.Count; j++) results[members[j].i] = answers[j];
+            }
             var variant = _info.VariantId;
             FleetMetrics.BatchSize.WithLabels(variant).Observe(items.Count);
             foreach (var p in items) FleetMetrics.QueueDelay.WithLabels(variant).Observe((started - p.Enqueued).TotalSeconds);

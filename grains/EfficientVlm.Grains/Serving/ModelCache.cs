@@ -18,6 +18,9 @@ public sealed record ServingOptions
     /// <summary>Longest a request waits for others to join its batch.</summary>
     public TimeSpan MaxQueueDelay { get; init; } = TimeSpan.FromMilliseconds(5);
 
+    /// <summary>Calls a replica holds queued; beyond it calls are refused as busy (retry).</summary>
+    public int MaxQueueLength { get; init; } = 1024;
+
     /// <summary>Replicas per ready variant.</summary>
     public int Replicas { get; init; } = 1;
 
@@ -30,6 +33,7 @@ public sealed record ServingOptions
     {
         if (MaxBatchSize is < 1 or > 1024) throw new ArgumentException("Fleet:Serving:MaxBatchSize must be 1..1024.");
         if (MaxQueueDelay < TimeSpan.Zero || MaxQueueDelay > TimeSpan.FromSeconds(1)) throw new ArgumentException("Fleet:Serving:MaxQueueDelay must be 0..1 s.");
+        if (MaxQueueLength < MaxBatchSize) throw new ArgumentException("Fleet:Serving:MaxQueueLength must be at least MaxBatchSize.");
         if (Replicas is < 1 or > 64) throw new ArgumentException("Fleet:Serving:Replicas must be 1..64.");
         if (CacheBudgetBytes < 1) throw new ArgumentException("Fleet:Serving:CacheBudgetBytes must be positive.");
     }
@@ -78,14 +82,14 @@ public sealed class ModelCache(DeviceExecutor executor, BlobArtifactStore store,
         lock (_entries)
         {
             if (!_entries.TryGetValue(hash, out entry!))
-                _entries[hash] = entry = new Entry { Loading = LoadAsync(hash, ct) };
+                _entries[hash] = entry = new Entry { Loading = LoadAsync(hash) }; // shared: not cancelled by one caller
             entry.Leases++;
             entry.LastUsed = ++_clock;
         }
         ServingModel model;
         try
         {
-            model = await entry.Loading;
+            model = await entry.Loading.WaitAsync(ct);
         }
         catch
         {
@@ -96,8 +100,16 @@ public sealed class ModelCache(DeviceExecutor executor, BlobArtifactStore store,
             }
             throw;
         }
-        await EvictAsync();
-        return new Lease(this, hash, model);
+        var lease = new Lease(this, hash, model);
+        try
+        {
+            await EvictAsync();
+        }
+        catch (Exception e)
+        {
+            logger.LogWarning(e, "Model cache: an eviction failed; the cache stays over budget until the next load");
+        }
+        return lease;
     }
 
     private void Release(string hash)
@@ -108,11 +120,11 @@ public sealed class ModelCache(DeviceExecutor executor, BlobArtifactStore store,
         }
     }
 
-    private async Task<ServingModel> LoadAsync(string hash, CancellationToken ct)
+    private async Task<ServingModel> LoadAsync(string hash)
     {
         var clock = Stopwatch.StartNew();
-        var folder = await store.CachedFolderAsync(new ArtifactRef(JobArtifacts.Model, hash), Path.Combine(jobs.WorkDirectory, "cache"), ct);
-        var model = await executor.RunAsync(ctx => ServingModel.Load(folder, ctx.Device), cancellationToken: ct);
+        var folder = await store.CachedFolderAsync(new ArtifactRef(JobArtifacts.Model, hash), Path.Combine(jobs.WorkDirectory, "cache"));
+        var model = await executor.RunAsync(ctx => ServingModel.Load(folder, ctx.Device));
         lock (_entries)
         {
             if (_entries.TryGetValue(hash, out var entry)) entry.Bytes = model.Bytes;

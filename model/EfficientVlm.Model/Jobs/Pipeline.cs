@@ -320,10 +320,17 @@ public static class Pipeline
             string runDir, StageHooks hooks, CancellationToken ct)
         {
             int warmup = (int)Math.Round(settings.PruneWarmupEpochs * stage.BatchesPerEpoch);
-            using var controller = await executor.RunAsync(_ => new SparsityController(masks, target, warmup, settings.MaskLearningRate), cancellationToken: ct);
-            var (taskWeight, kdWeight) = TaskPruning.Weights(task);
-            var prune = new PruneStage<T>(stage, masks, controller, losses, validate, taskWeight, kdWeight, runDir);
-            return await BoundStage(prune).RunAsync(Options(settings, settings.PruneEpochs, settings.PruneLearningRate), executor, runDir, hooks, ct);
+            var controller = await executor.RunAsync(_ => new SparsityController(masks, target, warmup, settings.MaskLearningRate), cancellationToken: ct);
+            try
+            {
+                var (taskWeight, kdWeight) = TaskPruning.Weights(task);
+                var prune = new PruneStage<T>(stage, masks, controller, losses, validate, taskWeight, kdWeight, runDir);
+                return await BoundStage(prune).RunAsync(Options(settings, settings.PruneEpochs, settings.PruneLearningRate), executor, runDir, hooks, ct);
+            }
+            finally
+            {
+                await executor.RunAsync(_ => controller.Dispose()); // its tensors and optimisers belong to the executor thread
+            }
         }
 
         private static IBoundStage BoundStage(ITrainingStage<T> s) => new BoundStage<T>(s);

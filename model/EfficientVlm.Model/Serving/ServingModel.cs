@@ -148,10 +148,86 @@ public sealed class ServingModel : IDisposable
             .ToArray();
     }
 
+    /// <summary>
+    /// Encodes a retrieval gallery once (images and, when given, texts) into ITC embeddings kept on the
+    /// device; queries then cost one encoder pass each. Runs in batches of 64.
+    /// </summary>
+    public EmbeddedGallery EmbedGallery(IReadOnlyList<string> imageNames, IReadOnlyList<float[]> images, IReadOnlyList<string> texts, Device device)
+    {
+        Require(VlmTask.Retrieval);
+        using var _ = torch.no_grad();
+        var imageParts = new List<Tensor>();
+        var textParts = new List<Tensor>();
+        using (var scope = torch.NewDisposeScope())
+        {
+            for (int start = 0; start < images.Count; start += 64)
+            {
+                var chunk = images.Skip(start).Take(64).ToList();
+                imageParts.Add(Model.ImageEmbedding(Model.EncodeImage(Images(chunk, device)).Last).MoveToOuterDisposeScope());
+            }
+            for (int start = 0; start < texts.Count; start += 64)
+            {
+                var (ids, padding) = Texts(texts.Skip(start).Take(64).ToList(), device);
+                textParts.Add(Model.TextEmbedding(Model.EncodeText(ids, padding).Last).MoveToOuterDisposeScope());
+            }
+        }
+        var imageEmbeddings = torch.cat(imageParts, 0).DetachFromDisposeScope();
+        var textEmbeddings = textParts.Count > 0 ? torch.cat(textParts, 0).DetachFromDisposeScope() : null;
+        foreach (var t in imageParts.Concat(textParts)) t.Dispose();
+        return new EmbeddedGallery(imageNames.ToArray(), imageEmbeddings, texts.ToArray(), textEmbeddings);
+    }
+
+    /// <summary>For each text query, the <paramref name="k"/> gallery images of highest ITC similarity, best first.</summary>
+    public (string Item, double Score)[][] RankImages(EmbeddedGallery gallery, IReadOnlyList<string> queries, int k, Device device)
+    {
+        Require(VlmTask.Retrieval);
+        using var scope = torch.NewDisposeScope();
+        using var _ = torch.no_grad();
+        var (ids, padding) = Texts(queries, device);
+        var query = Model.TextEmbedding(Model.EncodeText(ids, padding).Last);
+        return TopK(query.matmul(gallery.Images.t()), gallery.ImageNames, k);
+    }
+
+    /// <summary>For each image query, the <paramref name="k"/> gallery texts of highest ITC similarity, best first.</summary>
+    public (string Item, double Score)[][] RankTexts(EmbeddedGallery gallery, IReadOnlyList<float[]> images, int k, Device device)
+    {
+        Require(VlmTask.Retrieval);
+        if (gallery.TextEmbeddings is null) throw new ArgumentException("The gallery has no texts to rank.");
+        using var scope = torch.NewDisposeScope();
+        using var _ = torch.no_grad();
+        var query = Model.ImageEmbedding(Model.EncodeImage(Images(images, device)).Last);
+        return TopK(query.matmul(gallery.TextEmbeddings.t()), gallery.Texts, k);
+    }
+
+    private static (string Item, double Score)[][] TopK(Tensor similarity, IReadOnlyList<string> items, int k)
+    {
+        k = Math.Clamp(k, 1, items.Count);
+        var (values, indices) = similarity.topk(k, dim: 1);
+        var v = values.cpu().data<float>().ToArray();
+        var i = indices.cpu().data<long>().ToArray();
+        return Enumerable.Range(0, (int)similarity.shape[0])
+            .Select(q => Enumerable.Range(0, k).Select(j => (items[(int)i[q * k + j]], (double)v[q * k + j])).ToArray()).ToArray();
+    }
+
     public void Dispose()
     {
         Model.Dispose();
         _answerIds?.Dispose();
         _answerPadding?.Dispose();
+    }
+}
+
+/// <summary>A retrieval gallery's ITC embeddings (L2-normalised, on the serving device) and the names they stand for.</summary>
+public sealed class EmbeddedGallery(string[] imageNames, Tensor images, string[] texts, Tensor? textEmbeddings) : IDisposable
+{
+    public string[] ImageNames { get; } = imageNames;
+    public Tensor Images { get; } = images;
+    public string[] Texts { get; } = texts;
+    public Tensor? TextEmbeddings { get; } = textEmbeddings;
+
+    public void Dispose()
+    {
+        Images.Dispose();
+        TextEmbeddings?.Dispose();
     }
 }

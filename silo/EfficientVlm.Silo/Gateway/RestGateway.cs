@@ -55,10 +55,23 @@ public static class RestGateway
             app.Logger.LogWarning("No API keys in Fleet:Gateway:ApiKeys: the REST gateway refuses every call (401).");
         app.UseExceptionHandler();
         app.UseStatusCodePages();
+        // The key is checked before routing and binding: an unauthenticated body is never read.
+        var keys = new ApiKeys(options);
+        app.UseWhen(c => c.Request.Path.StartsWithSegments("/v1") || (options.Dashboard && c.Request.Path.StartsWithSegments("/dashboard")),
+            branch => branch.Use(async (context, next) =>
+            {
+                if (keys.Refusal(context.Request.Headers[ApiKeyHeader].ToString()) is { } problem)
+                {
+                    context.Response.StatusCode = 401;
+                    await problem.ExecuteAsync(context);
+                    return;
+                }
+                await next(context);
+            }));
         app.MapOpenApi("/openapi/{documentName}.json");
         app.MapMetrics("/metrics");
 
-        var v1 = app.MapGroup("/v1").AddEndpointFilter(new ApiKeyFilter(options)).DisableAntiforgery();
+        var v1 = app.MapGroup("/v1").DisableAntiforgery();
         v1.MapGet("/variants", async (IGrainFactory grains) =>
                 Results.Ok(await grains.GetGrain<IFleetRegistryGrain>(IFleetRegistryGrain.DefaultKey).ListVariants()))
             .WithSummary("List the task variants.");
@@ -78,8 +91,14 @@ public static class RestGateway
         v1.MapPost("/variants/{id}/caption", async (string id, IFormFile image, IGrainFactory grains) =>
                 await Guard(async () => Results.Ok(new { caption = await (await Replica(grains, id)).Caption(await Bytes(image)) })))
             .WithSummary("Captioning: describe an image (multipart: image).");
+        v1.MapPost("/variants/{id}/retrieval/images", async (string id, [FromForm] string gallery, [FromForm] string text, [FromForm] int? k, IGrainFactory grains) =>
+                await Guard(async () => Results.Ok(await (await Replica(grains, id)).RankImages(gallery, text, k ?? 5))))
+            .WithSummary("Retrieval: the k images of a registered gallery that best match a text (form: gallery, text, k).");
+        v1.MapPost("/variants/{id}/retrieval/texts", async (string id, [FromForm] string gallery, IFormFile image, [FromForm] int? k, IGrainFactory grains) =>
+                await Guard(async () => Results.Ok(await (await Replica(grains, id)).RankTexts(gallery, await Bytes(image), k ?? 5))))
+            .WithSummary("Retrieval: the k texts of a registered gallery that best match an image (multipart: gallery, image, k).");
 
-        if (options.Dashboard) app.MapOrleansDashboard("/dashboard").AddEndpointFilter(new ApiKeyFilter(options));
+        if (options.Dashboard) app.MapOrleansDashboard("/dashboard");
         return app;
     }
 
@@ -123,22 +142,24 @@ public static class RestGateway
         {
             return Results.Problem(title: "no GPU silo", detail: e.Message, statusCode: 503);
         }
+        catch (InvalidOperationException e) when (e.Message.Contains("retry", StringComparison.Ordinal))
+        {
+            return Results.Problem(title: "busy", detail: e.Message, statusCode: 503);
+        }
     }
 
-    /// <summary>Accepts a request only with one of the configured keys (compared in constant time).</summary>
-    private sealed class ApiKeyFilter(GatewayOptions options) : IEndpointFilter
+    /// <summary>The configured keys, compared in constant time (as SHA-256 digests).</summary>
+    private sealed class ApiKeys(GatewayOptions options)
     {
         private readonly byte[][] _keys = options.ApiKeys.Select(k => SHA256.HashData(Encoding.UTF8.GetBytes(k))).ToArray();
 
-        public async ValueTask<object?> InvokeAsync(EndpointFilterInvocationContext context, EndpointFilterDelegate next)
+        /// <summary>Null when <paramref name="given"/> is a valid key; otherwise the 401 problem to send.</summary>
+        public IResult? Refusal(string given)
         {
-            var given = context.HttpContext.Request.Headers[ApiKeyHeader].ToString();
             var hash = SHA256.HashData(Encoding.UTF8.GetBytes(given));
             bool ok = given.Length > 0 && _keys.Any(k => CryptographicOperations.FixedTimeEquals(k, hash));
-            if (!ok)
-                return Results.Problem(title: "unauthorized", statusCode: 401,
-                    detail: given.Length == 0 ? $"Send an API key in the {ApiKeyHeader} header." : "The API key is not valid.");
-            return await next(context);
+            return ok ? null : Results.Problem(title: "unauthorized", statusCode: 401,
+                detail: given.Length == 0 ? $"Send an API key in the {ApiKeyHeader} header." : "The API key is not valid.");
         }
     }
 }

@@ -82,7 +82,7 @@ public sealed class FleetJobTests(AzuriteFixture azurite, TinyDataFixture data, 
             foreach (var file in (await store.GetManifestAsync(manifest)).Files.Values)
                 referenced.Add($"blobs/{file.Hash}");
         Assert.All(names.Where(n => n.StartsWith("blobs/", StringComparison.Ordinal)), n => Assert.Contains(n, referenced));
-        Assert.All((await store.ListManifestsAsync()).Select(m => m.Kind), k => Assert.Contains(k, new[] { "dataset", "model" }));
+        Assert.All((await store.ListManifestsAsync()).Select(m => m.Kind), k => Assert.Contains(k, new[] { "dataset", "model", "gallery" }));
     }
 
     [Fact]
@@ -228,6 +228,34 @@ public sealed class FleetJobTests(AzuriteFixture azurite, TinyDataFixture data, 
         Assert.Contains("is a variant id", (await Assert.ThrowsAsync<ArgumentException>(() => registry.SetAlias(ready.Id, ready2.Id))).Message);
         Assert.Contains("No variant 'nothing'", (await Assert.ThrowsAsync<ArgumentException>(() => registry.SetAlias("vqa-other", "nothing"))).Message);
 
+        // Retrieval: a variant ranks a registered gallery's images for a text and its texts for an image.
+        var spec3 = spec with { Task = FleetTask.Retrieval, TargetSparsity = 0.25 };
+        await registry.EnsureVariant(spec3, Tiny);
+        var retrieval = await Until(() => registry.GetVariant(spec3.VariantId), v => v.IsTerminal, TimeSpan.FromMinutes(5), "retrieval variant ready");
+        Assert.True(retrieval.Stage == VariantStage.Ready, retrieval.Error);
+        Assert.Equal("r_mean", retrieval.Metrics!.Metric);
+        var galleryDir = Path.Combine(_work, "gallery");
+        Directory.CreateDirectory(Path.Combine(galleryDir, "images"));
+        var galleryFiles = Directory.GetFiles(Path.Combine(data.Root, "images", "test")).Order().Take(5).ToList();
+        foreach (var f in galleryFiles) File.Copy(f, Path.Combine(galleryDir, "images", Path.GetFileName(f)));
+        string[] galleryTexts = ["a red circle", "two blue squares", "a green triangle above a circle"];
+        File.WriteAllText(Path.Combine(galleryDir, "texts.json"), System.Text.Json.JsonSerializer.Serialize(galleryTexts));
+        var storedGallery = await store.PutFolderAsync("gallery", galleryDir);
+        // replicas look galleries up in the fleet's registry ("default"); the name is unique per run (shared Azurite state)
+        var galleryName = "shapes-" + container;
+        await cluster.Client.GetGrain<IFleetRegistryGrain>(IFleetRegistryGrain.DefaultKey).RegisterGallery(galleryName, storedGallery.Hash, 5, 3);
+        var retriever = cluster.Client.GetGrain<IInferenceReplicaGrain>(IInferenceReplicaGrain.Key(retrieval.Id, 0));
+        var rankedOne = await retriever.RankImages(galleryName, "a red circle", 3);
+        Assert.Equal(3, rankedOne.Count);
+        Assert.All(rankedOne, r => Assert.Contains(r.Item, galleryFiles.Select(Path.GetFileName)));
+        Assert.True(rankedOne[0].Score >= rankedOne[1].Score && rankedOne[1].Score >= rankedOne[2].Score);
+        var rankedMany = await Task.WhenAll(galleryTexts.Select(t => retriever.RankImages(galleryName, t, 3)));
+        Assert.Equal(rankedOne.Select(r => r.Item), rankedMany[0].Select(r => r.Item));
+        var textsRanked = await retriever.RankTexts(galleryName, images[0], 2);
+        Assert.All(textsRanked, r => Assert.Contains(r.Item, galleryTexts));
+        Assert.Contains("No gallery 'nowhere'", (await Assert.ThrowsAsync<ArgumentException>(() => retriever.RankImages("nowhere", "a circle", 3))).Message);
+        Assert.Contains("k must be", (await Assert.ThrowsAsync<ArgumentException>(() => retriever.RankImages(galleryName, "a circle", 0))).Message);
+
         // A job that cannot run fails with the reason, keeps it, and registering again retries it.
         var broken = new CompactModelRegistration(model + "-x", "tiny", new string('e', 64), null, dataset.Hash, Tiny);
         await registry.RegisterCompactModel(broken);
@@ -358,9 +386,11 @@ public sealed class FleetJobTests(AzuriteFixture azurite, TinyDataFixture data, 
         Assert.DoesNotContain(runs, e => e.Silo!.Contains($":{cpu.SiloPort}:"));
         // The pruning stage resumed from its last uploaded checkpoint, not from step 0, on the new silo.
         var resumed = Assert.Single(ready.History, e => e.Stage == "Prune" && e.What == "resumed");
-        Assert.InRange(resumed.Step!.Value, 1, killedAt);
+        var pruneDone = ready.History.Last(e => e.Stage == "Prune" && e.What == "done").Step!.Value;
+        // the kill came after step >= killedAt was seen; the job may have stored a checkpoint or two more before it died
+        Assert.InRange(resumed.Step!.Value, 1, pruneDone - 1);
         Assert.Contains($":{gpu2.SiloPort}:", resumed.Silo);
-        Assert.True(ready.History.Last(e => e.Stage == "Prune" && e.What == "done").Step > killedAt, "pruning went on after the resume");
+        Assert.True(pruneDone > killedAt, "pruning went on after the resume");
         Assert.Single(ready.History, e => e.Stage == "Prune" && e.What == "started");
         await AssertNoTemporaryBlobs(client.Artifacts);
 

@@ -53,4 +53,27 @@ public sealed class ArtifactStoreTests(AzuriteFixture azurite) : IDisposable
         Assert.False(await store.ExistsAsync(new ArtifactRef("checkpoint", new string('1', 64))));
         await Assert.ThrowsAsync<ArgumentException>(() => store.PutFolderAsync("Bad Kind", _folder));
     }
+
+    [Fact]
+    public async Task A_manifest_naming_a_file_outside_its_folder_is_refused_and_nothing_is_written_there()
+    {
+        var container = "art-" + Guid.NewGuid().ToString("N")[..10];
+        var store = Store(container);
+        var source = Path.Combine(_folder, "data");
+        Directory.CreateDirectory(source);
+        File.WriteAllText(Path.Combine(source, "a.txt"), "harmless");
+        var good = await store.PutFolderAsync("dataset", source);
+        var hash = (await store.GetManifestAsync(good)).Files["a.txt"].Hash;
+        // a hostile client writes its own manifest
+        var evil = System.Text.Encoding.UTF8.GetBytes("{\"Kind\":\"dataset\",\"Files\":{\"../../escaped.txt\":{\"Hash\":\"" + hash + "\",\"Length\":8}}}");
+        var evilHash = Convert.ToHexStringLower(System.Security.Cryptography.SHA256.HashData(evil));
+        await new BlobServiceClient(azurite.ConnectionString).GetBlobContainerClient(container)
+            .GetBlobClient($"manifests/dataset/{evilHash}.json").UploadAsync(new BinaryData(evil));
+
+        var target = Path.Combine(_folder, "deep", "cache", "out");
+        var e = await Assert.ThrowsAsync<InvalidDataException>(() => store.DownloadFolderAsync(new ArtifactRef("dataset", evilHash), target));
+        Assert.Contains("outside its folder", e.Message);
+        Assert.False(File.Exists(Path.Combine(_folder, "deep", "escaped.txt")));
+        Assert.False(Directory.Exists(target));
+    }
 }

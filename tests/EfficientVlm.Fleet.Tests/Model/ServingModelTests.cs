@@ -50,6 +50,18 @@ public sealed class ServingModelTests(TinyDataFixture data) : IClassFixture<Tiny
             var single = images.Select((image, i) => nlvr.Nlvr([image], [right[i]], [texts[i]], torch.CPU)[0]).ToArray();
             Assert.Equal(single, batched);
         }
+        using (var retrieval = Bundle(VlmTask.Retrieval))
+        {
+            string[] names = ["a.png", "b.png", "c.png", "d.png", "e.png"];
+            using var gallery = retrieval.EmbedGallery(names, images, texts, torch.CPU);
+            var batched = retrieval.RankImages(gallery, texts, 3, torch.CPU);
+            var single = texts.Select(t => retrieval.RankImages(gallery, [t], 3, torch.CPU)[0]).ToArray();
+            Assert.Equal(single.Select(r => r.Select(x => x.Item)), batched.Select(r => r.Select(x => x.Item)));
+            Assert.All(batched, r => Assert.True(r[0].Score >= r[1].Score && r[1].Score >= r[2].Score, "best first"));
+            var textsForImages = retrieval.RankTexts(gallery, images, 2, torch.CPU);
+            Assert.Equal(images.Select(i => retrieval.RankTexts(gallery, [i], 2, torch.CPU)[0].Select(x => x.Item)), textsForImages.Select(r => r.Select(x => x.Item)));
+            Assert.All(textsForImages.SelectMany(r => r), x => Assert.Contains(x.Item, texts));
+        }
         using (var captioning = Bundle(VlmTask.Captioning))
         {
             var batched = captioning.Caption(images.Take(3).ToList(), torch.CPU);
