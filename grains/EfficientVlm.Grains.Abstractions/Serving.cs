@@ -8,7 +8,7 @@ public sealed record ServingInfo(
     [property: Id(2)] string Model,
     [property: Id(3)] int Replicas);
 
-/// <summary>A replica's counters since it was activated.</summary>
+/// <summary>A replica's counters since it was activated (Served and QueueMillisecondsTotal are cumulative, for rates over an interval).</summary>
 [GenerateSerializer, Immutable]
 public sealed record ReplicaStats(
     [property: Id(0)] string Silo,
@@ -17,7 +17,9 @@ public sealed record ReplicaStats(
     [property: Id(3)] int LargestBatch,
     [property: Id(4)] double MeanBatch,
     [property: Id(5)] double MeanQueueMilliseconds,
-    [property: Id(6)] long Failures);
+    [property: Id(6)] long Failures,
+    [property: Id(7)] long Served = 0,
+    [property: Id(8)] double QueueMillisecondsTotal = 0);
 
 /// <summary>
 /// One replica of a ready variant (key: <c>&lt;variant id&gt;#&lt;index&gt;</c>), placed on a GPU silo. It loads

@@ -130,5 +130,6 @@ public interface IVariantGrain : IGrainWithStringKey
 
     /// <summary>How to call the variant.</summary>
     /// <exception cref="ArgumentException">No such variant, or it is not ready.</exception>
+    [Orleans.Concurrency.AlwaysInterleave] // read-only; a replica activated by the variant's own scaler calls it back
     Task<ServingInfo> Serving();
 }

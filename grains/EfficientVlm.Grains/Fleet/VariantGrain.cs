@@ -19,6 +19,8 @@ public sealed class VariantState
     [Id(6)] public DateTimeOffset UpdatedAt { get; set; }
     [Id(7)] public Dictionary<string, double> KeptHeads { get; set; } = new();
     [Id(8)] public Dictionary<string, double> KeptNeurons { get; set; } = new();
+    /// <summary>Replicas serving now (0: not decided yet, the configured starting count).</summary>
+    [Id(9)] public int Replicas { get; set; }
 }
 
 /// <summary>
@@ -85,7 +87,54 @@ public sealed class VariantGrain(
         if (s.Spec is null) throw new ArgumentException($"No variant '{this.GetPrimaryKeyString()}'.");
         if (s.Stage != VariantStage.Ready || s.Job?.Artifacts.GetValueOrDefault(Shrunk) is not { } model)
             throw new ArgumentException($"Variant '{this.GetPrimaryKeyString()}' is not ready ({s.Stage}).");
-        return Task.FromResult(new ServingInfo(this.GetPrimaryKeyString(), s.Spec.Task, model, serving.Replicas));
+        StartScaler();
+        return Task.FromResult(new ServingInfo(this.GetPrimaryKeyString(), s.Spec.Task, model, ReplicaCount));
+    }
+
+    private int ReplicaCount => Math.Clamp(state.State.Replicas == 0 ? serving.Replicas : state.State.Replicas, serving.Replicas, serving.MaxReplicas);
+
+    private IGrainTimer? _scaler;
+    private readonly Dictionary<int, (long Served, double QueueMs)> _lastStats = new();
+
+    /// <summary>While the variant is active and ready, grows or shrinks its replicas from their measured queue delay.</summary>
+    private void StartScaler() =>
+        _scaler ??= this.RegisterGrainTimer(_ => ScaleAsync(), new GrainTimerCreationOptions(serving.ScaleInterval, serving.ScaleInterval));
+
+    private async Task ScaleAsync()
+    {
+        int count = ReplicaCount;
+        long served = 0;
+        double queueMs = 0;
+        for (int i = 0; i < count; i++)
+        {
+            try
+            {
+                var stats = await GrainFactory.GetGrain<IInferenceReplicaGrain>(IInferenceReplicaGrain.Key(this.GetPrimaryKeyString(), i)).Stats();
+                var last = _lastStats.GetValueOrDefault(i);
+                if (stats.Served < last.Served) last = default; // the replica was reactivated: its counters restarted
+                served += stats.Served - last.Served;
+                queueMs += stats.QueueMillisecondsTotal - last.QueueMs;
+                _lastStats[i] = (stats.Served, stats.QueueMillisecondsTotal);
+            }
+            catch (Exception e)
+            {
+                logger.LogWarning(e, "Variant {Variant}: replica {Index} did not report; no scaling decision this time", this.GetPrimaryKeyString(), i);
+                return;
+            }
+        }
+        double meanDelay = served == 0 ? 0 : queueMs / served;
+        int target = count;
+        if (served > 0 && meanDelay > serving.ScaleUpQueueDelay.TotalMilliseconds && count < serving.MaxReplicas) target = count + 1;
+        else if (meanDelay < serving.ScaleDownQueueDelay.TotalMilliseconds && count > serving.Replicas) target = count - 1;
+        if (target == count) return;
+        if (target > count)
+            await GrainFactory.GetGrain<IInferenceReplicaGrain>(IInferenceReplicaGrain.Key(this.GetPrimaryKeyString(), count)).Warm(); // warm before routing to it
+        else
+            _lastStats.Remove(count - 1); // no longer routed to; it deactivates when idle
+        state.State.Replicas = target;
+        await SaveAsync();
+        logger.LogInformation("Variant {Variant}: {From} -> {To} replicas (mean queue delay {Delay:0.0} ms over {Served} calls)",
+            this.GetPrimaryKeyString(), count, target, meanDelay, served);
     }
 
     private VariantInfo? Info()

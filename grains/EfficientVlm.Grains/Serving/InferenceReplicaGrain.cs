@@ -160,7 +160,7 @@ public sealed class InferenceReplicaGrain(DeviceExecutor executor, ModelCache ca
         long batches = Interlocked.Read(ref _batches);
         return Task.FromResult(new ReplicaStats(silo.SiloAddress.ToString(), Interlocked.Read(ref _requests), batches, Volatile.Read(ref _largest),
             batches == 0 ? 0 : (double)Interlocked.Read(ref _batched) / batches, batches == 0 ? 0 : _queueMs / Math.Max(1, Interlocked.Read(ref _batched)),
-            Interlocked.Read(ref _failures)));
+            Interlocked.Read(ref _failures), Interlocked.Read(ref _batched), _queueMs));
     }
 
     private void Require(FleetTask task)

@@ -21,8 +21,20 @@ public sealed record ServingOptions
     /// <summary>Calls a replica holds queued; beyond it calls are refused as busy (retry).</summary>
     public int MaxQueueLength { get; init; } = 1024;
 
-    /// <summary>Replicas per ready variant.</summary>
+    /// <summary>Replicas a ready variant starts with, and the least it keeps.</summary>
     public int Replicas { get; init; } = 1;
+
+    /// <summary>Most replicas a variant grows to.</summary>
+    public int MaxReplicas { get; init; } = 4;
+
+    /// <summary>How often a ready variant looks at its replicas' queue delay to grow or shrink.</summary>
+    public TimeSpan ScaleInterval { get; init; } = TimeSpan.FromSeconds(10);
+
+    /// <summary>Mean queue delay over an interval above which a variant adds a replica.</summary>
+    public TimeSpan ScaleUpQueueDelay { get; init; } = TimeSpan.FromMilliseconds(50);
+
+    /// <summary>Mean queue delay below which (or no calls at all) a variant removes a replica.</summary>
+    public TimeSpan ScaleDownQueueDelay { get; init; } = TimeSpan.FromMilliseconds(5);
 
     /// <summary>Bytes of weights a silo keeps loaded; the least recently used model not in use is evicted beyond it.</summary>
     public long CacheBudgetBytes { get; init; } = 2L << 30;
@@ -35,6 +47,9 @@ public sealed record ServingOptions
         if (MaxQueueDelay < TimeSpan.Zero || MaxQueueDelay > TimeSpan.FromSeconds(1)) throw new ArgumentException("Fleet:Serving:MaxQueueDelay must be 0..1 s.");
         if (MaxQueueLength < MaxBatchSize) throw new ArgumentException("Fleet:Serving:MaxQueueLength must be at least MaxBatchSize.");
         if (Replicas is < 1 or > 64) throw new ArgumentException("Fleet:Serving:Replicas must be 1..64.");
+        if (MaxReplicas < Replicas || MaxReplicas > 64) throw new ArgumentException("Fleet:Serving:MaxReplicas must be Replicas..64.");
+        if (ScaleInterval < TimeSpan.FromMilliseconds(100)) throw new ArgumentException("Fleet:Serving:ScaleInterval must be at least 0.1 s.");
+        if (ScaleDownQueueDelay > ScaleUpQueueDelay) throw new ArgumentException("Fleet:Serving:ScaleDownQueueDelay must not exceed ScaleUpQueueDelay.");
         if (CacheBudgetBytes < 1) throw new ArgumentException("Fleet:Serving:CacheBudgetBytes must be positive.");
     }
 }

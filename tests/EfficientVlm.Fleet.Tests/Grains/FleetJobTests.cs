@@ -103,7 +103,12 @@ public sealed class FleetJobTests(AzuriteFixture azurite, TinyDataFixture data, 
             {
                 WorkDirectory = Path.Combine(_work, "silo"), WatchdogPeriod = TimeSpan.FromSeconds(1), ReminderPeriod = TimeSpan.FromSeconds(30),
                 ProgressInterval = TimeSpan.FromMilliseconds(100),
-            }, _ => store);
+            }, _ => store, new EfficientVlm.Grains.Serving.ServingOptions
+            {
+                // scale fast and at the slightest queueing, so the test sees a replica come and go
+                MaxReplicas = 2, ScaleInterval = TimeSpan.FromMilliseconds(300),
+                ScaleUpQueueDelay = TimeSpan.FromMilliseconds(1), ScaleDownQueueDelay = TimeSpan.FromMilliseconds(0.5),
+            });
         });
         await using var cluster = builder.Build();
         await cluster.DeployAsync();
@@ -188,6 +193,21 @@ public sealed class FleetJobTests(AzuriteFixture azurite, TinyDataFixture data, 
         Assert.Equal(single[0], await replica.Answer(calls[0].Image, calls[0].Question)); // still serving
         bad = await Assert.ThrowsAnyAsync<ArgumentException>(() => cluster.Client.GetGrain<IVariantGrain>("no-such-variant").Serving());
         Assert.Contains("No variant 'no-such-variant'", bad.Message);
+
+        // Replicas follow the measured queue delay: sustained load adds one (up to MaxReplicas 2), idleness removes it.
+        await Until(async () => await registry.Resolve(ready.Id), r => r.Replicas == 1, TimeSpan.FromSeconds(20), "one replica when idle");
+        using (var load = new CancellationTokenSource())
+        {
+            var pressure = Enumerable.Range(0, 16).Select(i => Task.Run(async () =>
+            {
+                while (!load.IsCancellationRequested) await replica.Answer(images[i % images.Count], questions[0]);
+            })).ToList();
+            await Until(async () => await registry.Resolve(ready.Id), r => r.Replicas == 2, TimeSpan.FromSeconds(20), "a second replica under load");
+            await load.CancelAsync();
+            await Task.WhenAll(pressure);
+        }
+        await Until(async () => await registry.Resolve(ready.Id), r => r.Replicas == 1, TimeSpan.FromSeconds(20), "back to one replica when idle");
+        Assert.Equal(single[1], await cluster.Client.GetGrain<IInferenceReplicaGrain>(IInferenceReplicaGrain.Key(ready.Id, 1)).Answer(calls[1].Image, calls[1].Question));
 
         // An alias moves to a second variant once that one is warm; callers of the alias see no failure.
         var spec2 = spec with { TargetSparsity = 0.25 };
