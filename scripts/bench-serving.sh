@@ -10,6 +10,7 @@ root="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 cd "$root"
 state="$root/.fleet"
 seconds="${BENCH_SECONDS:-10}"
+delay="${BENCH_QUEUE_DELAY:-00:00:00.005}"   # Fleet:Serving:MaxQueueDelay of run (b)
 [[ -d "$state/azurite" && -f "$state/data/vocab.txt" ]] || { echo "run scripts/demo.sh first (it makes the variant this measures)"; exit 1; }
 silo_pid=""; started_azurite=0
 cleanup() {
@@ -26,7 +27,7 @@ key="bench-$RANDOM$RANDOM"
 start_silo() { # $1 = max batch size, $2 = work folder
   Urls="http://127.0.0.1:8080" Fleet__ClusterId="efficientvlm-demo" Fleet__Silo__FastFailureDetection=true \
     Fleet__Placement__AllowCpuSilos=true Fleet__Jobs__WorkDirectory="$2" Fleet__Gateway__ApiKeys__0="$key" \
-    Fleet__Serving__MaxBatchSize="$1" Logging__LogLevel__Default=Warning \
+    Fleet__Serving__MaxBatchSize="$1" Fleet__Serving__MaxQueueDelay="$delay" Logging__LogLevel__Default=Warning \
     dotnet silo/EfficientVlm.Silo/bin/Release/net10.0/EfficientVlm.Silo.dll > "$state/bench-silo.log" 2>&1 &
   silo_pid=$!
   for _ in $(seq 1 240); do curl -sf http://127.0.0.1:8080/ready >/dev/null && return 0; sleep 0.5; done
@@ -46,7 +47,7 @@ for call in first second; do
     -F "image=@$image" -F "question=what color is the circle?" "http://127.0.0.1:8080/v1/variants/$variant/vqa"
 done
 
-echo "== (b) through the SDK, dynamic batching (MaxBatchSize 32, MaxQueueDelay 5 ms)"
+echo "== (b) through the SDK, dynamic batching (MaxBatchSize 32, MaxQueueDelay $delay)"
 fleet load --variant "$variant" --images "$state/data/images/test" --callers 1,8,32,128 --seconds "$seconds" --csv "$state/bench-serving-batched.csv"
 stop_silo
 

@@ -86,11 +86,22 @@ public static class Pipeline
         {
             torch.manual_seed(settings.Seed);
             var teacher = Checkpoint.Load(teacherDir);
-            var config = Presets.Get(studentPreset) with { VocabSize = teacher.Config.VocabSize, MaxTextLength = teacher.Config.MaxTextLength };
-            var student = StudentInit.FromTeacher(teacher, config);
-            foreach (var p in teacher.parameters()) p.requires_grad = false;
-            var data = new TaskData(dataDir, config, settings.TrainLimit, settings.EvalLimit);
-            return (teacher, student, new DistillStage(teacher, student, data, settings.BatchSize, settings.Seed));
+            VlmModel? student = null;
+            try
+            {
+                var config = Presets.Get(studentPreset) with { VocabSize = teacher.Config.VocabSize, MaxTextLength = teacher.Config.MaxTextLength };
+                student = StudentInit.FromTeacher(teacher, config);
+                foreach (var p in teacher.parameters()) p.requires_grad = false;
+                var data = new TaskData(dataDir, config, settings.TrainLimit, settings.EvalLimit);
+                return (teacher, student, new DistillStage(teacher, student, data, settings.BatchSize, settings.Seed));
+            }
+            catch
+            {
+                // kept modules live outside the executor's scope: free them when setup fails
+                student?.Dispose();
+                teacher.Dispose();
+                throw;
+            }
         }, cancellationToken: ct);
         try
         {
@@ -112,16 +123,24 @@ public static class Pipeline
             torch.manual_seed(settings.Seed);
             using var pretrained = Checkpoint.Load(initDir);
             var model = TaskConversion.ToTask(pretrained, task, out var fresh);
-            var data = new TaskData(dataDir, model.Config, settings.TrainLimit, settings.EvalLimit);
-            IBoundStage stage = task switch
+            try
             {
-                VlmTask.Vqa => Bind(new VqaStage(model, data, settings.BatchSize, settings.Seed, fresh)),
-                VlmTask.Nlvr2 => Bind(new NlvrStage(model, data, settings.BatchSize, settings.Seed, fresh)),
-                VlmTask.Retrieval => Bind(new RetrievalStage(model, data, settings.BatchSize, settings.Seed)),
-                VlmTask.Captioning => Bind(new CaptionStage(model, data, settings.BatchSize, settings.Seed)),
-                _ => throw new ArgumentException($"Cannot fine-tune for {task}."),
-            };
-            return (model, stage);
+                var data = new TaskData(dataDir, model.Config, settings.TrainLimit, settings.EvalLimit);
+                IBoundStage stage = task switch
+                {
+                    VlmTask.Vqa => Bind(new VqaStage(model, data, settings.BatchSize, settings.Seed, fresh)),
+                    VlmTask.Nlvr2 => Bind(new NlvrStage(model, data, settings.BatchSize, settings.Seed, fresh)),
+                    VlmTask.Retrieval => Bind(new RetrievalStage(model, data, settings.BatchSize, settings.Seed)),
+                    VlmTask.Captioning => Bind(new CaptionStage(model, data, settings.BatchSize, settings.Seed)),
+                    _ => throw new ArgumentException($"Cannot fine-tune for {task}."),
+                };
+                return (model, stage);
+            }
+            catch
+            {
+                model.Dispose();
+                throw;
+            }
         }, cancellationToken: ct);
         try
         {
@@ -156,13 +175,23 @@ public static class Pipeline
                 student = TaskConversion.ToTask(loaded, task);
                 loaded.Dispose();
             }
-            var teacher = Checkpoint.Load(teacherDir);
-            if (teacher.Config.Task != task)
-                throw new ArgumentException($"The teacher must be fine-tuned for {task} (it is {teacher.Config.Task}).");
-            foreach (var p in teacher.parameters()) p.requires_grad = false;
-            var data = new TaskData(dataDir, student.Config, settings.TrainLimit, settings.EvalLimit);
-            var masks = Scopes.Keep(new PruningMasks(student.Config));
-            return (Student: student, Teacher: teacher, Data: data, Masks: masks);
+            VlmModel? teacher = null;
+            try
+            {
+                teacher = Checkpoint.Load(teacherDir);
+                if (teacher.Config.Task != task)
+                    throw new ArgumentException($"The teacher must be fine-tuned for {task} (it is {teacher.Config.Task}).");
+                foreach (var p in teacher.parameters()) p.requires_grad = false;
+                var data = new TaskData(dataDir, student.Config, settings.TrainLimit, settings.EvalLimit);
+                var masks = Scopes.Keep(new PruningMasks(student.Config));
+                return (Student: student, Teacher: teacher, Data: data, Masks: masks);
+            }
+            catch
+            {
+                teacher?.Dispose();
+                student.Dispose();
+                throw;
+            }
         }, cancellationToken: ct);
         try
         {

@@ -49,6 +49,7 @@ public sealed class ServingModel : IDisposable
         Model = model;
         Tokenizer = tokenizer;
         Answers = answers;
+        Bytes = ParameterCounts.Count(model) * 4;
         if (answers is not null)
         {
             var (ids, padding) = tokenizer.EncodeBatch(answers, 16);
@@ -61,8 +62,8 @@ public sealed class ServingModel : IDisposable
     public IReadOnlyList<string>? Answers { get; }
     public VlmConfig Config => Model.Config;
 
-    /// <summary>Bytes the weights take (float32), for the model cache's budget.</summary>
-    public long Bytes => ParameterCounts.Count(Model) * 4;
+    /// <summary>Bytes the weights take (float32), for the model cache's budget (counted once, on the executor, at load).</summary>
+    public long Bytes { get; }
 
     /// <summary>Loads a serving bundle onto <paramref name="device"/> (executor thread).</summary>
     public static ServingModel Load(string folder, Device device)
@@ -70,16 +71,24 @@ public sealed class ServingModel : IDisposable
         var vocab = Path.Combine(folder, VocabFile);
         if (!File.Exists(vocab)) throw new FileNotFoundException($"{folder} is not a serving bundle: {VocabFile} is missing.", vocab);
         var model = Checkpoint.Load(folder, device);
-        model.eval();
-        var tokenizer = VlmTokenizer.FromVocabFile(vocab);
-        IReadOnlyList<string>? answers = null;
-        if (model.Config.Task == VlmTask.Vqa)
+        try
         {
-            var path = Path.Combine(folder, AnswersFile);
-            if (!File.Exists(path)) throw new FileNotFoundException($"{folder} is a VQA model without {AnswersFile}.", path);
-            answers = JsonSerializer.Deserialize<List<string>>(File.ReadAllText(path)) ?? throw new InvalidDataException($"{path} is empty.");
+            model.eval();
+            var tokenizer = VlmTokenizer.FromVocabFile(vocab);
+            IReadOnlyList<string>? answers = null;
+            if (model.Config.Task == VlmTask.Vqa)
+            {
+                var path = Path.Combine(folder, AnswersFile);
+                if (!File.Exists(path)) throw new FileNotFoundException($"{folder} is a VQA model without {AnswersFile}.", path);
+                answers = JsonSerializer.Deserialize<List<string>>(File.ReadAllText(path)) ?? throw new InvalidDataException($"{path} is empty.");
+            }
+            return new ServingModel(model, tokenizer, answers, device);
         }
-        return new ServingModel(model, tokenizer, answers, device);
+        catch
+        {
+            model.Dispose(); // kept outside the executor's scope: free it when the bundle is incomplete
+            throw;
+        }
     }
 
     /// <summary>Adds what serving needs next to a checkpoint: the vocabulary and (VQA) the answer list.</summary>

@@ -102,11 +102,20 @@ public static class RestGateway
         return app;
     }
 
+    // Resolutions of variant ids and aliases, kept 2 s (as the SDK does): most requests skip the registry.
+    private static readonly System.Collections.Concurrent.ConcurrentDictionary<string, (ServingInfo Info, DateTime Until)> Resolved =
+        new(StringComparer.Ordinal);
+
     /// <summary>A replica of the variant <paramref name="id"/> names (a variant id or an alias).</summary>
     private static async Task<IInferenceReplicaGrain> Replica(IGrainFactory grains, string id)
     {
-        var info = await grains.GetGrain<IFleetRegistryGrain>(IFleetRegistryGrain.DefaultKey).Resolve(id);
-        return grains.GetGrain<IInferenceReplicaGrain>(IInferenceReplicaGrain.Key(info.VariantId, Random.Shared.Next(info.Replicas)));
+        if (!Resolved.TryGetValue(id, out var cached) || cached.Until < DateTime.UtcNow)
+        {
+            var info = await grains.GetGrain<IFleetRegistryGrain>(IFleetRegistryGrain.DefaultKey).Resolve(id);
+            if (Resolved.Count > 10_000) Resolved.Clear(); // ids come from requests: keep the cache bounded
+            Resolved[id] = cached = (info, DateTime.UtcNow + TimeSpan.FromSeconds(2));
+        }
+        return grains.GetGrain<IInferenceReplicaGrain>(IInferenceReplicaGrain.Key(cached.Info.VariantId, Random.Shared.Next(cached.Info.Replicas)));
     }
 
     private static async Task<byte[]> Bytes(IFormFile file)
