@@ -27,6 +27,7 @@ public sealed record ServingLimits
             if (char.IsHighSurrogate(c) && i + 1 < text.Length && char.IsLowSurrogate(text[i + 1])) { i++; continue; }
             if (char.IsSurrogate(c)) throw new ArgumentException($"The {what} is not valid Unicode (a lone surrogate at {i}).");
             if (char.IsControl(c) && c is not ('\n' or '\r' or '\t')) throw new ArgumentException($"The {what} holds a control character at {i}.");
+            if (c == '\uFFFD') throw new ArgumentException($"The {what} is not valid UTF-8 (a replacement character at {i}).");
         }
         return text.Trim();
     }

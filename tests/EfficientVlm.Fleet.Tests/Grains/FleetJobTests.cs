@@ -463,7 +463,37 @@ public sealed class FleetJobTests(AzuriteFixture azurite, TinyDataFixture data, 
         Assert.Contains($"fleet_requests_total{{variant=\"{ready.Id}\",task=\"Vqa\",outcome=\"bad_input\"}}", metrics);
         Assert.Contains($"fleet_batch_size_count{{variant=\"{ready.Id}\"}}", metrics);
         Assert.Equal(401, (int)(await http.GetAsync("/dashboard")).StatusCode);
+
+        // Bad-input campaign: 1,100 generated malformed requests, alternately through the SDK and the REST gateway.
+        // Each gets a clear error, no silo dies, and the GPU silo's peak memory stays bounded.
+        var campaign = MalformedInputs.Generate(image, "what color is the circle?", 1100, seed: 5).ToList();
+        var rejections = new Dictionary<string, int>();
+        var clock = System.Diagnostics.Stopwatch.StartNew();
+        for (int i = 0; i < campaign.Count; i++)
+        {
+            var c = campaign[i];
+            var target = c.Variant ?? ready.Id;
+            if (i % 2 == 0)
+            {
+                var e = await Assert.ThrowsAnyAsync<ArgumentException>(() => client.AnswerAsync(target, c.Image, c.Text));
+                Assert.False(string.IsNullOrWhiteSpace(e.Message), c.Kind);
+            }
+            else
+            {
+                var (status, body) = await Post($"/v1/variants/{Uri.EscapeDataString(target)}/vqa", Form(c.Image, c.Text));
+                Assert.True(status is 400 or 404, $"{c.Kind}: HTTP {status} {body}");
+                Assert.Contains("\"title\"", body);
+            }
+            rejections[c.Kind] = rejections.GetValueOrDefault(c.Kind) + 1;
+        }
+        output.WriteLine($"bad input: {campaign.Count} requests refused in {clock.Elapsed.TotalSeconds:0.0} s: " +
+                         string.Join(", ", rejections.Select(kv => $"{kv.Key} {kv.Value}")));
+        Assert.Equal(11, rejections.Count);
         Assert.False(cpu.HasExited);
         Assert.False(gpu2.HasExited);
+        Assert.Equal(answer, await client.AnswerAsync(ready.Id, image, "what color is the circle?")); // still serving
+        long peak = MalformedInputs.PeakRss(gpu2.Pid), peakCpu = MalformedInputs.PeakRss(cpu.Pid);
+        output.WriteLine($"peak RSS: GPU silo {peak / 1e6:0} MB, CPU silo (REST gateway) {peakCpu / 1e6:0} MB");
+        Assert.True(peak < 3_000_000_000 && peakCpu < 3_000_000_000, "memory stays bounded");
     }
 }

@@ -74,6 +74,7 @@ public sealed class ServingModelTests(TinyDataFixture data) : IClassFixture<Tiny
     [InlineData("", "is empty")]
     [InlineData("   ", "is empty")]
     [InlineData("bell \u0007", "control character")]
+    [InlineData("what \uFFFD is it", "not valid UTF-8")]
     public void Bad_text_is_refused_with_a_clear_message(string text, string message)
     {
         var e = Assert.Throws<ArgumentException>(() => new ServingLimits().CheckText(text, "question"));
