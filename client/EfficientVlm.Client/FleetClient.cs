@@ -290,6 +290,13 @@ public sealed record FleetClientOptions
 public sealed record RetryPolicy
 {
     public int MaxAttempts { get; init; } = 8;
+
+    /// <summary>
+    /// Longest wait for one attempt before it counts as lost and is retried (the calls are idempotent). A call
+    /// forwarded through a gateway to a silo that then dies gets no answer until Orleans's 30 s response timeout;
+    /// this bounds how long such a call hangs.
+    /// </summary>
+    public TimeSpan AttemptTimeout { get; init; } = TimeSpan.FromSeconds(10);
     public TimeSpan FirstDelay { get; init; } = TimeSpan.FromMilliseconds(100);
     public TimeSpan MaxDelay { get; init; } = TimeSpan.FromSeconds(3);
 }
@@ -319,7 +326,7 @@ public static class TransientRetry
         {
             try
             {
-                return await call().WaitAsync(limit.Token);
+                return await call().WaitAsync(policy.AttemptTimeout, limit.Token);
             }
             catch (Exception e) when (attempt < policy.MaxAttempts && IsTransient(e) && !limit.IsCancellationRequested)
             {

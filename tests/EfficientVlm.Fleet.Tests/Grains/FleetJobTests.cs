@@ -495,5 +495,42 @@ public sealed class FleetJobTests(AzuriteFixture azurite, TinyDataFixture data, 
         long peak = MalformedInputs.PeakRss(gpu2.Pid), peakCpu = MalformedInputs.PeakRss(cpu.Pid);
         output.WriteLine($"peak RSS: GPU silo {peak / 1e6:0} MB, CPU silo (REST gateway) {peakCpu / 1e6:0} MB");
         Assert.True(peak < 3_000_000_000 && peakCpu < 3_000_000_000, "memory stays bounded");
+
+        // A second GPU silo joins; the serving GPU silo is SIGKILLed under steady load: the SDK's retries carry every
+        // call over (the replica comes back on the surviving GPU silo); the longest call is the recovery time.
+        await using var gpu3 = await SiloProcess.StartAsync(clusterId, azurite.ConnectionString, SiloSettings("gpu3", "cuda", container));
+        var answered = new System.Collections.Concurrent.ConcurrentBag<(TimeSpan At, double Ms)>();
+        var lost = new System.Collections.Concurrent.ConcurrentBag<Exception>();
+        var since = System.Diagnostics.Stopwatch.StartNew();
+        using var stopLoad = new CancellationTokenSource();
+        var load = Enumerable.Range(0, 4).Select(_ => Task.Run(async () =>
+        {
+            while (!stopLoad.IsCancellationRequested)
+            {
+                var begun = since.Elapsed;
+                try
+                {
+                    Assert.Equal(answer, await client.AnswerAsync(ready.Id, image, "what color is the circle?"));
+                    answered.Add((begun, (since.Elapsed - begun).TotalMilliseconds));
+                }
+                catch (Exception e)
+                {
+                    lost.Add(e);
+                }
+            }
+        })).ToList();
+        await Task.Delay(3000);
+        var killedAtTime = since.Elapsed;
+        gpu2.Kill();
+        await Task.Delay(20000);
+        await stopLoad.CancelAsync();
+        await Task.WhenAll(load);
+        var after = answered.Where(a => a.At >= killedAtTime).ToList();
+        double recovery = answered.Where(a => a.At + TimeSpan.FromMilliseconds(a.Ms) >= killedAtTime).Max(a => a.Ms);
+        output.WriteLine($"kill under load: {answered.Count} calls answered ({after.Count} after the kill), {lost.Count} failed; " +
+                         $"longest call across the kill {recovery / 1000:0.0} s");
+        Assert.Empty(lost);
+        Assert.NotEmpty(after);
+        Assert.Contains($":{gpu3.SiloPort}:", (await client.Grains.GetGrain<IInferenceReplicaGrain>(IInferenceReplicaGrain.Key(ready.Id, 0)).Stats()).Silo);
     }
 }
