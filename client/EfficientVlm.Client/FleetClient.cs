@@ -144,22 +144,18 @@ public sealed class FleetClient : IAsyncDisposable
         }
     }
 
-    private readonly System.Collections.Concurrent.ConcurrentDictionary<string, (ServingInfo Info, DateTime Until)> _serving = new(StringComparer.Ordinal);
+    private ServingResolver? _resolver;
 
     /// <summary>
     /// A replica of a ready variant, by variant id or alias. The resolution is cached for
     /// <see cref="FleetClientOptions.ResolveCacheTime"/>, so an alias that moves is followed within that time.
     /// </summary>
     /// <exception cref="ArgumentException">Unknown variant or alias, or not ready.</exception>
-    private async Task<IInferenceReplicaGrain> ReplicaAsync(string variantOrAlias, CancellationToken ct)
+    private Task<IInferenceReplicaGrain> ReplicaAsync(string variantOrAlias, CancellationToken ct)
     {
         Identifiers.Validate(variantOrAlias, "variant id or alias");
-        if (!_serving.TryGetValue(variantOrAlias, out var cached) || cached.Until < DateTime.UtcNow)
-        {
-            var info = await CallAsync(() => Registry.Resolve(variantOrAlias), ct);
-            _serving[variantOrAlias] = cached = (info, DateTime.UtcNow + _options.ResolveCacheTime);
-        }
-        return Grains.GetGrain<IInferenceReplicaGrain>(IInferenceReplicaGrain.Key(cached.Info.VariantId, Random.Shared.Next(cached.Info.Replicas)));
+        _resolver ??= new ServingResolver(_options.ResolveCacheTime);
+        return _resolver.ReplicaAsync(Grains, variantOrAlias, name => CallAsync(() => Registry.Resolve(name), ct));
     }
 
     /// <summary>
@@ -170,15 +166,13 @@ public sealed class FleetClient : IAsyncDisposable
     public async Task<GalleryInfo> UploadGalleryAsync(string folder, string name, CancellationToken cancellationToken = default)
     {
         Identifiers.Validate(name, "gallery name");
-        var imageDir = Path.Combine(folder, "images");
+        var imageDir = Path.Combine(folder, GalleryLayout.ImagesFolder);
         if (!Directory.Exists(imageDir)) throw new ArgumentException($"{folder} has no images/ folder.");
-        static bool IsImage(string n) => n.EndsWith(".png", StringComparison.OrdinalIgnoreCase) || n.EndsWith(".jpg", StringComparison.OrdinalIgnoreCase)
-                                         || n.EndsWith(".jpeg", StringComparison.OrdinalIgnoreCase);
-        int images = Directory.GetFiles(imageDir).Count(IsImage);
+        int images = Directory.GetFiles(imageDir).Count(GalleryLayout.IsImage);
         if (images == 0) throw new ArgumentException($"{imageDir} has no PNG or JPEG images.");
         if (images > 10_000) throw new ArgumentException($"{imageDir} has {images} images; a gallery holds at most 10,000.");
         int texts = 0;
-        var textsFile = Path.Combine(folder, "texts.json");
+        var textsFile = Path.Combine(folder, GalleryLayout.TextsFile);
         if (File.Exists(textsFile))
         {
             try
@@ -191,7 +185,8 @@ public sealed class FleetClient : IAsyncDisposable
             }
         }
         var stored = await Artifacts.PutFolderAsync("gallery", folder, cancellationToken,
-            include: n => n == "texts.json" || (n.StartsWith("images/", StringComparison.Ordinal) && n.Count(c => c == '/') == 1 && IsImage(n)));
+            include: n => n == GalleryLayout.TextsFile
+                          || (n.StartsWith(GalleryLayout.ImagesFolder + "/", StringComparison.Ordinal) && n.Count(c => c == '/') == 1 && GalleryLayout.IsImage(n)));
         return await CallAsync(() => Registry.RegisterGallery(name, stored.Hash, images, texts), cancellationToken);
     }
 

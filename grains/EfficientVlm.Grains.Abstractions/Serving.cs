@@ -57,6 +57,45 @@ public interface IInferenceReplicaGrain : IGrainWithStringKey
 public sealed record RankedItem([property: Id(0)] string Item, [property: Id(1)] double Score);
 
 /// <summary>
+/// Resolutions of variant ids and aliases (<see cref="IFleetRegistryGrain.Resolve"/>) kept for a short time, so
+/// that most calls skip the registry while an alias move is still seen within <c>ttl</c>. Only successful
+/// resolutions are kept, and at most 10,000 names (the names come from callers).
+/// </summary>
+public sealed class ServingResolver(TimeSpan ttl)
+{
+    private readonly System.Collections.Concurrent.ConcurrentDictionary<string, (ServingInfo Info, DateTime Until)> _resolved =
+        new(StringComparer.Ordinal);
+
+    /// <param name="resolve">Asks the registry (each caller passes its own, with its own cancellation).</param>
+    public async Task<ServingInfo> ResolveAsync(string variantOrAlias, Func<string, Task<ServingInfo>> resolve)
+    {
+        if (_resolved.TryGetValue(variantOrAlias, out var cached) && cached.Until >= DateTime.UtcNow) return cached.Info;
+        var info = await resolve(variantOrAlias);
+        if (_resolved.Count > 10_000) _resolved.Clear();
+        _resolved[variantOrAlias] = (info, DateTime.UtcNow + ttl);
+        return info;
+    }
+
+    /// <summary>A replica of the resolved variant, picked at random.</summary>
+    public async Task<IInferenceReplicaGrain> ReplicaAsync(IGrainFactory grains, string variantOrAlias, Func<string, Task<ServingInfo>> resolve)
+    {
+        var info = await ResolveAsync(variantOrAlias, resolve);
+        return grains.GetGrain<IInferenceReplicaGrain>(IInferenceReplicaGrain.Key(info.VariantId, Random.Shared.Next(info.Replicas)));
+    }
+}
+
+/// <summary>The layout of a retrieval gallery folder, shared by the uploading client and the serving replicas.</summary>
+public static class GalleryLayout
+{
+    public const string ImagesFolder = "images", TextsFile = "texts.json";
+
+    /// <summary>A PNG or JPEG by its name (the loader checks the bytes).</summary>
+    public static bool IsImage(string path) =>
+        path.EndsWith(".png", StringComparison.OrdinalIgnoreCase) || path.EndsWith(".jpg", StringComparison.OrdinalIgnoreCase)
+        || path.EndsWith(".jpeg", StringComparison.OrdinalIgnoreCase);
+}
+
+/// <summary>
 /// A retrieval gallery: an uploaded folder (<c>gallery</c> artefact) with <c>images/</c> (PNG or JPEG)
 /// and optionally <c>texts.json</c> (a JSON array of strings).
 /// </summary>

@@ -1,3 +1,4 @@
+using EfficientVlm.Model.Runtime;
 using System.CommandLine;
 using EfficientVlm.Model.Data;
 using EfficientVlm.Model.Data.Readers;

@@ -191,7 +191,7 @@ public sealed class FleetJobGrain(DeviceExecutor executor, BlobArtifactStore sto
     private IProgress<TrainingProgress> Progress(IJobOwnerGrain owner, Guid runner, string stage, CancellationTokenSource superseded)
     {
         var last = DateTimeOffset.MinValue;
-        return new Reporter(p =>
+        return new CallbackProgress<TrainingProgress>(p =>
         {
             var now = clock.GetUtcNow();
             if (now - last < options.ProgressInterval && p.Validation is null && p.Step != p.TotalSteps) return;

@@ -128,16 +128,13 @@ public sealed class InferenceReplicaGrain(DeviceExecutor executor, ModelCache ca
     private async Task<EmbeddedGallery> EmbedGalleryAsync(string hash, ServingModel model)
     {
         var folder = await store.CachedFolderAsync(new ArtifactRef(JobArtifacts.Gallery, hash), Path.Combine(jobs.WorkDirectory, "cache"));
-        var files = Directory.GetFiles(Path.Combine(folder, "images")).Where(IsImage).Order(StringComparer.Ordinal).ToList();
+        var files = Directory.GetFiles(Path.Combine(folder, GalleryLayout.ImagesFolder)).Where(GalleryLayout.IsImage).Order(StringComparer.Ordinal).ToList();
         var pixels = await Task.Run(() => files.Select(f => _images.Load(File.ReadAllBytes(f), _imageSize)).ToList());
-        var textsFile = Path.Combine(folder, "texts.json");
+        var textsFile = Path.Combine(folder, GalleryLayout.TextsFile);
         var texts = File.Exists(textsFile) ? System.Text.Json.JsonSerializer.Deserialize<List<string>>(File.ReadAllText(textsFile)) ?? [] : [];
         return await executor.RunAsync(ctx => model.EmbedGallery(files.Select(Path.GetFileName).ToList()!, pixels, texts, ctx.Device));
     }
 
-    public static bool IsImage(string path) =>
-        path.EndsWith(".png", StringComparison.OrdinalIgnoreCase) || path.EndsWith(".jpg", StringComparison.OrdinalIgnoreCase)
-        || path.EndsWith(".jpeg", StringComparison.OrdinalIgnoreCase);
 
     /// <summary>Counts refused input (the caller gets the ArgumentException as it is).</summary>
     private async Task<T> Checked<T>(Func<Task<T>> call)

@@ -105,7 +105,7 @@ public static class Pipeline
         }, cancellationToken: ct);
         try
         {
-            return await Train(stage, settings, settings.DistillEpochs, settings.LearningRate, executor, runDir, hooks, ct);
+            return await Bind(stage).RunAsync(Options(settings, settings.DistillEpochs, settings.LearningRate), executor, runDir, hooks, ct);
         }
         finally
         {
@@ -308,11 +308,6 @@ public static class Pipeline
     private static TrainerOptions Options(PipelineSettings s, int epochs, double lr) =>
         new() { Epochs = epochs, LearningRate = lr, Seed = s.Seed, CheckpointEvery = s.CheckpointEvery };
 
-    private static Task<TrainingResult> Train<T>(ITrainingStage<T> stage, PipelineSettings settings, int epochs, double lr,
-        DeviceExecutor executor, string runDir, StageHooks hooks, CancellationToken ct) =>
-        new Trainer<T>(stage, Options(settings, epochs, lr), executor, runDir) { CheckpointSaved = hooks.CheckpointSaved }
-            .RunAsync(hooks.Progress, ct);
-
     private static Task DisposeAsync(DeviceExecutor executor, params IDisposable[] items) =>
         executor.RunAsync(_ =>
         {
@@ -354,15 +349,13 @@ public static class Pipeline
             {
                 var (taskWeight, kdWeight) = TaskPruning.Weights(task);
                 var prune = new PruneStage<T>(stage, masks, controller, losses, validate, taskWeight, kdWeight, runDir);
-                return await BoundStage(prune).RunAsync(Options(settings, settings.PruneEpochs, settings.PruneLearningRate), executor, runDir, hooks, ct);
+                return await Bind(prune).RunAsync(Options(settings, settings.PruneEpochs, settings.PruneLearningRate), executor, runDir, hooks, ct);
             }
             finally
             {
                 await executor.RunAsync(_ => controller.Dispose()); // its tensors and optimisers belong to the executor thread
             }
         }
-
-        private static IBoundStage BoundStage(ITrainingStage<T> s) => new BoundStage<T>(s);
     }
 }
 

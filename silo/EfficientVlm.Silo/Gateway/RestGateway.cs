@@ -102,21 +102,12 @@ public static class RestGateway
         return app;
     }
 
-    // Resolutions of variant ids and aliases, kept 2 s (as the SDK does): most requests skip the registry.
-    private static readonly System.Collections.Concurrent.ConcurrentDictionary<string, (ServingInfo Info, DateTime Until)> Resolved =
-        new(StringComparer.Ordinal);
+    // Resolutions of variant ids and aliases, kept 2 s as the SDK keeps them: most requests skip the registry.
+    private static readonly ServingResolver Resolver = new(TimeSpan.FromSeconds(2));
 
     /// <summary>A replica of the variant <paramref name="id"/> names (a variant id or an alias).</summary>
-    private static async Task<IInferenceReplicaGrain> Replica(IGrainFactory grains, string id)
-    {
-        if (!Resolved.TryGetValue(id, out var cached) || cached.Until < DateTime.UtcNow)
-        {
-            var info = await grains.GetGrain<IFleetRegistryGrain>(IFleetRegistryGrain.DefaultKey).Resolve(id);
-            if (Resolved.Count > 10_000) Resolved.Clear(); // ids come from requests: keep the cache bounded
-            Resolved[id] = cached = (info, DateTime.UtcNow + TimeSpan.FromSeconds(2));
-        }
-        return grains.GetGrain<IInferenceReplicaGrain>(IInferenceReplicaGrain.Key(cached.Info.VariantId, Random.Shared.Next(cached.Info.Replicas)));
-    }
+    private static Task<IInferenceReplicaGrain> Replica(IGrainFactory grains, string id) =>
+        Resolver.ReplicaAsync(grains, id, name => grains.GetGrain<IFleetRegistryGrain>(IFleetRegistryGrain.DefaultKey).Resolve(name));
 
     private static async Task<byte[]> Bytes(IFormFile file)
     {

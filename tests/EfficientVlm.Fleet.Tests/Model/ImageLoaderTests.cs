@@ -1,3 +1,4 @@
+using EfficientVlm.Fleet.Tests.Infrastructure;
 using EfficientVlm.Model.Images;
 using SixLabors.ImageSharp;
 using SixLabors.ImageSharp.Formats.Bmp;
@@ -64,10 +65,7 @@ public sealed class ImageLoaderTests
     public void A_header_claiming_a_huge_image_is_refused_before_decoding()
     {
         // A small valid PNG whose IHDR is rewritten to claim 20000 x 20000 pixels (a decompression bomb).
-        var png = Png(8, 8);
-        WriteBigEndian(png, 16, 20000);
-        WriteBigEndian(png, 20, 20000);
-        WriteBigEndian(png, 29, Crc32(png.AsSpan(12, 17)));
+        var png = MalformedInputs.Bomb(Png(8, 8), 20000, 20000);
         var before = GC.GetTotalAllocatedBytes();
         Assert.Equal(ImageRejection.TooManyPixels, Rejected(_loader, png));
         Assert.True(GC.GetTotalAllocatedBytes() - before < 50_000_000, "the loader must not allocate the claimed image");
@@ -80,24 +78,5 @@ public sealed class ImageLoaderTests
         // Overwrite the compressed IDAT payload (after the 8-byte signature + 25-byte IHDR chunk + IDAT length/type).
         for (int i = 41; i < png.Length - 16; i++) png[i] = 0x5A;
         Assert.Equal(ImageRejection.Corrupt, Rejected(_loader, png));
-    }
-
-    private static void WriteBigEndian(byte[] buffer, int offset, uint value)
-    {
-        buffer[offset] = (byte)(value >> 24);
-        buffer[offset + 1] = (byte)(value >> 16);
-        buffer[offset + 2] = (byte)(value >> 8);
-        buffer[offset + 3] = (byte)value;
-    }
-
-    private static uint Crc32(ReadOnlySpan<byte> data)
-    {
-        uint crc = 0xFFFFFFFF;
-        foreach (var b in data)
-        {
-            crc ^= b;
-            for (int k = 0; k < 8; k++) crc = (crc & 1) != 0 ? (crc >> 1) ^ 0xEDB88320u : crc >> 1;
-        }
-        return ~crc;
     }
 }
