@@ -23,9 +23,12 @@ public sealed class FleetClient : IAsyncDisposable
     private readonly FleetConnectionOptions _connection;
     private BlobArtifactStore? _artifacts;
 
-    private FleetClient(IHost host, FleetClientOptions options, FleetConnectionOptions connection)
+    private readonly GatewayLoss _gatewayLoss;
+
+    private FleetClient(IHost host, FleetClientOptions options, FleetConnectionOptions connection, GatewayLoss gatewayLoss)
     {
         _host = host;
+        _gatewayLoss = gatewayLoss;
         _options = options;
         _connection = connection;
         Grains = host.Services.GetRequiredService<IClusterClient>();
@@ -48,6 +51,8 @@ public sealed class FleetClient : IAsyncDisposable
         var builder = Host.CreateApplicationBuilder(new HostApplicationBuilderSettings { DisableDefaults = true });
         builder.Logging.SetMinimumLevel(options.LogLevel);
         builder.Logging.AddSimpleConsole(o => o.SingleLine = true);
+        var gatewayLoss = new GatewayLoss();
+        builder.Services.AddSingleton<IClusterConnectionStatusObserver>(gatewayLoss);
         builder.UseOrleansClient(client =>
         {
             client.Configure<ClusterOptions>(o =>
@@ -74,7 +79,7 @@ public sealed class FleetClient : IAsyncDisposable
             throw new FleetUnavailableException(
                 $"Could not connect to fleet cluster '{connection.ClusterId}' within {options.ConnectTimeout.TotalSeconds:0} s: {e.Message}", e);
         }
-        return new FleetClient(host, options, connection);
+        return new FleetClient(host, options, connection, gatewayLoss);
     }
 
     /// <summary>Runs a small computation on a silo's device executor.</summary>
@@ -248,7 +253,7 @@ public sealed class FleetClient : IAsyncDisposable
     private IFleetRegistryGrain Registry => Grains.GetGrain<IFleetRegistryGrain>(IFleetRegistryGrain.DefaultKey);
 
     private Task<T> CallAsync<T>(Func<Task<T>> call, CancellationToken cancellationToken) =>
-        TransientRetry.RunAsync(call, _options.Retry, _options.CallTimeout, cancellationToken);
+        TransientRetry.RunAsync(call, _options.Retry, _options.CallTimeout, cancellationToken, _gatewayLoss);
 
     public async ValueTask DisposeAsync()
     {
@@ -289,11 +294,34 @@ public sealed record RetryPolicy
     /// <summary>
     /// Longest wait for one attempt before it counts as lost and is retried (the calls are idempotent). A call
     /// forwarded through a gateway to a silo that then dies gets no answer until Orleans's 30 s response timeout;
-    /// this bounds how long such a call hangs.
+    /// this bounds how long such a call hangs when the client does not see the silo go (see <see cref="GatewayLoss"/>).
     /// </summary>
     public TimeSpan AttemptTimeout { get; init; } = TimeSpan.FromSeconds(10);
     public TimeSpan FirstDelay { get; init; } = TimeSpan.FromMilliseconds(100);
     public TimeSpan MaxDelay { get; init; } = TimeSpan.FromSeconds(3);
+}
+
+/// <summary>
+/// Tells calls in flight that the client lost a gateway: the silo behind it died or left, and a call that
+/// another gateway forwarded to that silo gets no answer until Orleans's response timeout. Retrying such
+/// calls at once (they are idempotent) shortens the wait from <see cref="RetryPolicy.AttemptTimeout"/> to
+/// the moment the connection drops.
+/// </summary>
+public sealed class GatewayLoss : IClusterConnectionStatusObserver
+{
+    private CancellationTokenSource _current = new();
+
+    /// <summary>Cancelled at the next gateway loss.</summary>
+    public CancellationToken Token => Volatile.Read(ref _current).Token;
+
+    public void NotifyGatewayCountChanged(int currentNumberOfGateways, int previousNumberOfGateways, bool connectionRecovered)
+    {
+        if (currentNumberOfGateways < previousNumberOfGateways) Signal();
+    }
+
+    public void NotifyClusterConnectionLost() => Signal();
+
+    private void Signal() => Interlocked.Exchange(ref _current, new CancellationTokenSource()).Cancel(); // not disposed: calls may still link to it
 }
 
 /// <summary>The cluster could not be reached.</summary>
@@ -311,17 +339,24 @@ public static class TransientRetry
         _ => false,
     };
 
+    /// <param name="gatewayLoss">When given, an attempt in flight when the client loses a gateway is given up and retried at once.</param>
     public static async Task<T> RunAsync<T>(Func<Task<T>> call, RetryPolicy policy, TimeSpan timeout,
-        CancellationToken cancellationToken)
+        CancellationToken cancellationToken, GatewayLoss? gatewayLoss = null)
     {
         using var limit = CancellationTokenSource.CreateLinkedTokenSource(cancellationToken);
         limit.CancelAfter(timeout);
         var delay = policy.FirstDelay;
         for (int attempt = 1; ; attempt++)
         {
+            var lost = gatewayLoss?.Token ?? CancellationToken.None;
             try
             {
-                return await call().WaitAsync(policy.AttemptTimeout, limit.Token);
+                using var attemptLimit = CancellationTokenSource.CreateLinkedTokenSource(limit.Token, lost);
+                return await call().WaitAsync(policy.AttemptTimeout, attemptLimit.Token);
+            }
+            catch (OperationCanceledException) when (lost.IsCancellationRequested && !limit.IsCancellationRequested && attempt < policy.MaxAttempts)
+            {
+                // a silo left: its answer may never come (a call forwarded to it by another gateway); ask again
             }
             catch (Exception e) when (attempt < policy.MaxAttempts && IsTransient(e) && !limit.IsCancellationRequested)
             {

@@ -44,8 +44,11 @@ public interface IInferenceReplicaGrain : IGrainWithStringKey
     /// <summary>Retrieval: the <paramref name="k"/> texts of a registered gallery that best match the image, best first.</summary>
     Task<IReadOnlyList<RankedItem>> RankTexts(string gallery, byte[] image, int k);
 
-    /// <summary>Loads the model if it is not loaded (aliases move only to warm variants).</summary>
-    Task Warm();
+    /// <summary>Loads the model if it is not loaded (aliases move only to warm variants); returns the silo it runs on.</summary>
+    Task<string> Warm();
+
+    /// <summary>Deactivates this replica once its calls are done (its variant no longer routes to it).</summary>
+    Task Retire();
 
     Task<ReplicaStats> Stats();
 

@@ -1,6 +1,7 @@
 using EfficientVlm.Artifacts;
 using EfficientVlm.Grains.Abstractions;
 using EfficientVlm.Grains.Jobs;
+using EfficientVlm.Grains.Placement;
 using EfficientVlm.Grains.Serving;
 using Microsoft.Extensions.Logging;
 
@@ -31,7 +32,7 @@ public sealed class VariantState
 /// </summary>
 public sealed class VariantGrain(
     [PersistentState("variant", FleetStorage.GrainStateProvider)] IPersistentState<VariantState> state,
-    BlobArtifactStore store, FleetJobOptions options, ServingOptions serving, TimeProvider clock, ILogger<VariantGrain> logger)
+    BlobArtifactStore store, FleetJobOptions options, ServingOptions serving, GpuSilos gpus, TimeProvider clock, ILogger<VariantGrain> logger)
     : JobOwnerGrain(store, options, clock, logger), IVariantGrain
 {
     private const string TeacherTask = "teacher-task", Shrunk = "shrunk";
@@ -105,16 +106,18 @@ public sealed class VariantGrain(
         int count = ReplicaCount;
         long served = 0;
         double queueMs = 0;
+        var silos = new string[count];
         for (int i = 0; i < count; i++)
         {
             try
             {
-                var stats = await GrainFactory.GetGrain<IInferenceReplicaGrain>(IInferenceReplicaGrain.Key(this.GetPrimaryKeyString(), i)).Stats();
+                var stats = await Replica(i).Stats();
                 var last = _lastStats.GetValueOrDefault(i);
                 if (stats.Served < last.Served) last = default; // the replica was reactivated: its counters restarted
                 served += stats.Served - last.Served;
                 queueMs += stats.QueueMillisecondsTotal - last.QueueMs;
                 _lastStats[i] = (stats.Served, stats.QueueMillisecondsTotal);
+                silos[i] = stats.Silo;
             }
             catch (Exception e)
             {
@@ -123,18 +126,89 @@ public sealed class VariantGrain(
             }
         }
         double meanDelay = served == 0 ? 0 : queueMs / served;
+        var eligible = gpus.Active();
+        int room = Math.Max(serving.Replicas, eligible.Length * serving.MaxReplicasPerSilo);
         int target = count;
-        if (served > 0 && meanDelay > serving.ScaleUpQueueDelay.TotalMilliseconds && count < serving.MaxReplicas) target = count + 1;
-        else if (meanDelay < serving.ScaleDownQueueDelay.TotalMilliseconds && count > serving.Replicas) target = count - 1;
+        string? where = null;
+        if (count > room)
+        {
+            target = room; // more replicas than the eligible silos hold (one died, or the limit changed): the highest ones go
+        }
+        else if (served > 0 && meanDelay > serving.ScaleUpQueueDelay.TotalMilliseconds && count < serving.MaxReplicas)
+        {
+            var place = Fewest(eligible, silos);
+            if (place is null)
+            {
+                if (!_noRoomLogged)
+                    logger.LogInformation("Variant {Variant}: queue delay {Delay:0.0} ms, but every eligible silo already has {PerSilo} replica(s) of it; " +
+                                          "it grows when a GPU silo joins", this.GetPrimaryKeyString(), meanDelay, serving.MaxReplicasPerSilo);
+                _noRoomLogged = true;
+                return;
+            }
+            where = await PlaceReplicaAsync(count, place); // warm before routing to it
+            target = count + 1;
+        }
+        else if (meanDelay < serving.ScaleDownQueueDelay.TotalMilliseconds && count > serving.Replicas)
+        {
+            target = count - 1;
+        }
+        else if (Crowded(eligible, silos) is { } move)
+        {
+            // replicas came back on a surviving silo after a crash, or a silo joined: move one to the emptiest silo
+            where = await PlaceReplicaAsync(move.Index, move.To);
+            logger.LogInformation("Variant {Variant}: replica {Index} moved from {From} to {To}", this.GetPrimaryKeyString(), move.Index, silos[move.Index], where);
+            return;
+        }
         if (target == count) return;
-        if (target > count)
-            await GrainFactory.GetGrain<IInferenceReplicaGrain>(IInferenceReplicaGrain.Key(this.GetPrimaryKeyString(), count)).Warm(); // warm before routing to it
-        else
-            _lastStats.Remove(count - 1); // no longer routed to; it deactivates when idle
+        for (int i = target; i < count; i++) _lastStats.Remove(i); // no longer routed to; they deactivate when idle
+        _noRoomLogged = false;
         state.State.Replicas = target;
         await SaveAsync();
-        logger.LogInformation("Variant {Variant}: {From} -> {To} replicas (mean queue delay {Delay:0.0} ms over {Served} calls)",
-            this.GetPrimaryKeyString(), count, target, meanDelay, served);
+        logger.LogInformation("Variant {Variant}: {From} -> {To} replicas (mean queue delay {Delay:0.0} ms over {Served} calls){Where}",
+            this.GetPrimaryKeyString(), count, target, meanDelay, served, where is null ? "" : $"; the new one on {where}");
+    }
+
+    private bool _noRoomLogged;
+
+    private IInferenceReplicaGrain Replica(int index) => GrainFactory.GetGrain<IInferenceReplicaGrain>(IInferenceReplicaGrain.Key(this.GetPrimaryKeyString(), index));
+
+    /// <summary>The eligible silo with the fewest of this variant's replicas, below <see cref="ServingOptions.MaxReplicasPerSilo"/>; null if none.</summary>
+    private SiloAddress? Fewest(SiloAddress[] eligible, IReadOnlyList<string> replicaSilos) =>
+        eligible
+            .Select(s => (Silo: s, Replicas: replicaSilos.Count(r => r == s.ToString())))
+            .Where(s => s.Replicas < serving.MaxReplicasPerSilo)
+            .OrderBy(s => s.Replicas)
+            .Select(s => s.Silo)
+            .FirstOrDefault();
+
+    /// <summary>
+    /// A replica to move: the highest-numbered one on a silo that holds more than
+    /// <see cref="ServingOptions.MaxReplicasPerSilo"/> of them (or that is not eligible), when an eligible silo has room; else null.
+    /// </summary>
+    private (int Index, SiloAddress To)? Crowded(SiloAddress[] eligible, IReadOnlyList<string> replicaSilos)
+    {
+        if (Fewest(eligible, replicaSilos) is not { } to) return null;
+        var names = eligible.Select(e => e.ToString()).ToHashSet();
+        for (int i = replicaSilos.Count - 1; i >= 0; i--)
+            if (!names.Contains(replicaSilos[i]) || replicaSilos.Count(r => r == replicaSilos[i]) > serving.MaxReplicasPerSilo)
+                return (i, to);
+        return null;
+    }
+
+    /// <summary>
+    /// Activates replica <paramref name="index"/> on <paramref name="silo"/> and loads its model; returns where it runs. An
+    /// activation elsewhere (left from a scale-down, or to be moved) is retired first: new calls to it are then placed by the hint.
+    /// </summary>
+    private async Task<string> PlaceReplicaAsync(int index, SiloAddress silo)
+    {
+        var replica = Replica(index);
+        var at = await GpuSilos.PlaceOnAsync(silo, replica.Warm);
+        for (int attempt = 0; at != silo.ToString() && attempt < 3; attempt++)
+        {
+            await replica.Retire();
+            at = await GpuSilos.PlaceOnAsync(silo, replica.Warm);
+        }
+        return at;
     }
 
     private VariantInfo? Info()

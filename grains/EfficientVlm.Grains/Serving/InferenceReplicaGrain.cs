@@ -150,7 +150,13 @@ public sealed class InferenceReplicaGrain(DeviceExecutor executor, ModelCache ca
         }
     }
 
-    public Task Warm() => Task.CompletedTask; // activation loaded the model
+    public Task<string> Warm() => Task.FromResult(silo.SiloAddress.ToString()); // activation loaded the model
+
+    public Task Retire()
+    {
+        this.DeactivateOnIdle();
+        return Task.CompletedTask;
+    }
 
     public Task<ReplicaStats> Stats()
     {

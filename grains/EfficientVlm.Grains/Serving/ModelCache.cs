@@ -27,6 +27,13 @@ public sealed record ServingOptions
     /// <summary>Most replicas a variant grows to.</summary>
     public int MaxReplicas { get; init; } = 4;
 
+    /// <summary>
+    /// Most replicas of one variant on one silo. Replicas on one silo share its device executor, so a
+    /// second one there splits the batches instead of adding throughput: by default a variant grows only
+    /// onto silos that do not serve it yet (a GPU silo that joins gets the next replica).
+    /// </summary>
+    public int MaxReplicasPerSilo { get; init; } = 1;
+
     /// <summary>How often a ready variant looks at its replicas' queue delay to grow or shrink.</summary>
     public TimeSpan ScaleInterval { get; init; } = TimeSpan.FromSeconds(10);
 
@@ -48,6 +55,7 @@ public sealed record ServingOptions
         if (MaxQueueLength < MaxBatchSize) throw new ArgumentException("Fleet:Serving:MaxQueueLength must be at least MaxBatchSize.");
         if (Replicas is < 1 or > 64) throw new ArgumentException("Fleet:Serving:Replicas must be 1..64.");
         if (MaxReplicas < Replicas || MaxReplicas > 64) throw new ArgumentException("Fleet:Serving:MaxReplicas must be Replicas..64.");
+        if (MaxReplicasPerSilo is < 1 or > 64) throw new ArgumentException("Fleet:Serving:MaxReplicasPerSilo must be 1..64.");
         if (ScaleInterval < TimeSpan.FromMilliseconds(100)) throw new ArgumentException("Fleet:Serving:ScaleInterval must be at least 0.1 s.");
         if (ScaleDownQueueDelay > ScaleUpQueueDelay) throw new ArgumentException("Fleet:Serving:ScaleDownQueueDelay must not exceed ScaleUpQueueDelay.");
         if (CacheBudgetBytes < 1) throw new ArgumentException("Fleet:Serving:CacheBudgetBytes must be positive.");

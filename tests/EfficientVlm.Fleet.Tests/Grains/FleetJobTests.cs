@@ -7,6 +7,7 @@ using EfficientVlm.Grains;
 using EfficientVlm.Grains.Abstractions;
 using EfficientVlm.Grains.Jobs;
 using EfficientVlm.Grains.Placement;
+using EfficientVlm.Harness.Processes;
 using EfficientVlm.Model.Checkpoints;
 using EfficientVlm.Model.Modules;
 using EfficientVlm.Model.Runtime;
@@ -90,9 +91,9 @@ public sealed class FleetJobTests(AzuriteFixture azurite, TinyDataFixture data, 
     {
         var container = Container();
         var store = new BlobArtifactStore(new BlobServiceClient(azurite.ConnectionString), container);
-        var builder = new InProcessTestClusterBuilder(1);
+        var builder = new InProcessTestClusterBuilder(2); // two silos: a second replica goes to the silo without one
         builder.Options.ServiceId = "svc-" + container; // grain state and reminders of this test only
-        builder.ConfigureSilo((_, silo) =>
+        builder.ConfigureSilo((siloOptions, silo) =>
         {
             silo.AddAzureBlobGrainStorage(FleetStorage.GrainStateProvider, o => o.BlobServiceClient = new BlobServiceClient(azurite.ConnectionString));
             silo.UseInMemoryReminderService();
@@ -101,7 +102,7 @@ public sealed class FleetJobTests(AzuriteFixture azurite, TinyDataFixture data, 
             silo.AddGpuPlacement(new GpuPlacementOptions { AllowCpuSilos = true }, "cpu");
             silo.AddFleetJobs(new FleetJobOptions
             {
-                WorkDirectory = Path.Combine(_work, "silo"), WatchdogPeriod = TimeSpan.FromSeconds(1), ReminderPeriod = TimeSpan.FromSeconds(30),
+                WorkDirectory = Path.Combine(_work, siloOptions.SiloName), WatchdogPeriod = TimeSpan.FromSeconds(1), ReminderPeriod = TimeSpan.FromSeconds(30),
                 ProgressInterval = TimeSpan.FromMilliseconds(100),
             }, _ => store, new EfficientVlm.Grains.Serving.ServingOptions
             {
@@ -194,7 +195,8 @@ public sealed class FleetJobTests(AzuriteFixture azurite, TinyDataFixture data, 
         bad = await Assert.ThrowsAnyAsync<ArgumentException>(() => cluster.Client.GetGrain<IVariantGrain>("no-such-variant").Serving());
         Assert.Contains("No variant 'no-such-variant'", bad.Message);
 
-        // Replicas follow the measured queue delay: sustained load adds one (up to MaxReplicas 2), idleness removes it.
+        // Replicas follow the measured queue delay: sustained load adds one (up to MaxReplicas 2) on the silo that has none,
+        // idleness removes it.
         await Until(async () => await registry.Resolve(ready.Id), r => r.Replicas == 1, TimeSpan.FromSeconds(20), "one replica when idle");
         using (var load = new CancellationTokenSource())
         {
@@ -203,6 +205,8 @@ public sealed class FleetJobTests(AzuriteFixture azurite, TinyDataFixture data, 
                 while (!load.IsCancellationRequested) await replica.Answer(images[i % images.Count], questions[0]);
             })).ToList();
             await Until(async () => await registry.Resolve(ready.Id), r => r.Replicas == 2, TimeSpan.FromSeconds(20), "a second replica under load");
+            var second = await cluster.Client.GetGrain<IInferenceReplicaGrain>(IInferenceReplicaGrain.Key(ready.Id, 1)).Stats();
+            Assert.NotEqual((await replica.Stats()).Silo, second.Silo);
             await load.CancelAsync();
             await Task.WhenAll(pressure);
         }
@@ -362,7 +366,7 @@ public sealed class FleetJobTests(AzuriteFixture azurite, TinyDataFixture data, 
         var (teacherDir, studentDir) = Checkpoints();
         var model = "tiny-" + container; // Azure Blob grain state is not keyed by service id: unique ids per test
 
-        await using var cpu = await SiloProcess.StartAsync(clusterId, azurite.ConnectionString, SiloSettings("cpu", "cpu", container));
+        await using var cpu = await SiloProcess.StartAsync(TestPaths.SiloAssembly, clusterId, azurite.ConnectionString, SiloSettings("cpu", "cpu", container));
         await using var client = await FleetClient.ConnectAsync(connection);
         var dataset = await client.UploadDatasetAsync(data.Root, "tiny");
         var teacher = await client.UploadModelAsync(teacherDir);
@@ -379,7 +383,7 @@ public sealed class FleetJobTests(AzuriteFixture azurite, TinyDataFixture data, 
         Assert.Contains("No GPU silo", waiting.Error);
 
         // A GPU silo joins: the waiting variant starts by itself (its watchdog), on that silo.
-        var gpu = await SiloProcess.StartAsync(clusterId, azurite.ConnectionString, SiloSettings("gpu", "cuda", container));
+        var gpu = await SiloProcess.StartAsync(TestPaths.SiloAssembly, clusterId, azurite.ConnectionString, SiloSettings("gpu", "cuda", container));
         int killedAt;
         try
         {
@@ -396,7 +400,7 @@ public sealed class FleetJobTests(AzuriteFixture azurite, TinyDataFixture data, 
         }
         Assert.False((await Until(() => client.GetVariantAsync(spec.VariantId), _ => true, TimeSpan.FromSeconds(60), "variant readable")).IsTerminal);
 
-        await using var gpu2 = await SiloProcess.StartAsync(clusterId, azurite.ConnectionString, SiloSettings("gpu2", "cuda", container));
+        await using var gpu2 = await SiloProcess.StartAsync(TestPaths.SiloAssembly, clusterId, azurite.ConnectionString, SiloSettings("gpu2", "cuda", container));
         var ready = await Until(() => client.GetVariantAsync(spec.VariantId), v => v.IsTerminal, TimeSpan.FromMinutes(5), "variant ready after the restart");
         foreach (var e in ready.History) output.WriteLine($"{e.At:HH:mm:ss.fff} {e.Stage} {e.What} step {e.Step} on {e.Silo}");
         Assert.True(ready.Stage == VariantStage.Ready, $"{ready.Error}\n--- gpu2 log ---\n{gpu2.Log}");
@@ -498,7 +502,7 @@ public sealed class FleetJobTests(AzuriteFixture azurite, TinyDataFixture data, 
 
         // A second GPU silo joins; the serving GPU silo is SIGKILLed under steady load: the SDK's retries carry every
         // call over (the replica comes back on the surviving GPU silo); the longest call is the recovery time.
-        await using var gpu3 = await SiloProcess.StartAsync(clusterId, azurite.ConnectionString, SiloSettings("gpu3", "cuda", container));
+        await using var gpu3 = await SiloProcess.StartAsync(TestPaths.SiloAssembly, clusterId, azurite.ConnectionString, SiloSettings("gpu3", "cuda", container));
         var answered = new System.Collections.Concurrent.ConcurrentBag<(TimeSpan At, double Ms)>();
         var lost = new System.Collections.Concurrent.ConcurrentBag<Exception>();
         var since = System.Diagnostics.Stopwatch.StartNew();
@@ -532,5 +536,72 @@ public sealed class FleetJobTests(AzuriteFixture azurite, TinyDataFixture data, 
         Assert.Empty(lost);
         Assert.NotEmpty(after);
         Assert.Contains($":{gpu3.SiloPort}:", (await client.Grains.GetGrain<IInferenceReplicaGrain>(IInferenceReplicaGrain.Key(ready.Id, 0)).Stats()).Silo);
+    }
+
+    [Fact]
+    public async Task Serving_goes_on_through_an_azurite_restart_and_storage_recovers_by_itself()
+    {
+        // Its own Azurite (the shared one serves other tests), restarted in the middle of steady load.
+        await using var storage = await AzuriteProcess.StartAsync(TestPaths.RepositoryRoot, Path.Combine(_work, "azurite"));
+        var container = Container();
+        var clusterId = "restart-" + Guid.NewGuid().ToString("N")[..12];
+        var connection = new FleetConnectionOptions
+        {
+            ClusterId = clusterId, ServiceId = "svc-" + container, StorageConnectionString = storage.ConnectionString, ArtifactContainer = container,
+        };
+        var (teacherDir, studentDir) = Checkpoints();
+        await using var gpu = await SiloProcess.StartAsync(TestPaths.SiloAssembly, clusterId, storage.ConnectionString, SiloSettings("gpu", "cuda", container));
+        await using var client = await FleetClient.ConnectAsync(connection);
+        var dataset = await client.UploadDatasetAsync(data.Root, "tiny");
+        var model = "tiny-" + container;
+        await client.RegisterCompactModelAsync(new CompactModelRegistration(model, "tiny", await client.UploadModelAsync(teacherDir),
+            await client.UploadModelAsync(studentDir)));
+        var spec = new VariantSpec(FleetTask.Vqa, model, 0.35, dataset.Hash);
+        await client.EnsureVariantAsync(spec, Tiny);
+        var ready = await Until(() => client.GetVariantAsync(spec.VariantId), v => v.IsTerminal, TimeSpan.FromMinutes(5), "variant ready");
+        Assert.True(ready.Stage == VariantStage.Ready, ready.Error);
+
+        var image = File.ReadAllBytes(Directory.GetFiles(Path.Combine(data.Root, "images", "test")).Order().First());
+        var answer = await client.AnswerAsync(ready.Id, image, "what color is the circle?");
+        var answered = new System.Collections.Concurrent.ConcurrentBag<TimeSpan>();
+        var lost = new System.Collections.Concurrent.ConcurrentBag<Exception>();
+        var since = System.Diagnostics.Stopwatch.StartNew();
+        using var stopLoad = new CancellationTokenSource();
+        var load = Enumerable.Range(0, 4).Select(_ => Task.Run(async () =>
+        {
+            while (!stopLoad.IsCancellationRequested)
+            {
+                try
+                {
+                    Assert.Equal(answer, await client.AnswerAsync(ready.Id, image, "what color is the circle?"));
+                    answered.Add(since.Elapsed);
+                }
+                catch (Exception e)
+                {
+                    lost.Add(e);
+                }
+            }
+        })).ToList();
+        await Task.Delay(2000);
+        await storage.StopAsync();
+        var down = since.Elapsed;
+        await Task.Delay(5000);
+        Assert.Contains(answered, t => t > down); // answered with storage down: serving needs no storage once warm
+        await storage.StartAgainAsync();
+        var up = since.Elapsed;
+
+        // Nobody restarts anything: a grain-state write succeeds again, and a new silo joins through the membership table.
+        await Until(async () => await client.SetAliasAsync("restart-probe", ready.Id), _ => true, TimeSpan.FromSeconds(60), "a storage write after the restart");
+        var writable = since.Elapsed;
+        await using var gpu2 = await SiloProcess.StartAsync(TestPaths.SiloAssembly, clusterId, storage.ConnectionString, SiloSettings("gpu2", "cuda", container));
+        await Task.Delay(2000);
+        await stopLoad.CancelAsync();
+        await Task.WhenAll(load);
+        output.WriteLine($"Azurite down {down.TotalSeconds:0.0}-{up.TotalSeconds:0.0} s; first write after the restart at +{(writable - up).TotalSeconds:0.0} s; " +
+                         $"{answered.Count} calls answered ({answered.Count(t => t > down && t < up)} while it was down), {lost.Count} failed");
+        Assert.Empty(lost);
+        Assert.Contains(answered, t => t > writable);
+        Assert.False(gpu.HasExited);
+        Assert.Contains(await client.ListAliasesAsync(), a => a.Alias == "restart-probe" && a.Variant == ready.Id);
     }
 }

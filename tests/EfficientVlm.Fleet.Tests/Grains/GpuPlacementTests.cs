@@ -56,4 +56,19 @@ public sealed class GpuPlacementTests
         await using (var development = await Cluster(["cpu"], allowCpu: true))
             Assert.Equal(development.Silos[0].SiloAddress.ToString(), await development.Client.GetGrain<IPlacedProbeGrain>(2).Silo());
     }
+
+    [Fact]
+    public async Task A_placement_hint_puts_a_new_activation_on_the_named_gpu_silo_and_is_ignored_for_a_cpu_silo()
+    {
+        await using var cluster = await Cluster(["cpu", "cuda", "cuda"], allowCpu: false);
+        await Task.Delay(1000); // the metadata cache fills as silos join
+        var cpu = cluster.Silos[0].SiloAddress;
+        var gpu = cluster.Silos[2].SiloAddress;
+        for (int i = 100; i < 110; i++)
+            Assert.Equal(gpu.ToString(), await GpuSilos.PlaceOnAsync(gpu, () => cluster.Client.GetGrain<IPlacedProbeGrain>(i).Silo()));
+        for (int i = 200; i < 210; i++)
+            Assert.NotEqual(cpu.ToString(), await GpuSilos.PlaceOnAsync(cpu, () => cluster.Client.GetGrain<IPlacedProbeGrain>(i).Silo()));
+        // an activation that exists stays where it is
+        Assert.Equal(gpu.ToString(), await GpuSilos.PlaceOnAsync(cluster.Silos[1].SiloAddress, () => cluster.Client.GetGrain<IPlacedProbeGrain>(100).Silo()));
+    }
 }

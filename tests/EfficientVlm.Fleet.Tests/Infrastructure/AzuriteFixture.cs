@@ -1,4 +1,4 @@
-using System.Diagnostics;
+using EfficientVlm.Harness.Processes;
 
 namespace EfficientVlm.Fleet.Tests.Infrastructure;
 
@@ -9,12 +9,7 @@ namespace EfficientVlm.Fleet.Tests.Infrastructure;
 /// </summary>
 public sealed class AzuriteFixture : IAsyncLifetime
 {
-    // Azurite's well-known development account (public, documented by Azurite; not a secret).
-    private const string DevAccount = "devstoreaccount1";
-    private const string DevKey = "Eby8vdM02xNOcqFlqUwJPLlmEtlCDXJ1OUzFT50uSRZ6IFsuFq2UVErCz4I6tq/K1SZFPTOtr/KBHBeksoGMGw==";
-
-    private Process? _process;
-    private string? _dataFolder;
+    private AzuriteProcess? _process;
 
     public string ConnectionString { get; private set; } = "";
 
@@ -32,72 +27,27 @@ public sealed class AzuriteFixture : IAsyncLifetime
         }
         if (Ports.Answers(10000) && Ports.Answers(10002))
         {
-            ConnectionString = Build(10000, 10001, 10002);
+            ConnectionString = AzuriteProcess.Connection(10000, 10001, 10002);
             Origin = "Azurite already running on 10000-10002";
             return;
         }
-
-        var azurite = Path.Combine(TestPaths.RepositoryRoot, "node_modules", ".bin", "azurite");
-        if (!File.Exists(azurite))
-            throw new InvalidOperationException($"Azurite is not installed ({azurite} is missing). Run `npm ci` in the repository root.");
-        int blob = Ports.Free(), queue = Ports.Free(), table = Ports.Free();
-        _dataFolder = Directory.CreateTempSubdirectory("fleet-azurite-").FullName;
-        var start = new ProcessStartInfo(azurite)
-        {
-            RedirectStandardOutput = true,
-            RedirectStandardError = true,
-            UseShellExecute = false,
-        };
-        foreach (var arg in new[]
-                 {
-                     "--silent", "--location", _dataFolder, "--skipApiVersionCheck", "--loose",
-                     "--blobHost", "127.0.0.1", "--blobPort", blob.ToString(),
-                     "--queueHost", "127.0.0.1", "--queuePort", queue.ToString(),
-                     "--tableHost", "127.0.0.1", "--tablePort", table.ToString(),
-                 })
-            start.ArgumentList.Add(arg);
-        _process = Process.Start(start) ?? throw new InvalidOperationException("Could not start Azurite.");
-        _process.OutputDataReceived += (_, _) => { };
-        _process.ErrorDataReceived += (_, _) => { };
-        _process.BeginOutputReadLine();
-        _process.BeginErrorReadLine();
-
-        var deadline = DateTime.UtcNow + TimeSpan.FromSeconds(30);
-        while (!(Ports.Answers(blob) && Ports.Answers(queue) && Ports.Answers(table)))
-        {
-            if (_process.HasExited) throw new InvalidOperationException($"Azurite exited with code {_process.ExitCode}.");
-            if (DateTime.UtcNow > deadline) throw new TimeoutException("Azurite did not answer within 30 s.");
-            await Task.Delay(100);
-        }
-        ConnectionString = Build(blob, queue, table);
-        Origin = $"Azurite started by the tests on {blob}/{queue}/{table}";
+        _process = await AzuriteProcess.StartAsync(TestPaths.RepositoryRoot, Directory.CreateTempSubdirectory("fleet-azurite-").FullName);
+        ConnectionString = _process.ConnectionString;
+        Origin = $"Azurite started by the tests on {_process.BlobPort}/{_process.QueuePort}/{_process.TablePort}";
     }
 
-    private static string Build(int blob, int queue, int table) =>
-        $"DefaultEndpointsProtocol=http;AccountName={DevAccount};AccountKey={DevKey};" +
-        $"BlobEndpoint=http://127.0.0.1:{blob}/{DevAccount};QueueEndpoint=http://127.0.0.1:{queue}/{DevAccount};" +
-        $"TableEndpoint=http://127.0.0.1:{table}/{DevAccount};";
-
-    public Task DisposeAsync()
+    public async Task DisposeAsync()
     {
-        if (_process is { HasExited: false })
+        if (_process is null) return;
+        await _process.DisposeAsync();
+        try
         {
-            _process.Kill(entireProcessTree: true);
-            _process.WaitForExit(5000);
+            Directory.Delete(_process.DataFolder, recursive: true);
         }
-        _process?.Dispose();
-        if (_dataFolder != null)
+        catch (IOException)
         {
-            try
-            {
-                Directory.Delete(_dataFolder, recursive: true);
-            }
-            catch (IOException)
-            {
-                // a file still held by the dying process: the temp folder is cleaned by the OS later.
-            }
+            // a file still held by the dying process: the temp folder is cleaned by the OS later.
         }
-        return Task.CompletedTask;
     }
 }
 

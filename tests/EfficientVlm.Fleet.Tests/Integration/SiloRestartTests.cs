@@ -1,6 +1,7 @@
 using EfficientVlm.Client;
 using EfficientVlm.Fleet.Tests.Infrastructure;
 using EfficientVlm.Grains.Abstractions;
+using EfficientVlm.Harness.Processes;
 using Xunit.Abstractions;
 
 namespace EfficientVlm.Fleet.Tests.Integration;
@@ -19,7 +20,7 @@ public sealed class SiloRestartTests(AzuriteFixture azurite, ITestOutputHelper o
 
         CompactModelInfo written;
         int firstPid;
-        await using (var silo = await SiloProcess.StartAsync(clusterId, azurite.ConnectionString))
+        await using (var silo = await SiloProcess.StartAsync(TestPaths.SiloAssembly, clusterId, azurite.ConnectionString))
         {
             firstPid = silo.Pid;
             await using var client = await FleetClient.ConnectAsync(connection);
@@ -30,7 +31,7 @@ public sealed class SiloRestartTests(AzuriteFixture azurite, ITestOutputHelper o
             Assert.True(silo.HasExited);
         }
 
-        await using (var silo = await SiloProcess.StartAsync(clusterId, azurite.ConnectionString))
+        await using (var silo = await SiloProcess.StartAsync(TestPaths.SiloAssembly, clusterId, azurite.ConnectionString))
         {
             Assert.NotEqual(firstPid, silo.Pid);
             await using var client = await FleetClient.ConnectAsync(connection);

@@ -1,7 +1,7 @@
 using System.Net;
 using System.Net.Sockets;
 
-namespace EfficientVlm.Fleet.Tests.Infrastructure;
+namespace EfficientVlm.Harness.Processes;
 
 public static class Ports
 {

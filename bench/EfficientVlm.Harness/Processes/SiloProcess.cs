@@ -1,9 +1,9 @@
 using System.Collections.Concurrent;
 using System.Diagnostics;
 
-namespace EfficientVlm.Fleet.Tests.Infrastructure;
+namespace EfficientVlm.Harness.Processes;
 
-/// <summary>A real silo process (silo/EfficientVlm.Silo) on loopback ports, for integration tests.</summary>
+/// <summary>A real silo process (silo/EfficientVlm.Silo) on loopback ports, for integration tests and the fleet harness.</summary>
 public sealed class SiloProcess : IAsyncDisposable
 {
     private readonly Process _process;
@@ -31,12 +31,13 @@ public sealed class SiloProcess : IAsyncDisposable
     public string Log => string.Join('\n', _log.TakeLast(200));
 
     /// <summary>Starts a silo and waits until <c>/ready</c> answers 200 (joined, executor works).</summary>
-    public static async Task<SiloProcess> StartAsync(string clusterId, string storage,
+    /// <param name="siloAssembly">The built silo (EfficientVlm.Silo.dll).</param>
+    public static async Task<SiloProcess> StartAsync(string siloAssembly, string clusterId, string storage,
         IReadOnlyDictionary<string, string>? extra = null, int? siloPort = null, int? gatewayPort = null,
         TimeSpan? readyTimeout = null)
     {
-        if (!File.Exists(TestPaths.SiloAssembly))
-            throw new InvalidOperationException($"Silo not built: {TestPaths.SiloAssembly}");
+        if (!File.Exists(siloAssembly))
+            throw new InvalidOperationException($"Silo not built: {siloAssembly}");
         int http = Ports.Free();
         int silo = siloPort ?? Ports.Free();
         int gateway = gatewayPort ?? Ports.Free();
@@ -45,9 +46,9 @@ public sealed class SiloProcess : IAsyncDisposable
             RedirectStandardOutput = true,
             RedirectStandardError = true,
             UseShellExecute = false,
-            WorkingDirectory = Path.GetDirectoryName(TestPaths.SiloAssembly)!,
+            WorkingDirectory = Path.GetDirectoryName(siloAssembly)!,
         };
-        start.ArgumentList.Add(TestPaths.SiloAssembly);
+        start.ArgumentList.Add(siloAssembly);
         start.Environment["Urls"] = $"http://127.0.0.1:{http}";
         start.Environment["Fleet__ClusterId"] = clusterId;
         start.Environment["Fleet__StorageConnectionString"] = storage;
@@ -56,7 +57,7 @@ public sealed class SiloProcess : IAsyncDisposable
         start.Environment["Fleet__Silo__FastFailureDetection"] = "true";
         start.Environment["Fleet__Silo__Executor__Device"] = "cpu";
         start.Environment["Fleet__Silo__Executor__TorchThreads"] = "1";
-        start.Environment["DOTNET_gcServer"] = "0"; // tests start several processes on 2 cores
+        start.Environment["DOTNET_gcServer"] = "0"; // several silo processes share a few cores
         foreach (var (key, value) in extra ?? new Dictionary<string, string>())
             start.Environment[key] = value;
 
