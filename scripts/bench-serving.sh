@@ -5,12 +5,19 @@
 #   (c) the same with batching off (MaxBatchSize=1);
 #   cold start: a fresh silo with an empty model cache, blob to first answer (REST call timed by curl).
 # One silo and the load generator share this machine. Results: .fleet/bench-serving-*.csv and stdout.
+# BENCH_PIN=1: the silo (1 torch thread) and the ceiling run on core 0, the load generator on core 1
+# (taskset), so the client does not take the executor's CPU; without it all share every core.
 set -euo pipefail
 root="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 cd "$root"
 state="$root/.fleet"
 seconds="${BENCH_SECONDS:-10}"
 delay="${BENCH_QUEUE_DELAY:-00:00:00.005}"   # Fleet:Serving:MaxQueueDelay of run (b)
+pin="${BENCH_PIN:-0}"
+silo_cpu=(); client_cpu=(); threads=(); silo_env=()
+if [[ $pin == 1 ]]; then
+  silo_cpu=(taskset -c 0); client_cpu=(taskset -c 1); threads=(--threads 1); silo_env=(Fleet__Silo__Executor__TorchThreads=1)
+fi
 [[ -d "$state/azurite" && -f "$state/data/vocab.txt" ]] || { echo "run scripts/demo.sh first (it makes the variant this measures)"; exit 1; }
 silo_pid=""; started_azurite=0
 cleanup() {
@@ -22,12 +29,13 @@ dotnet build EfficientVlm.Fleet.sln -c Release -nologo -clp:ErrorsOnly
 if ! AZURITE_DIR="$state/azurite" scripts/azurite.sh status >/dev/null 2>&1; then
   AZURITE_DIR="$state/azurite" scripts/azurite.sh start; started_azurite=1
 fi
-fleet() { Fleet__ClusterId="efficientvlm-demo" dotnet client/EfficientVlm.Cli/bin/Release/net10.0/fleet.dll "$@"; }
+fleet() { Fleet__ClusterId="efficientvlm-demo" "${client_cpu[@]}" dotnet client/EfficientVlm.Cli/bin/Release/net10.0/fleet.dll "$@"; }
 key="bench-$RANDOM$RANDOM"
 start_silo() { # $1 = max batch size, $2 = work folder
   Urls="http://127.0.0.1:8080" Fleet__ClusterId="efficientvlm-demo" Fleet__Silo__FastFailureDetection=true \
     Fleet__Placement__AllowCpuSilos=true Fleet__Jobs__WorkDirectory="$2" Fleet__Gateway__ApiKeys__0="$key" \
     Fleet__Serving__MaxBatchSize="$1" Fleet__Serving__MaxQueueDelay="$delay" Logging__LogLevel__Default=Warning \
+    env "${silo_env[@]}" "${silo_cpu[@]}" \
     dotnet silo/EfficientVlm.Silo/bin/Release/net10.0/EfficientVlm.Silo.dll > "$state/bench-silo.log" 2>&1 &
   silo_pid=$!
   for _ in $(seq 1 240); do curl -sf http://127.0.0.1:8080/ready >/dev/null && return 0; sleep 0.5; done
@@ -35,7 +43,7 @@ start_silo() { # $1 = max batch size, $2 = work folder
 }
 stop_silo() { kill "$silo_pid"; wait "$silo_pid" 2>/dev/null || true; silo_pid=""; }
 
-echo "== machine: $(nproc) cores, $(grep -m1 'model name' /proc/cpuinfo | cut -d: -f2 | xargs), $(date -u +%F)"
+echo "== machine: $(nproc) cores, $(grep -m1 'model name' /proc/cpuinfo | cut -d: -f2 | xargs), $(date -u +%F); pinned: $pin"
 start_silo 32 "$state/bench-work-cold"
 variant=$(fleet variants list | grep -o 'vqa-compact-demo-s35-[0-9a-f]*' | head -1)
 [[ -n "$variant" ]] || { echo "no VQA variant: run scripts/demo.sh first"; exit 1; }
@@ -58,5 +66,5 @@ stop_silo
 
 echo "== (a) the ceiling: the bundle on a device executor, no Orleans"
 bundle=$(ls -d "$state/bench-work-cold/cache/model/"*/ | head -1)
-dotnet bench/EfficientVlm.Bench/bin/Release/net10.0/EfficientVlm.Bench.dll serving-executor --bundle "${bundle%/}" \
-  --images "$state/data/images/test" --seconds 5
+"${silo_cpu[@]}" dotnet bench/EfficientVlm.Bench/bin/Release/net10.0/EfficientVlm.Bench.dll serving-executor --bundle "${bundle%/}" \
+  --images "$state/data/images/test" --seconds 5 "${threads[@]}"

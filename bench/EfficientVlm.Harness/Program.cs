@@ -24,6 +24,7 @@ var callers = new Option<int>("--callers") { Description = "concurrent closed-lo
 var phase = new Option<double>("--phase") { Description = "seconds per phase", DefaultValueFactory = _ => 30 };
 var outage = new Option<double>("--outage") { Description = "seconds Azurite stays down", DefaultValueFactory = _ => 10 };
 var threads = new Option<int>("--torch-threads") { Description = "torch threads per silo", DefaultValueFactory = _ => 1 };
+var pin = new Option<bool>("--pin") { Description = "pin each silo to one core (taskset; silo n on core n mod cores)" };
 var set = new Option<string[]>("--silo-setting")
 {
     Description = "extra silo setting KEY=VALUE (environment, e.g. Fleet__Serving__ScaleInterval=00:00:05); repeatable",
@@ -33,7 +34,7 @@ var command = new RootCommand(
     "Fleet harness: Azurite and GPU-tagged silo processes on 127.0.0.1, closed-loop load through the SDK while a silo joins, " +
     "one is SIGKILLed, Azurite restarts and another joins; writes report.md, timeline.csv and timeline.svg.")
 {
-    storage, images, output, variant, callers, phase, outage, threads, set,
+    storage, images, output, variant, callers, phase, outage, threads, pin, set,
 };
 command.SetAction(async (parse, ct) =>
 {
@@ -49,6 +50,7 @@ command.SetAction(async (parse, ct) =>
         Phase = parse.GetValue(phase),
         Outage = parse.GetValue(outage),
         TorchThreads = parse.GetValue(threads),
+        Pin = parse.GetValue(pin),
         SiloSettings = parse.GetValue(set)!.Select(s => s.Split('=', 2)).ToDictionary(
             kv => kv[0], kv => kv.Length == 2 ? kv[1] : throw new ArgumentException($"--silo-setting {kv[0]}: expected KEY=VALUE")),
     };
@@ -71,14 +73,14 @@ command.SetAction(async (parse, ct) =>
     }, ct);
     await scenario.RunAsync(ct);
 
-    var seconds = scenario.Timeline.Seconds(scenario.Timeline.Now);
+    var seconds = scenario.Timeline.Seconds(scenario.End);
     var windows = Report.Windows(scenario.Timeline);
     var one = windows.First(w => w.Window.Name == "1 GPU silo");
     var two = windows.First(w => w.Window.Name == "2 GPU silos");
     scenario.Findings.Insert(0, ("2 GPU silos over 1 (calls/s)", $"{two.PerSecond / one.PerSecond:0.00}x ({two.PerSecond:0.0} / {one.PerSecond:0.0})"));
     scenario.Findings.Insert(1, ("failed calls, whole run", $"{scenario.Timeline.Calls.Count(c => !c.Ok)} of {scenario.Timeline.Calls.Count}"));
     var header = $"Harness run {DateTime.UtcNow:yyyy-MM-dd HH:mm} UTC; {Environment.ProcessorCount} cores ({Cpu()}); {settings.Callers} callers; " +
-                 $"{settings.TorchThreads} torch thread(s) per silo; phase {settings.Phase:0} s, outage {settings.Outage:0} s; variant {settings.Variant}" +
+                 $"{settings.TorchThreads} torch thread(s) per silo{(settings.Pin ? ", each silo pinned to one core" : "")}; phase {settings.Phase:0} s, outage {settings.Outage:0} s; variant {settings.Variant}" +
                  (settings.SiloSettings.Count == 0 ? "" : $"; {string.Join(", ", settings.SiloSettings.Select(kv => $"{kv.Key}={kv.Value}"))}");
     var markdown = Report.Markdown(header, scenario.Timeline, scenario.Findings, seconds);
     File.WriteAllText(Path.Combine(settings.Output, "report.md"), markdown);

@@ -88,7 +88,7 @@ public static class Report
             svg.AppendLine(string.Create(Invariant, $"<text x=\"{X(t)}\" y=\"{top + plotH + 16}\" text-anchor=\"middle\">{t}</text>"));
         svg.AppendLine(string.Create(Invariant,
             $"<rect x=\"{left}\" y=\"{top}\" width=\"{plotW}\" height=\"{plotH}\" fill=\"none\" stroke=\"#333\"/>" +
-            $"<text x=\"{left + plotW / 2}\" y=\"{height - 10}\" text-anchor=\"middle\">time (s)</text>" +
+            $"<text x=\"{left + plotW - 4}\" y=\"{height - 10}\" text-anchor=\"end\">time (s)</text>" +
             $"<text x=\"14\" y=\"{top + plotH / 2}\" transform=\"rotate(-90 14 {top + plotH / 2})\" text-anchor=\"middle\" fill=\"#1a4fa0\">calls/s</text>" +
             $"<text x=\"{width - 14}\" y=\"{top + plotH / 2}\" transform=\"rotate(90 {width - 14} {top + plotH / 2})\" text-anchor=\"middle\" fill=\"#c05000\">p99 latency (ms)</text>"));
         // events
@@ -97,14 +97,17 @@ public static class Report
                 $"<line x1=\"{X(e.At)}\" x2=\"{X(e.At)}\" y1=\"{top}\" y2=\"{top + plotH}\" stroke=\"#888\" stroke-dasharray=\"4 3\"/>" +
                 $"<text x=\"{X(e.At)}\" y=\"{top + 4}\" transform=\"rotate(90 {X(e.At)} {top + 4})\" fill=\"#555\" font-size=\"10\">{Esc(e.What)}</text>"));
         // series
+        // calls end in batches, so one second holds a whole number of batches: plot the centred 3 s mean
+        double Smoothed(int i) => seconds.Skip(Math.Max(0, i - 1)).Take(i == 0 ? 2 : 3).Average(s => (double)s.Calls);
         svg.AppendLine("<polyline fill=\"none\" stroke=\"#1a4fa0\" stroke-width=\"1.6\" points=\"" +
-                       string.Join(" ", seconds.Select(s => $"{X(s.At + 0.5)},{YRate(s.Calls)}")) + "\"/>");
+                       string.Join(" ", seconds.Select((s, i) => $"{X(s.At + 0.5)},{YRate(Smoothed(i))}")) + "\"/>");
         svg.AppendLine("<polyline fill=\"none\" stroke=\"#c05000\" stroke-width=\"1\" points=\"" +
                        string.Join(" ", seconds.Where(s => double.IsFinite(s.P99)).Select(s => $"{X(s.At + 0.5)},{YP99(s.P99)}")) + "\"/>");
         foreach (var s in seconds.Where(s => s.Errors > 0))
             svg.AppendLine(string.Create(Invariant, $"<circle cx=\"{X(s.At + 0.5)}\" cy=\"{top + plotH - 14}\" r=\"4\" fill=\"red\"><title>{s.Errors} failed</title></circle>"));
-        svg.AppendLine(string.Create(Invariant, $"<text x=\"{left + plotW - 4}\" y=\"{top + 14}\" text-anchor=\"end\">") +
-            "<tspan fill=\"#1a4fa0\">calls/s (per second)</tspan>  <tspan fill=\"#c05000\">p99 latency</tspan>  <tspan fill=\"red\">● failed calls</tspan></text>");
+        svg.AppendLine(string.Create(Invariant, $"<text x=\"{left}\" y=\"{height - 10}\">") +
+            "<tspan fill=\"#1a4fa0\">calls/s (3 s mean)</tspan>  <tspan fill=\"#c05000\">p99 latency per second</tspan>  " +
+            "<tspan fill=\"red\">● seconds with failed calls</tspan></text>");
         svg.AppendLine("</svg>");
         return svg.ToString();
     }

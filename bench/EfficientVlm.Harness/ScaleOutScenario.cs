@@ -21,6 +21,8 @@ public sealed record HarnessSettings
     /// <summary>How long storage stays down in the restart, seconds.</summary>
     public double Outage { get; init; } = 10;
     public int TorchThreads { get; init; } = 1;
+    /// <summary>Pin the n-th silo started to core n mod the core count (one device per silo).</summary>
+    public bool Pin { get; init; }
     /// <summary>Extra silo settings (Fleet__... environment variables).</summary>
     public IReadOnlyDictionary<string, string> SiloSettings { get; init; } = new Dictionary<string, string>();
 }
@@ -41,10 +43,14 @@ public sealed class ScaleOutScenario(HarnessSettings settings, Action<string> lo
     private readonly Timeline _timeline = new();
     private readonly Dictionary<string, SiloProcess> _silos = new();
     private readonly List<string> _dead = [];
+    private int _started;
     private AzuriteProcess _azurite = null!;
     private string _clusterId = "";
 
     public Timeline Timeline => _timeline;
+
+    /// <summary>When the load stopped (seconds since the start); the report covers the run up to here.</summary>
+    public double End { get; private set; }
 
     /// <summary>Summary lines for the report: what each phase showed.</summary>
     public List<(string Measure, string Value)> Findings { get; } = [];
@@ -116,13 +122,14 @@ public sealed class ScaleOutScenario(HarnessSettings settings, Action<string> lo
         _timeline.AddWindow("after the kill (g2)", kill.At, _timeline.Now);
 
         // 4. storage restart
-        if (!await TryWriteAsync(client, info.VariantId)) throw new InvalidOperationException("A storage write failed before the outage.");
+        if ((await WriteAsync(client, info.VariantId)).Error is { } before) throw new InvalidOperationException($"A storage write failed before the outage: {before}");
         var down = _timeline.Mark("Azurite stopped");
         await _azurite.StopAsync();
-        int writesRefused = 0;
+        var refused = new List<(double Seconds, string Error)>();
         while (_timeline.Now < down.At + settings.Outage)
         {
-            if (!await TryWriteAsync(client, info.VariantId)) writesRefused++;
+            var (took, error) = await WriteAsync(client, info.VariantId);
+            if (error is not null) refused.Add((took, error));
             await Task.Delay(1000, ct);
         }
         var up = _timeline.Mark("Azurite started again");
@@ -130,12 +137,13 @@ public sealed class ScaleOutScenario(HarnessSettings settings, Action<string> lo
         Event? writes = null;
         while (writes is null && _timeline.Now < up.At + 4 * p)
         {
-            if (await TryWriteAsync(client, info.VariantId)) writes = _timeline.Mark("a storage write succeeds again");
+            if ((await WriteAsync(client, info.VariantId)).Error is null) writes = _timeline.Mark("a storage write succeeds again");
             else await Task.Delay(500, ct);
         }
         _timeline.AddWindow("storage outage", down.At, _timeline.Now);
-        Findings.Add(("Azurite down: storage writes refused (1/s)", $"{writesRefused}"));
-        Findings.Add(("Azurite up: first storage write after", writes is null ? "none" : $"{writes.At - up.At:0.0} s"));
+        Findings.Add(("Azurite down: storage writes tried / refused", $"{refused.Count} / {refused.Count}" +
+            (refused.Count == 0 ? "" : $", each after {refused.Min(r => r.Seconds):0.0}-{refused.Max(r => r.Seconds):0.0} s: {refused[0].Error}")));
+        Findings.Add(("Azurite up: first storage write succeeds after", writes is null ? "none" : $"{writes.At - up.At:0.0} s"));
 
         // 5. a third GPU silo joins after the restart
         var joining3 = _timeline.Mark("g3 starting");
@@ -147,7 +155,7 @@ public sealed class ScaleOutScenario(HarnessSettings settings, Action<string> lo
         double threeFrom = (spread3?.At ?? joined3.At) + 5;
         await UntilAsync(threeFrom + p, ct);
         _timeline.AddWindow("g2 + g3", threeFrom, _timeline.Now);
-        _timeline.Mark("load stops");
+        End = _timeline.Mark("load stops").At;
 
         await stop.CancelAsync();
         await Task.WhenAll(load);
@@ -236,19 +244,20 @@ public sealed class ScaleOutScenario(HarnessSettings settings, Action<string> lo
         return null;
     }
 
-    /// <summary>A write to grain storage (an alias of the variant, set again): true when it succeeded.</summary>
-    private async Task<bool> TryWriteAsync(FleetClient client, string variantId)
+    /// <summary>A write to grain storage (an alias of the variant, set again), waited for: how long it took, and its error if it failed.</summary>
+    private async Task<(double Seconds, string? Error)> WriteAsync(FleetClient client, string variantId)
     {
+        var begun = _timeline.Now;
         try
         {
-            await client.SetAliasAsync("harness-probe", variantId).WaitAsync(TimeSpan.FromSeconds(5));
-            return true;
+            await client.SetAliasAsync("harness-probe", variantId);
+            return (_timeline.Now - begun, null);
         }
         catch (Exception e)
         {
-            var message = $"storage write refused: {e.GetType().Name}: {e.Message.Split('\n')[0]}";
-            if (_writeErrors.Add(message)) log(message);
-            return false;
+            var message = $"{e.GetType().Name}: {e.Message.Split('\n')[0]}";
+            if (_writeErrors.Add(message)) log($"storage write refused after {_timeline.Now - begun:0.0} s: {message}");
+            return (_timeline.Now - begun, message.Length > 160 ? message[..160] + "..." : message);
         }
     }
 
@@ -266,10 +275,11 @@ public sealed class ScaleOutScenario(HarnessSettings settings, Action<string> lo
             ["Logging__LogLevel__EfficientVlm"] = "Information",
         };
         foreach (var (key, value) in settings.SiloSettings) environment[key] = value;
+        int? cpu = settings.Pin ? _started++ % Environment.ProcessorCount : null;
         var silo = await SiloProcess.StartAsync(settings.SiloAssembly, _clusterId, _azurite.ConnectionString, environment,
-            readyTimeout: TimeSpan.FromSeconds(120));
+            readyTimeout: TimeSpan.FromSeconds(120), cpu: cpu);
         _silos[name] = silo;
-        log($"{name} up: pid {silo.Pid}, silo port {silo.SiloPort}, http {silo.HttpPort}");
+        log($"{name} up: pid {silo.Pid}, silo port {silo.SiloPort}, http {silo.HttpPort}{(cpu is null ? "" : $", pinned to core {cpu}")}");
     }
 
     private string NameOf(string siloAddress) =>

@@ -80,7 +80,7 @@ public sealed class Timeline
         var bySecond = _calls.GroupBy(c => (int)c.Ended).ToDictionary(g => g.Key, g => g.ToList());
         var seconds = new List<Second>();
         (string Silos, int Replicas) last = ("", 0);
-        for (int s = 0; s < (int)Math.Ceiling(until); s++)
+        for (int s = 0; s < (int)Math.Floor(until); s++) // whole seconds only
         {
             var calls = bySecond.GetValueOrDefault(s) ?? [];
             var ok = calls.Where(c => c.Ok).Select(c => c.Milliseconds).Order().ToList();

@@ -60,7 +60,7 @@ public static class FleetSiloHosting
                 orleans.AddMemoryGrainStorage(FleetStorage.GrainStateProvider);
             else
                 orleans.AddAzureBlobGrainStorage(FleetStorage.GrainStateProvider,
-                    o => o.BlobServiceClient = new BlobServiceClient(connection.StorageConnectionString));
+                    o => o.BlobServiceClient = new BlobServiceClient(connection.StorageConnectionString, GrainStateClientOptions()));
 
             orleans.AddGpuPlacement(placement, accelerator);
             if (builder.Configuration.GetValue("Fleet:Gateway:Dashboard", true)) Orleans.Dashboard.ServiceCollectionExtensions.AddDashboard(orleans);
@@ -104,5 +104,20 @@ public static class FleetSiloHosting
             }
         });
         return app;
+    }
+
+    /// <summary>
+    /// Grain state blobs are small: when storage is down, a state write should fail within seconds (about 4 s
+    /// here: 3 quick retries) rather than after Azure.Core's defaults (100 s network timeout, back-off up to
+    /// a minute), because the grain waiting on it blocks every later call to it, and callers give up first.
+    /// </summary>
+    private static BlobClientOptions GrainStateClientOptions()
+    {
+        var options = new BlobClientOptions();
+        options.Retry.MaxRetries = 3;
+        options.Retry.Delay = TimeSpan.FromMilliseconds(250);
+        options.Retry.MaxDelay = TimeSpan.FromSeconds(2);
+        options.Retry.NetworkTimeout = TimeSpan.FromSeconds(10);
+        return options;
     }
 }

@@ -32,22 +32,26 @@ public sealed class SiloProcess : IAsyncDisposable
 
     /// <summary>Starts a silo and waits until <c>/ready</c> answers 200 (joined, executor works).</summary>
     /// <param name="siloAssembly">The built silo (EfficientVlm.Silo.dll).</param>
+    /// <param name="cpu">When set, the process runs pinned to this core (taskset).</param>
     public static async Task<SiloProcess> StartAsync(string siloAssembly, string clusterId, string storage,
         IReadOnlyDictionary<string, string>? extra = null, int? siloPort = null, int? gatewayPort = null,
-        TimeSpan? readyTimeout = null)
+        TimeSpan? readyTimeout = null, int? cpu = null)
     {
         if (!File.Exists(siloAssembly))
             throw new InvalidOperationException($"Silo not built: {siloAssembly}");
         int http = Ports.Free();
         int silo = siloPort ?? Ports.Free();
         int gateway = gatewayPort ?? Ports.Free();
-        var start = new ProcessStartInfo("dotnet")
+        // cpu: pinned to that core with taskset (all its threads), as one device per silo
+        var start = new ProcessStartInfo(cpu is null ? "dotnet" : "taskset")
         {
             RedirectStandardOutput = true,
             RedirectStandardError = true,
             UseShellExecute = false,
             WorkingDirectory = Path.GetDirectoryName(siloAssembly)!,
         };
+        if (cpu is { } core)
+            foreach (var arg in new[] { "-c", core.ToString(), "dotnet" }) start.ArgumentList.Add(arg);
         start.ArgumentList.Add(siloAssembly);
         start.Environment["Urls"] = $"http://127.0.0.1:{http}";
         start.Environment["Fleet__ClusterId"] = clusterId;

@@ -585,7 +585,15 @@ public sealed class FleetJobTests(AzuriteFixture azurite, TinyDataFixture data, 
         await Task.Delay(2000);
         await storage.StopAsync();
         var down = since.Elapsed;
-        await Task.Delay(5000);
+        // A write with storage down fails with a storage error within seconds (it does not hang the registry).
+        var writeBegun = since.Elapsed;
+        var refused = await Record.ExceptionAsync(() => client.SetAliasAsync("restart-probe", ready.Id));
+        var refusedAfter = since.Elapsed - writeBegun;
+        output.WriteLine($"write with storage down: refused after {refusedAfter.TotalSeconds:0.0} s, {refused?.GetType().Name}: {refused?.Message.Split('\n')[0]}");
+        Assert.NotNull(refused);
+        Assert.Contains("storage", refused.Message, StringComparison.OrdinalIgnoreCase);
+        Assert.True(refusedAfter < TimeSpan.FromSeconds(20), $"refused after {refusedAfter.TotalSeconds:0.0} s");
+        await Task.Delay(3000);
         Assert.Contains(answered, t => t > down); // answered with storage down: serving needs no storage once warm
         await storage.StartAgainAsync();
         var up = since.Elapsed;
