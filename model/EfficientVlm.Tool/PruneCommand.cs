@@ -1,6 +1,7 @@
 using System.CommandLine;
 using System.Text.Json;
 using EfficientVlm.Model.Jobs;
+using EfficientVlm.Model.Pruning;
 using EfficientVlm.Model.Runtime;
 using EfficientVlm.Model.Training;
 using Spectre.Console;
@@ -26,9 +27,13 @@ internal static class PruneCommand
         var trainLimit = new Option<int?>("--train-limit");
         var evalLimit = new Option<int?>("--eval-limit");
         var threads = new Option<int>("--threads") { DefaultValueFactory = _ => Environment.ProcessorCount };
+        var uniform = new Option<bool>("--uniform")
+        {
+            Description = "ablation: the target on every modality's own sparsity instead of one global target (modal-adaptive, the method)",
+        };
         var command = new Command("prune", "Prune a fine-tuned compact model for its task (modal-adaptive, one global target), then shrink it.")
         {
-            task, student, teacher, target, data, output, epochs, warmup, batch, lr, maskLr, trainLimit, evalLimit, threads,
+            task, student, teacher, target, data, output, epochs, warmup, batch, lr, maskLr, trainLimit, evalLimit, threads, uniform,
         };
         command.SetAction(async (parse, ct) =>
         {
@@ -43,6 +48,7 @@ internal static class PruneCommand
                     PruneEpochs = parse.GetValue(epochs), PruneWarmupEpochs = parse.GetValue(warmup), BatchSize = parse.GetValue(batch),
                     PruneLearningRate = parse.GetValue(lr), MaskLearningRate = parse.GetValue(maskLr),
                     TrainLimit = parse.GetValue(trainLimit), EvalLimit = parse.GetValue(evalLimit),
+                    Sparsity = parse.GetValue(uniform) ? SparsityMode.Uniform : SparsityMode.Global,
                 };
                 TrainingResult result = null!;
                 await AnsiConsole.Progress()
@@ -74,7 +80,7 @@ internal static class PruneCommand
                     $"best validation {result.BestValidation:0.0000} at step {result.BestStep}; shrunk model {dir}/shrunk ({report.Hash[..12]})");
                 File.WriteAllText(Path.Combine(dir, "prune-result.json"), JsonSerializer.Serialize(new
                 {
-                    task = which.ToString(), target = goal, report.KeptHeads, report.KeptNeurons,
+                    task = which.ToString(), target = goal, sparsity_mode = settings.Sparsity.ToString(), report.KeptHeads, report.KeptNeurons,
                     parameters_before = report.ParametersBefore, parameters_after = report.ParametersAfter, result.BestValidation, result.BestStep,
                     seconds = result.Elapsed.TotalSeconds, hash = report.Hash,
                 }, new JsonSerializerOptions { WriteIndented = true }));

@@ -28,6 +28,8 @@ public sealed record PipelineSettings
     public double PruneLearningRate { get; init; } = 5e-5;
     /// <summary>Rate of log_alpha and the lambdas (paper 0.01; 0.1 reaches the target in short runs, see docs/pruning.md).</summary>
     public double MaskLearningRate { get; init; } = 0.1;
+    /// <summary>Global (modal-adaptive, the method) or Uniform (the same sparsity in every modality: the ablation).</summary>
+    public SparsityMode Sparsity { get; init; } = SparsityMode.Global;
     /// <summary>Use only the first N training records (short runs); null: all.</summary>
     public int? TrainLimit { get; init; }
     /// <summary>Use only the first N validation and test records; null: all.</summary>
@@ -344,7 +346,7 @@ public static class Pipeline
             string runDir, StageHooks hooks, CancellationToken ct)
         {
             int warmup = (int)Math.Round(settings.PruneWarmupEpochs * stage.BatchesPerEpoch);
-            var controller = await executor.RunAsync(_ => new SparsityController(masks, target, warmup, settings.MaskLearningRate), cancellationToken: ct);
+            var controller = await executor.RunAsync(_ => new SparsityController(masks, target, warmup, settings.MaskLearningRate, mode: settings.Sparsity), cancellationToken: ct);
             try
             {
                 var (taskWeight, kdWeight) = TaskPruning.Weights(task);

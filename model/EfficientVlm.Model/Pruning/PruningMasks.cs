@@ -79,6 +79,27 @@ public sealed class PruningMasks : Module
         return size!.div(Prunable).neg().add(1);
     }
 
+    /// <summary>The modalities that have gates, in a fixed order (vision, text, fusion, and decoder for VQA and captioning).</summary>
+    public IReadOnlyList<string> Modalities => Rows().Select(r => r.Modality).Distinct().ToList();
+
+    /// <summary>The expected sparsity of each of <see cref="Modalities"/> (its own E[size] over its own prunable parameters), as one vector.</summary>
+    public Tensor ExpectedSparsityPerModality()
+    {
+        var rows = Rows().ToList();
+        return torch.stack(Modalities.Select(m =>
+        {
+            Tensor? size = null;
+            double prunable = 0;
+            foreach (var (_, logAlpha, perUnit, repeat, _) in rows.Where(r => r.Modality == m))
+            {
+                var term = HardConcrete.KeepProbability(logAlpha).sum().mul(perUnit * repeat);
+                size = size is null ? term : size.add(term);
+                prunable += logAlpha.numel() * perUnit * repeat;
+            }
+            return size!.div(prunable).neg().add(1);
+        }));
+    }
+
     /// <summary>The expected kept fraction of heads and neurons per modality, and the expected sparsity (for reports and progress).</summary>
     public PruningSize Report(bool deterministic = false)
     {

@@ -17,15 +17,19 @@ public sealed class SparsityController : IDisposable
     private readonly AdamW _masksOptimizer;
     private readonly AdamW _lambdaOptimizer;
 
-    public SparsityController(PruningMasks masks, double target, int warmupSteps, double learningRate = 0.01, Device? device = null)
+    public SparsityController(PruningMasks masks, double target, int warmupSteps, double learningRate = 0.01, Device? device = null,
+        SparsityMode mode = SparsityMode.Global)
     {
         if (target is < 0 or >= 1) throw new ArgumentException($"The target sparsity must be in [0, 1); got {target}.");
         Masks = masks;
         Target = target;
         WarmupSteps = Math.Max(0, warmupSteps);
-        // the controller outlives any dispose scope it is created in (e.g. a device-executor work item)
-        _lambda1 = new Parameter(torch.zeros(Array.Empty<long>(), device: device));
-        _lambda2 = new Parameter(torch.zeros(Array.Empty<long>(), device: device));
+        Mode = mode;
+        // the controller outlives any dispose scope it is created in (e.g. a device-executor work item);
+        // one pair of lambdas for the global target, one pair per modality for the uniform ablation
+        long[] shape = mode == SparsityMode.Global ? [] : [masks.Modalities.Count];
+        _lambda1 = new Parameter(torch.zeros(shape, device: device));
+        _lambda2 = new Parameter(torch.zeros(shape, device: device));
         _lambda1.DetachFromDisposeScope();
         _lambda2.DetachFromDisposeScope();
         _masksOptimizer = torch.optim.AdamW(masks.parameters(), learningRate, weight_decay: 0);
@@ -35,8 +39,11 @@ public sealed class SparsityController : IDisposable
     public PruningMasks Masks { get; }
     public double Target { get; }
     public int WarmupSteps { get; }
-    public double Lambda1 => _lambda1.item<float>();
-    public double Lambda2 => _lambda2.item<float>();
+    public SparsityMode Mode { get; }
+    /// <summary>λ1 (the mean over modalities in the uniform mode).</summary>
+    public double Lambda1 => _lambda1.mean().item<float>();
+    /// <summary>λ2 (the mean over modalities in the uniform mode).</summary>
+    public double Lambda2 => _lambda2.mean().item<float>();
 
     /// <summary>The target in force at a global step.</summary>
     public double TargetAt(int step) => WarmupSteps == 0 ? Target : Target * Math.Min(1.0, step / (double)WarmupSteps);
@@ -48,12 +55,16 @@ public sealed class SparsityController : IDisposable
         _lambdaOptimizer.zero_grad();
     }
 
-    /// <summary>L_lag at a global step, and the expected sparsity it was computed from.</summary>
+    /// <summary>
+    /// L_lag at a global step, and the overall expected sparsity. Global: one term on the whole model's
+    /// expected sparsity (the method: each modality keeps what the task needs). Uniform (ablation): one term
+    /// per modality on that modality's own expected sparsity, all with the same target, summed.
+    /// </summary>
     public (Tensor Loss, Tensor ExpectedSparsity) Lagrangian(int step)
     {
         var sparsity = Masks.ExpectedSparsity();
-        var gap = sparsity.sub(TargetAt(step));
-        return (_lambda1.mul(gap).add(_lambda2.mul(gap.pow(2))), sparsity);
+        var gap = (Mode == SparsityMode.Global ? sparsity : Masks.ExpectedSparsityPerModality()).sub(TargetAt(step));
+        return (_lambda1.mul(gap).add(_lambda2.mul(gap.pow(2))).sum(), sparsity);
     }
 
     /// <summary>Steps both optimisers (after backward) and clamps log_alpha.</summary>
@@ -95,4 +106,14 @@ public sealed class SparsityController : IDisposable
         _lambda1.Dispose();
         _lambda2.Dispose();
     }
+}
+
+/// <summary>How the pruning target is enforced.</summary>
+public enum SparsityMode
+{
+    /// <summary>One target on the whole model's expected sparsity (modal-adaptive: the method).</summary>
+    Global,
+
+    /// <summary>The same target on every modality's own expected sparsity (the ablation's baseline).</summary>
+    Uniform,
 }

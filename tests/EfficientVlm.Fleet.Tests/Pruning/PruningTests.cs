@@ -91,6 +91,41 @@ public sealed class PruningTests
     }
 
     [Fact]
+    public void One_global_target_lets_a_task_keep_the_modality_it_needs_and_uniform_targets_hold_every_modality_at_the_target()
+    {
+        // A stand-in task loss that grows as vision is pruned: under the global target the other modalities give
+        // more instead (modal-adaptive); under the uniform ablation each modality is held at the target by its own lambdas.
+        (double Total, Dictionary<string, double> PerModality) Run(SparsityMode mode)
+        {
+            torch.manual_seed(3);
+            using var masks = new PruningMasks(VqaTiny);
+            using var controller = new SparsityController(masks, target: 0.5, warmupSteps: 40, learningRate: 0.05, mode: mode);
+            int vision = masks.Modalities.ToList().IndexOf("vision");
+            for (int step = 0; step < 600; step++)
+            {
+                using var scope = torch.NewDisposeScope();
+                controller.ZeroGrad();
+                var (lagrangian, _) = controller.Lagrangian(step);
+                lagrangian.add(masks.ExpectedSparsityPerModality()[vision].mul(0.5)).backward();
+                controller.Step();
+            }
+            using var noGrad = torch.no_grad();
+            using var perModality = masks.ExpectedSparsityPerModality();
+            var values = perModality.data<float>().ToArray();
+            return (masks.ExpectedSparsity().item<float>(), masks.Modalities.Select((m, i) => (m, (double)values[i])).ToDictionary());
+        }
+
+        var global = Run(SparsityMode.Global);
+        var uniform = Run(SparsityMode.Uniform);
+        string Show((double Total, Dictionary<string, double> PerModality) r) =>
+            $"total {r.Total:0.000}: " + string.Join(", ", r.PerModality.Select(kv => $"{kv.Key} {kv.Value:0.000}"));
+        Assert.True(Math.Abs(global.Total - 0.5) <= 0.02, Show(global));
+        Assert.All(uniform.PerModality.Values, v => Assert.True(Math.Abs(v - 0.5) <= 0.03, Show(uniform)));
+        Assert.True(global.PerModality["vision"] < uniform.PerModality["vision"] - 0.1, $"global {Show(global)}; uniform {Show(uniform)}");
+        Assert.Contains(global.PerModality, kv => kv.Key != "vision" && kv.Value > 0.55);
+    }
+
+    [Fact]
     public void The_model_shrunk_by_the_final_masks_equals_the_masked_model_even_with_empty_layers()
     {
         using var scope = torch.NewDisposeScope();
