@@ -23,8 +23,13 @@ for task in "${tasks[@]}"; do
   out="$RUNS/$NAME-$task"
   if [[ ! -f "$out/prune-result.json" ]]; then
     t0=$(date +%s)
-    vlm prune --task "$task" --student "$RUNS/student-$task/best" --teacher "$RUNS/teacher-$task/best" --data "$DATA" \
-      --out "$out" --train-limit "$FT_ITEMS" --eval-limit 200 --epochs "$PRUNE_EPOCHS" --mask-lr "$MASK_LR" "${mode[@]}"
+    # a failed run (e.g. the TorchSharp Scalar crash, docs/platform.md) resumes from its last checkpoint when run again
+    for attempt in 1 2 3; do
+      vlm prune --task "$task" --student "$RUNS/student-$task/best" --teacher "$RUNS/teacher-$task/best" --data "$DATA" \
+        --out "$out" --train-limit "$FT_ITEMS" --eval-limit 200 --epochs "$PRUNE_EPOCHS" --mask-lr "$MASK_LR" "${mode[@]}" && break
+      echo "$(date -u +%FT%TZ) $NAME-$task: attempt $attempt failed; resuming" | tee -a "$RUNS/stages.log"
+    done
+    [[ -f "$out/prune-result.json" ]] || { echo "$NAME-$task: pruning failed 3 times"; exit 1; }
     echo "$(date -u +%FT%TZ) $NAME-$task ($SPARSITY): $(( $(date +%s) - t0 )) s" | tee -a "$RUNS/stages.log"
   fi
   limit=$TEST_LIMIT; [[ $task == captioning ]] && limit=$CAPTION_TEST_LIMIT

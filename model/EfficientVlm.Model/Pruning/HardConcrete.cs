@@ -23,13 +23,20 @@ public static class HardConcrete
     /// </summary>
     public static Tensor Sample(Tensor logAlpha)
     {
-        var u = torch.rand_like(logAlpha).mul(1 - 2 * Epsilon).add(Epsilon);
-        var s = torch.sigmoid(u.log().sub(u.neg().add(1).log()).add(logAlpha).div(Beta));
-        return s.mul(Right - Left).add(Left).clamp(0, 1);
+        var u = torch.rand_like(logAlpha).mul(UniformSpan).add(EpsilonScalar, One);
+        var s = torch.sigmoid(u.log().sub(u.neg().add(One, One).log()).add(logAlpha, One).div(BetaScalar));
+        return s.mul(Stretch).add(LeftScalar, One).clamp(Zero, One);
     }
 
     /// <summary>P(z != 0) = sigmoid(log_alpha - beta log(-l / r)).</summary>
-    public static Tensor KeepProbability(Tensor logAlpha) => torch.sigmoid(logAlpha.sub(Beta * Math.Log(-Left / Right)));
+    public static Tensor KeepProbability(Tensor logAlpha) => torch.sigmoid(logAlpha.sub(KeepShift));
+
+    // Scalars held for the life of the process, and every add given its alpha: TorchSharp passes a Scalar's
+    // handle to libtorch without keeping the Scalar alive, and a temporary one (an implicit conversion, or the
+    // alpha of add(Scalar)) can be finalised during the call ("Unknown scalar type" / Scalar.h; docs/platform.md).
+    // Gates are sampled at every pruning step, where that crash was seen.
+    private static readonly Scalar Zero = 0.0, One = 1.0, EpsilonScalar = Epsilon, UniformSpan = 1 - 2 * Epsilon, BetaScalar = Beta,
+        Stretch = Right - Left, LeftScalar = Left, KeepShift = Beta * Math.Log(-Left / Right);
 
     /// <summary>
     /// Deterministic binary mask of one row (one layer's heads or neurons): the expected number of
