@@ -283,7 +283,7 @@ public sealed class ScaleOutScenario(HarnessSettings settings, Action<string> lo
     }
 
     private string NameOf(string siloAddress) =>
-        _silos.FirstOrDefault(s => siloAddress.Contains($":{s.Value.SiloPort}@") || siloAddress.Contains($":{s.Value.SiloPort}:")).Key ?? siloAddress;
+        _silos.FirstOrDefault(s => siloAddress.Contains($":{s.Value.SiloPort}:")).Key ?? siloAddress; // S<ip>:<port>:<generation>
 
     private async Task UntilAsync(double at, CancellationToken ct)
     {
