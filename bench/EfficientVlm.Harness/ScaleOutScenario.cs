@@ -98,15 +98,7 @@ public sealed class ScaleOutScenario(HarnessSettings settings, Action<string> lo
         _timeline.AddWindow("1 GPU silo", start + Math.Min(5, p / 4), _timeline.Now);
 
         // 2. a second one joins
-        var joining = _timeline.Mark("g2 starting");
-        await StartSiloAsync("g2");
-        var joined = _timeline.Mark("g2 joined (ready)");
-        var spread = await ReplicaOnAsync(client, info.VariantId, "g2", TimeSpan.FromSeconds(4 * p), ct);
-        Findings.Add(("g2: start to ready", $"{joined.At - joining.At:0.0} s"));
-        Findings.Add(("g2: ready to first replica on it", spread is null ? "none within the phase" : $"{spread.At - joined.At:0.0} s"));
-        double twoFrom = (spread?.At ?? joined.At) + 5;
-        await UntilAsync(twoFrom + p, ct);
-        _timeline.AddWindow("2 GPU silos", twoFrom, _timeline.Now);
+        await JoinAsync(client, info.VariantId, "g2", "2 GPU silos", p, ct);
         var twoRate = _timeline.Stats(_timeline.Windows[^1]).PerSecond;
 
         // 3. SIGKILL the first
@@ -145,16 +137,8 @@ public sealed class ScaleOutScenario(HarnessSettings settings, Action<string> lo
             (refused.Count == 0 ? "" : $", each after {refused.Min(r => r.Seconds):0.0}-{refused.Max(r => r.Seconds):0.0} s: {refused[0].Error}")));
         Findings.Add(("Azurite up: first storage write succeeds after", writes is null ? "none" : $"{writes.At - up.At:0.0} s"));
 
-        // 5. a third GPU silo joins after the restart
-        var joining3 = _timeline.Mark("g3 starting");
-        await StartSiloAsync("g3");
-        var joined3 = _timeline.Mark("g3 joined (ready)");
-        var spread3 = await ReplicaOnAsync(client, info.VariantId, "g3", TimeSpan.FromSeconds(4 * p), ct);
-        Findings.Add(("g3 (after the restart): start to ready", $"{joined3.At - joining3.At:0.0} s"));
-        Findings.Add(("g3: ready to first replica on it", spread3 is null ? "none within the phase" : $"{spread3.At - joined3.At:0.0} s"));
-        double threeFrom = (spread3?.At ?? joined3.At) + 5;
-        await UntilAsync(threeFrom + p, ct);
-        _timeline.AddWindow("g2 + g3", threeFrom, _timeline.Now);
+        // 5. a third GPU silo joins after the restart (through the membership table in the restarted storage)
+        await JoinAsync(client, info.VariantId, "g3", "g2 + g3", p, ct);
         End = _timeline.Mark("load stops").At;
 
         await stop.CancelAsync();
@@ -162,6 +146,20 @@ public sealed class ScaleOutScenario(HarnessSettings settings, Action<string> lo
         await sampler;
         foreach (var (name, silo) in _silos.Where(s => !_dead.Contains(s.Key)))
             Findings.Add(($"{name} alive at the end", silo.HasExited ? "NO (exited)" : "yes"));
+    }
+
+    /// <summary>Starts GPU silo <paramref name="name"/> under load, waits for a replica on it, then measures one phase as <paramref name="window"/>.</summary>
+    private async Task JoinAsync(FleetClient client, string variant, string name, string window, double phase, CancellationToken ct)
+    {
+        var joining = _timeline.Mark($"{name} starting");
+        await StartSiloAsync(name);
+        var joined = _timeline.Mark($"{name} joined (ready)");
+        var spread = await ReplicaOnAsync(client, variant, name, TimeSpan.FromSeconds(4 * phase), ct);
+        Findings.Add(($"{name}: start to ready", $"{joined.At - joining.At:0.0} s"));
+        Findings.Add(($"{name}: ready to first replica on it", spread is null ? "none within the phase" : $"{spread.At - joined.At:0.0} s"));
+        double from = (spread?.At ?? joined.At) + 5; // the new replica warmed up
+        await UntilAsync(from + phase, ct);
+        _timeline.AddWindow(window, from, _timeline.Now);
     }
 
     private async Task CallerAsync(FleetClient client, byte[][] images, int index, CancellationToken stop)
