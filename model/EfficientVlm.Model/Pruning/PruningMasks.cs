@@ -68,15 +68,20 @@ public sealed class PruningMasks : Module
     public double Prunable => Rows().Sum(r => r.LogAlpha.numel() * r.PerUnit * r.Repeat);
 
     /// <summary>E[size] / prunable, and ŝ = 1 - that, differentiable in log_alpha.</summary>
-    public Tensor ExpectedSparsity()
+    public Tensor ExpectedSparsity() => Sparsity(Rows());
+
+    /// <summary>ŝ of <paramref name="rows"/>: 1 - their E[size] over their prunable parameters.</summary>
+    private static Tensor Sparsity(IEnumerable<(string Modality, Parameter LogAlpha, double PerUnit, int Repeat, bool IsHead)> rows)
     {
         Tensor? size = null;
-        foreach (var (_, logAlpha, perUnit, repeat, _) in Rows())
+        double prunable = 0;
+        foreach (var (_, logAlpha, perUnit, repeat, _) in rows)
         {
             var term = HardConcrete.KeepProbability(logAlpha).sum().mul(perUnit * repeat);
             size = size is null ? term : size.add(term);
+            prunable += logAlpha.numel() * perUnit * repeat;
         }
-        return size!.div(Prunable).neg().add(1);
+        return size!.div(prunable).neg().add(1);
     }
 
     /// <summary>The modalities that have gates, in a fixed order (vision, text, fusion, and decoder for VQA and captioning).</summary>
@@ -86,18 +91,7 @@ public sealed class PruningMasks : Module
     public Tensor ExpectedSparsityPerModality()
     {
         var rows = Rows().ToList();
-        return torch.stack(Modalities.Select(m =>
-        {
-            Tensor? size = null;
-            double prunable = 0;
-            foreach (var (_, logAlpha, perUnit, repeat, _) in rows.Where(r => r.Modality == m))
-            {
-                var term = HardConcrete.KeepProbability(logAlpha).sum().mul(perUnit * repeat);
-                size = size is null ? term : size.add(term);
-                prunable += logAlpha.numel() * perUnit * repeat;
-            }
-            return size!.div(prunable).neg().add(1);
-        }));
+        return torch.stack(Modalities.Select(m => Sparsity(rows.Where(r => r.Modality == m))));
     }
 
     /// <summary>The expected kept fraction of heads and neurons per modality, and the expected sparsity (for reports and progress).</summary>

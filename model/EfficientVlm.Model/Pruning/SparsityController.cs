@@ -41,9 +41,15 @@ public sealed class SparsityController : IDisposable
     public int WarmupSteps { get; }
     public SparsityMode Mode { get; }
     /// <summary>λ1 (the mean over modalities in the uniform mode).</summary>
-    public double Lambda1 => _lambda1.mean().item<float>();
+    public double Lambda1 => Mean(_lambda1);
     /// <summary>λ2 (the mean over modalities in the uniform mode).</summary>
-    public double Lambda2 => _lambda2.mean().item<float>();
+    public double Lambda2 => Mean(_lambda2);
+
+    private static double Mean(Tensor lambdas)
+    {
+        using var mean = lambdas.mean(); // freed here, not left to the finalizer when read outside a dispose scope
+        return mean.item<float>();
+    }
 
     /// <summary>The target in force at a global step.</summary>
     public double TargetAt(int step) => WarmupSteps == 0 ? Target : Target * Math.Min(1.0, step / (double)WarmupSteps);

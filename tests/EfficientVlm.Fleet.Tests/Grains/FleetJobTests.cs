@@ -338,6 +338,50 @@ public sealed class FleetJobTests(AzuriteFixture azurite, TinyDataFixture data, 
         Assert.Contains(hashes[1], cache.Stats().Loaded);
     }
 
+    /// <summary>
+    /// Steady load for the fault tests: 4 SDK callers asking one question about one image until stopped; an answer
+    /// other than <c>expected</c> or an exception counts as lost. Times are since the load started.
+    /// </summary>
+    private sealed class SteadyLoad
+    {
+        private readonly System.Diagnostics.Stopwatch _since = System.Diagnostics.Stopwatch.StartNew();
+        private readonly CancellationTokenSource _stop = new();
+        private List<Task> _callers = [];
+
+        public System.Collections.Concurrent.ConcurrentBag<(TimeSpan Begun, TimeSpan Ended)> Answered { get; } = [];
+        public System.Collections.Concurrent.ConcurrentBag<Exception> Lost { get; } = [];
+        public TimeSpan Now => _since.Elapsed;
+
+        public static SteadyLoad Start(FleetClient client, string variant, byte[] image, string expected)
+        {
+            var load = new SteadyLoad();
+            load._callers = Enumerable.Range(0, 4).Select(_ => Task.Run(async () =>
+            {
+                while (!load._stop.IsCancellationRequested)
+                {
+                    var begun = load.Now;
+                    try
+                    {
+                        Assert.Equal(expected, await client.AnswerAsync(variant, image, "what color is the circle?"));
+                        load.Answered.Add((begun, load.Now));
+                    }
+                    catch (Exception e)
+                    {
+                        load.Lost.Add(e);
+                    }
+                }
+            })).ToList();
+            return load;
+        }
+
+        public async Task StopAsync()
+        {
+            await _stop.CancelAsync();
+            await Task.WhenAll(_callers);
+            _stop.Dispose();
+        }
+    }
+
     private Dictionary<string, string> SiloSettings(string name, string accelerator, string container) => new()
     {
         ["Fleet__ServiceId"] = "svc-" + container,
@@ -503,37 +547,17 @@ public sealed class FleetJobTests(AzuriteFixture azurite, TinyDataFixture data, 
         // A second GPU silo joins; the serving GPU silo is SIGKILLed under steady load: the SDK's retries carry every
         // call over (the replica comes back on the surviving GPU silo); the longest call is the recovery time.
         await using var gpu3 = await SiloProcess.StartAsync(TestPaths.SiloAssembly, clusterId, azurite.ConnectionString, SiloSettings("gpu3", "cuda", container));
-        var answered = new System.Collections.Concurrent.ConcurrentBag<(TimeSpan At, double Ms)>();
-        var lost = new System.Collections.Concurrent.ConcurrentBag<Exception>();
-        var since = System.Diagnostics.Stopwatch.StartNew();
-        using var stopLoad = new CancellationTokenSource();
-        var load = Enumerable.Range(0, 4).Select(_ => Task.Run(async () =>
-        {
-            while (!stopLoad.IsCancellationRequested)
-            {
-                var begun = since.Elapsed;
-                try
-                {
-                    Assert.Equal(answer, await client.AnswerAsync(ready.Id, image, "what color is the circle?"));
-                    answered.Add((begun, (since.Elapsed - begun).TotalMilliseconds));
-                }
-                catch (Exception e)
-                {
-                    lost.Add(e);
-                }
-            }
-        })).ToList();
+        var load = SteadyLoad.Start(client, ready.Id, image, answer);
         await Task.Delay(3000);
-        var killedAtTime = since.Elapsed;
+        var killedAtTime = load.Now;
         gpu2.Kill();
         await Task.Delay(20000);
-        await stopLoad.CancelAsync();
-        await Task.WhenAll(load);
-        var after = answered.Where(a => a.At >= killedAtTime).ToList();
-        double recovery = answered.Where(a => a.At + TimeSpan.FromMilliseconds(a.Ms) >= killedAtTime).Max(a => a.Ms);
-        output.WriteLine($"kill under load: {answered.Count} calls answered ({after.Count} after the kill), {lost.Count} failed; " +
+        await load.StopAsync();
+        var after = load.Answered.Where(a => a.Begun >= killedAtTime).ToList();
+        double recovery = load.Answered.Where(a => a.Ended >= killedAtTime).Max(a => (a.Ended - a.Begun).TotalMilliseconds);
+        output.WriteLine($"kill under load: {load.Answered.Count} calls answered ({after.Count} after the kill), {load.Lost.Count} failed; " +
                          $"longest call across the kill {recovery / 1000:0.0} s");
-        Assert.Empty(lost);
+        Assert.Empty(load.Lost);
         Assert.NotEmpty(after);
         Assert.Contains($":{gpu3.SiloPort}:", (await client.Grains.GetGrain<IInferenceReplicaGrain>(IInferenceReplicaGrain.Key(ready.Id, 0)).Stats()).Silo);
     }
@@ -563,52 +587,34 @@ public sealed class FleetJobTests(AzuriteFixture azurite, TinyDataFixture data, 
 
         var image = File.ReadAllBytes(Directory.GetFiles(Path.Combine(data.Root, "images", "test")).Order().First());
         var answer = await client.AnswerAsync(ready.Id, image, "what color is the circle?");
-        var answered = new System.Collections.Concurrent.ConcurrentBag<TimeSpan>();
-        var lost = new System.Collections.Concurrent.ConcurrentBag<Exception>();
-        var since = System.Diagnostics.Stopwatch.StartNew();
-        using var stopLoad = new CancellationTokenSource();
-        var load = Enumerable.Range(0, 4).Select(_ => Task.Run(async () =>
-        {
-            while (!stopLoad.IsCancellationRequested)
-            {
-                try
-                {
-                    Assert.Equal(answer, await client.AnswerAsync(ready.Id, image, "what color is the circle?"));
-                    answered.Add(since.Elapsed);
-                }
-                catch (Exception e)
-                {
-                    lost.Add(e);
-                }
-            }
-        })).ToList();
+        var load = SteadyLoad.Start(client, ready.Id, image, answer);
         await Task.Delay(2000);
         await storage.StopAsync();
-        var down = since.Elapsed;
+        var down = load.Now;
         // A write with storage down fails with a storage error within seconds (it does not hang the registry).
-        var writeBegun = since.Elapsed;
+        var writeBegun = load.Now;
         var refused = await Record.ExceptionAsync(() => client.SetAliasAsync("restart-probe", ready.Id));
-        var refusedAfter = since.Elapsed - writeBegun;
+        var refusedAfter = load.Now - writeBegun;
         output.WriteLine($"write with storage down: refused after {refusedAfter.TotalSeconds:0.0} s, {refused?.GetType().Name}: {refused?.Message.Split('\n')[0]}");
         Assert.NotNull(refused);
         Assert.Contains("storage", refused.Message, StringComparison.OrdinalIgnoreCase);
         Assert.True(refusedAfter < TimeSpan.FromSeconds(20), $"refused after {refusedAfter.TotalSeconds:0.0} s");
         await Task.Delay(3000);
-        Assert.Contains(answered, t => t > down); // answered with storage down: serving needs no storage once warm
+        Assert.Contains(load.Answered, a => a.Ended > down); // answered with storage down: serving needs no storage once warm
         await storage.StartAgainAsync();
-        var up = since.Elapsed;
+        var up = load.Now;
 
         // Nobody restarts anything: a grain-state write succeeds again, and a new silo joins through the membership table.
         await Until(async () => await client.SetAliasAsync("restart-probe", ready.Id), _ => true, TimeSpan.FromSeconds(60), "a storage write after the restart");
-        var writable = since.Elapsed;
+        var writable = load.Now;
         await using var gpu2 = await SiloProcess.StartAsync(TestPaths.SiloAssembly, clusterId, storage.ConnectionString, SiloSettings("gpu2", "cuda", container));
         await Task.Delay(2000);
-        await stopLoad.CancelAsync();
-        await Task.WhenAll(load);
+        await load.StopAsync();
         output.WriteLine($"Azurite down {down.TotalSeconds:0.0}-{up.TotalSeconds:0.0} s; first write after the restart at +{(writable - up).TotalSeconds:0.0} s; " +
-                         $"{answered.Count} calls answered ({answered.Count(t => t > down && t < up)} while it was down), {lost.Count} failed");
-        Assert.Empty(lost);
-        Assert.Contains(answered, t => t > writable);
+                         $"{load.Answered.Count} calls answered ({load.Answered.Count(a => a.Ended > down && a.Ended < up)} while it was down), " +
+                         $"{load.Lost.Count} failed");
+        Assert.Empty(load.Lost);
+        Assert.Contains(load.Answered, a => a.Ended > writable);
         Assert.False(gpu.HasExited);
         Assert.Contains(await client.ListAliasesAsync(), a => a.Alias == "restart-probe" && a.Variant == ready.Id);
     }
