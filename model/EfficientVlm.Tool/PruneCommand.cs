@@ -31,9 +31,13 @@ internal static class PruneCommand
         {
             Description = "ablation: the target on every modality's own sparsity instead of one global target (modal-adaptive, the method)",
         };
+        var frozen = new Option<int>("--vqa-frozen-mask-epochs")
+        {
+            Description = "VQA: run the last N epochs with the masks frozen (only after the warm-up; 0: never)", DefaultValueFactory = _ => 1,
+        };
         var command = new Command("prune", "Prune a fine-tuned compact model for its task (modal-adaptive, one global target), then shrink it.")
         {
-            task, student, teacher, target, data, output, epochs, warmup, batch, lr, maskLr, trainLimit, evalLimit, threads, uniform,
+            task, student, teacher, target, data, output, epochs, warmup, batch, lr, maskLr, trainLimit, evalLimit, threads, uniform, frozen,
         };
         command.SetAction(async (parse, ct) =>
         {
@@ -49,6 +53,7 @@ internal static class PruneCommand
                     PruneLearningRate = parse.GetValue(lr), MaskLearningRate = parse.GetValue(maskLr),
                     TrainLimit = parse.GetValue(trainLimit), EvalLimit = parse.GetValue(evalLimit),
                     Sparsity = parse.GetValue(uniform) ? SparsityMode.Uniform : SparsityMode.Global,
+                    VqaFrozenMaskEpochs = parse.GetValue(frozen),
                 };
                 TrainingResult result = null!;
                 await AnsiConsole.Progress()
@@ -63,7 +68,8 @@ internal static class PruneCommand
                             var kept = string.Join(" ", p.Parts.Where(kv => kv.Key.StartsWith("kept_", StringComparison.Ordinal))
                                 .Select(kv => $"{kv.Key[5..]} {100 * kv.Value:0}%"));
                             bar.Description = Markup.Escape($"prune {which} step {p.Step}/{p.TotalSteps} task {p.Parts["task"]:0.000} " +
-                                $"sparsity {100 * p.Parts["sparsity"]:0.0}%/{100 * p.Parts["target"]:0.0}% FFN kept: {kept}");
+                                $"sparsity {100 * p.Parts["sparsity"]:0.0}%/{100 * p.Parts["target"]:0.0}% FFN kept: {kept}" +
+                                (p.Parts.GetValueOrDefault("frozen") > 0 ? " (masks frozen)" : ""));
                             if (p.Validation is not null || p.Step % 25 == 0)
                                 File.AppendAllText(Path.Combine(dir, "log.tsv"),
                                     $"{p.Step}\t{p.Loss:0.0000}\t{string.Join(" ", p.Parts.Select(kv => $"{kv.Key} {kv.Value:0.0000}"))}\t{p.Validation?.ToString("0.0000") ?? ""}\n");

@@ -30,6 +30,11 @@ public sealed record PipelineSettings
     public double MaskLearningRate { get; init; } = 0.1;
     /// <summary>Global (modal-adaptive, the method) or Uniform (the same sparsity in every modality: the ablation).</summary>
     public SparsityMode Sparsity { get; init; } = SparsityMode.Global;
+    /// <summary>
+    /// VQA: the last this many pruning epochs run with the masks frozen (method.md section 4; the weights adapt to the
+    /// final masks). Only when those epochs start at or after the warm-up's end; 0: never.
+    /// </summary>
+    public int VqaFrozenMaskEpochs { get; init; } = 1;
     /// <summary>Use only the first N training records (short runs); null: all.</summary>
     public int? TrainLimit { get; init; }
     /// <summary>Use only the first N validation and test records; null: all.</summary>
@@ -46,6 +51,7 @@ public sealed record PipelineSettings
         if (PruneWarmupEpochs < 0 || PruneWarmupEpochs > PruneEpochs) throw new ArgumentException("The sparsity warm-up must lie within the pruning epochs.");
         if (TrainLimit is < 1 || EvalLimit is < 1) throw new ArgumentException("Record limits must be at least 1.");
         if (CheckpointEvery < 1) throw new ArgumentException("CheckpointEvery must be at least 1.");
+        if (VqaFrozenMaskEpochs < 0 || VqaFrozenMaskEpochs > PruneEpochs) throw new ArgumentException("VqaFrozenMaskEpochs must lie within the pruning epochs.");
     }
 }
 
@@ -336,10 +342,18 @@ public static class Pipeline
             string runDir, StageHooks hooks, CancellationToken ct);
     }
 
-    private static IPruneRun Prune<T>(StageBase<T> stage, Func<T, Device, ModelGates, (Tensor, Tensor)> losses, Func<Device, ModelGates, double> validate) =>
+    /// <summary>The step from which VQA's masks are frozen (<see cref="PipelineSettings.VqaFrozenMaskEpochs"/>), or null.</summary>
+    public static int? FreezeMasksAtStep(VlmTask task, PipelineSettings settings, int batchesPerEpoch, int warmupSteps)
+    {
+        if (task != VlmTask.Vqa || settings.VqaFrozenMaskEpochs == 0) return null;
+        int step = (settings.PruneEpochs - settings.VqaFrozenMaskEpochs) * batchesPerEpoch;
+        return step >= warmupSteps ? step : null;
+    }
+
+    private static IPruneRun Prune<T>(StageBase<T> stage, Func<T, Device, ModelGates, PruneLosses> losses, Func<Device, ModelGates, double> validate) =>
         new PruneRun<T>(stage, losses, validate);
 
-    private sealed class PruneRun<T>(StageBase<T> stage, Func<T, Device, ModelGates, (Tensor, Tensor)> losses, Func<Device, ModelGates, double> validate)
+    private sealed class PruneRun<T>(StageBase<T> stage, Func<T, Device, ModelGates, PruneLosses> losses, Func<Device, ModelGates, double> validate)
         : IPruneRun
     {
         public async Task<TrainingResult> RunAsync(PruningMasks masks, double target, VlmTask task, PipelineSettings settings, DeviceExecutor executor,
@@ -350,7 +364,8 @@ public static class Pipeline
             try
             {
                 var (taskWeight, kdWeight) = TaskPruning.Weights(task);
-                var prune = new PruneStage<T>(stage, masks, controller, losses, validate, taskWeight, kdWeight, runDir);
+                var prune = new PruneStage<T>(stage, masks, controller, losses, validate, taskWeight, kdWeight, runDir,
+                    FreezeMasksAtStep(task, settings, stage.BatchesPerEpoch, warmup));
                 return await Bind(prune).RunAsync(Options(settings, settings.PruneEpochs, settings.PruneLearningRate), executor, runDir, hooks, ct);
             }
             finally

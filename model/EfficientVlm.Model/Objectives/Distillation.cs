@@ -13,30 +13,44 @@ namespace EfficientVlm.Model.Objectives;
 /// </summary>
 public static class Distillation
 {
-    /// <summary>Sum over mapped hidden states of the mean squared error over real tokens. states [B, T, D]; tokenMask [B, T] or null.</summary>
-    public static Tensor HiddenMse(IReadOnlyList<Tensor> student, IReadOnlyList<Tensor> teacher, Tensor? tokenMask, bool skipLast = false)
+    /// <summary>
+    /// Sum over mapped hidden states of the mean squared error over real tokens. states [B, T, D]; tokenMask [B, T] or null.
+    /// <paramref name="group"/> layers form one block (NLVR2's fusion: 2, one layer per image); only the states between
+    /// blocks are compared, student block boundary j with the teacher's r*j.
+    /// </summary>
+    public static Tensor HiddenMse(IReadOnlyList<Tensor> student, IReadOnlyList<Tensor> teacher, Tensor? tokenMask, bool skipLast = false,
+        int group = 1)
     {
         int ratio = Ratio(student.Count - 1, teacher.Count - 1);
         int pairs = student.Count - (skipLast ? 1 : 0);
         Tensor total = torch.zeros(Array.Empty<long>(), device: student[0].device);
-        for (int i = 0; i < pairs; i++)
+        for (int i = 0; i < pairs; i += group)
             total = total.add(MaskedMean(student[i].sub(teacher[ratio * i].detach()).pow(2).mean([-1]), tokenMask));
         return total;
     }
 
     /// <summary>
+    /// The teacher layer whose attention map student layer <paramref name="layer"/> learns: within blocks of
+    /// <paramref name="group"/> layers, student block j maps to teacher block r*j + r - 1, at the same place in the block
+    /// (so an NLVR2 layer that attends to image 1 learns from a teacher layer that attends to image 1).
+    /// </summary>
+    public static int AttentionTeacherLayer(int layer, int ratio, int group = 1) =>
+        (ratio * (layer / group) + ratio - 1) * group + layer % group;
+
+    /// <summary>
     /// Sum over mapped layers of the squared error of post-softmax attention probabilities, summed over
     /// the source positions (scaled by source length) and averaged over heads and real query tokens.
-    /// maps [B, nh, T, S]; a layer the student has pruned to no heads (null map) is skipped.
+    /// maps [B, nh, T, S]; a layer the student has pruned to no heads (null map) is skipped. <paramref name="group"/>: see
+    /// <see cref="AttentionTeacherLayer"/>.
     /// </summary>
-    public static Tensor AttentionMse(IReadOnlyList<Tensor?> student, IReadOnlyList<Tensor?> teacher, Tensor? tokenMask)
+    public static Tensor AttentionMse(IReadOnlyList<Tensor?> student, IReadOnlyList<Tensor?> teacher, Tensor? tokenMask, int group = 1)
     {
         int ratio = Ratio(student.Count, teacher.Count);
         Tensor? total = null;
         for (int i = 0; i < student.Count; i++)
         {
             var s = student[i];
-            var t = teacher[ratio * i + ratio - 1];
+            var t = teacher[AttentionTeacherLayer(i, ratio, group)];
             if (s is null || t is null) continue;
             if (s.shape[1] != t.shape[1]) s = s.mean([1], keepdim: true); // pruned student: compare head-averaged maps
             if (s.shape[1] != t.shape[1]) t = t.mean([1], keepdim: true);
@@ -82,6 +96,8 @@ public static class Distillation
     {
         var s = student.Streams ?? throw new ArgumentException("The student result was not collected.");
         var t = teacher.Streams ?? throw new ArgumentException("The teacher result was not collected.");
+        if (s.MlmText is null || s.MlmFusion is null || t.MlmText is null || t.MlmFusion is null)
+            throw new ArgumentException("General distillation needs the MLM pass of both models.");
         var parts = new Dictionary<string, Tensor>
         {
             ["kd_itm"] = LogitKl(student.ItmLogits, teacher.ItmLogits),
@@ -100,4 +116,37 @@ public static class Distillation
         var total = parts.Values.Aggregate((a, b) => a.add(b));
         return (total, parts);
     }
+    /// <summary>
+    /// The stream terms of KD during pruning (method.md section 4: the building blocks of section 3, with the fusion
+    /// cross-attention maps distilled too): vision (attention + 0.1 hidden, the last pair skipped), text (attention +
+    /// hidden), fusion (self- and cross-attention + hidden) and, for VQA, the answer decoder (the same three). The task's
+    /// logit KD is added by the caller. Student and teacher must come from the same inputs.
+    /// </summary>
+    public static (Tensor Total, Dictionary<string, Tensor> Parts) StreamKd(TaskStreams student, TaskStreams teacher)
+    {
+        var parts = new Dictionary<string, Tensor>
+        {
+            ["kd_vision"] = AttentionMse(student.Vision.SelfAttentions, teacher.Vision.SelfAttentions, null)
+                .add(HiddenMse(student.Vision.Hidden, teacher.Vision.Hidden, null, skipLast: true).mul(0.1)),
+            ["kd_text"] = AttentionMse(student.Text.SelfAttentions, teacher.Text.SelfAttentions, student.TextPadding)
+                .add(HiddenMse(student.Text.Hidden, teacher.Text.Hidden, student.TextPadding)),
+            ["kd_fusion"] = Block(student.Fusion, teacher.Fusion, student.FusionPadding, student.FusionGroup),
+        };
+        if (student.Decoder is { } decoder)
+            parts["kd_decoder"] = Block(decoder, teacher.Decoder ?? throw new ArgumentException("The teacher pass has no decoder streams."),
+                student.DecoderPadding, 1);
+        return (parts.Values.Aggregate((a, b) => a.add(b)), parts);
+    }
+
+    private static Tensor Block(EncoderOutput student, EncoderOutput teacher, Tensor? padding, int group) =>
+        AttentionMse(student.SelfAttentions, teacher.SelfAttentions, padding, group)
+            .add(AttentionMse(student.CrossAttentions, teacher.CrossAttentions, padding, group))
+            .add(HiddenMse(student.Hidden, teacher.Hidden, padding, group: group));
 }
+
+/// <summary>
+/// What a task's forward pass keeps for KD during pruning (collected streams): every stream's hidden states and attention
+/// maps, with the padding of its tokens. <see cref="FusionGroup"/> is 2 for NLVR2 (fusion layers alternate images).
+/// </summary>
+public sealed record TaskStreams(EncoderOutput Vision, EncoderOutput Text, Tensor TextPadding, EncoderOutput Fusion, Tensor FusionPadding,
+    int FusionGroup = 1, EncoderOutput? Decoder = null, Tensor? DecoderPadding = null);

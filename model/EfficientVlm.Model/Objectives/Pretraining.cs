@@ -5,9 +5,9 @@ using static TorchSharp.torch.nn;
 
 namespace EfficientVlm.Model.Objectives;
 
-/// <summary>Every stream's states and attention maps of a pre-training pass (for distillation).</summary>
+/// <summary>Every stream's states and attention maps of a pre-training pass (for distillation); the MLM streams are null without MLM.</summary>
 public sealed record PretrainStreams(EncoderOutput Vision, EncoderOutput Text, EncoderOutput ItmFusion, Tensor ItmPadding,
-    EncoderOutput MlmText, EncoderOutput MlmFusion);
+    EncoderOutput? MlmText, EncoderOutput? MlmFusion);
 
 /// <summary>The three pre-training losses and what was sampled for them (so a teacher can be scored on the same).</summary>
 public sealed record PretrainResult(
@@ -148,7 +148,8 @@ public static class Pretraining
         if (!withMlm)
         {
             var none = torch.zeros(1, model.Config.VocabSize, device: itm.device);
-            return new PretrainResult(itc, itm, torch.zeros_like(itm), itmLogits, none, negText, negImage, maskedIds, positions, targets);
+            return new PretrainResult(itc, itm, torch.zeros_like(itm), itmLogits, none, negText, negImage, maskedIds, positions, targets,
+                collect ? new PretrainStreams(vision, text, itmFusion, pairPadding, null, null) : null);
         }
 
         // MLM: masked text through text and fusion layers, logits at masked positions only

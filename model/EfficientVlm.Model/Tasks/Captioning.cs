@@ -18,11 +18,16 @@ public static class Captioning
     public const double LabelSmoothing = 0.1;
 
     /// <summary>image tokens [B, N, D], ids [B, T] -> next-token logits [B, T, V]</summary>
-    public static Tensor NextTokenLogits(VlmModel model, Tensor imageTokens, Tensor ids, Tensor padding, ModelGates? gates = null)
+    public static Tensor NextTokenLogits(VlmModel model, Tensor imageTokens, Tensor ids, Tensor padding, ModelGates? gates = null) =>
+        NextTokenLogitsStreams(model, imageTokens, ids, padding, gates, collect: false).Logits;
+
+    /// <summary>As <see cref="NextTokenLogits"/>, with the text and fusion outputs (<paramref name="collect"/>: every state and attention map, for KD).</summary>
+    public static (Tensor Logits, EncoderOutput Text, EncoderOutput Fusion) NextTokenLogitsStreams(VlmModel model, Tensor imageTokens, Tensor ids,
+        Tensor padding, ModelGates? gates = null, bool collect = true)
     {
-        var text = model.EncodeText(ids, padding, gates, causal: true).Last;
-        var fused = model.Fuse(text, padding, imageTokens, gates, causal: true).Last;
-        return model.LmLogits(fused);
+        var text = model.EncodeText(ids, padding, gates, collect, causal: true);
+        var fused = model.Fuse(text.Last, padding, imageTokens, gates, collect, causal: true);
+        return (model.LmLogits(fused.Last), text, fused);
     }
 
     /// <summary>

@@ -15,18 +15,29 @@ public sealed record VqaAnswers(Tensor Ids, Tensor Padding, Tensor Owner, Tensor
 public static class Vqa
 {
     /// <summary>Question states: image [B, 3, H, W] + question ids [B, T] -> fused [B, T, D].</summary>
-    public static Tensor EncodeQuestion(VlmModel model, Tensor images, Tensor ids, Tensor padding, ModelGates? gates = null)
+    public static Tensor EncodeQuestion(VlmModel model, Tensor images, Tensor ids, Tensor padding, ModelGates? gates = null) =>
+        EncodeQuestionStreams(model, images, ids, padding, gates, collect: false).Fusion.Last;
+
+    /// <summary>As <see cref="EncodeQuestion"/>, with each stream's output (<paramref name="collect"/>: every state and attention map, for KD).</summary>
+    public static (EncoderOutput Vision, EncoderOutput Text, EncoderOutput Fusion) EncodeQuestionStreams(VlmModel model, Tensor images,
+        Tensor ids, Tensor padding, ModelGates? gates = null, bool collect = true)
     {
-        var image = model.EncodeImage(images, gates).Last;
-        return model.Fuse(model.EncodeText(ids, padding, gates).Last, padding, image, gates).Last;
+        var vision = model.EncodeImage(images, gates, collect);
+        var text = model.EncodeText(ids, padding, gates, collect);
+        return (vision, text, model.Fuse(text.Last, padding, vision.Last, gates, collect));
     }
 
     /// <summary>Next-token logits of each answer: question states [Q, T, D] -> [A, La-1, V] (position i predicts token i+1).</summary>
     public static Tensor AnswerLogits(VlmModel model, Tensor questionStates, Tensor questionPadding, Tensor answerIds,
-        Tensor answerPadding, ModelGates? gates = null)
+        Tensor answerPadding, ModelGates? gates = null) =>
+        AnswerLogitsStreams(model, questionStates, questionPadding, answerIds, answerPadding, gates, collect: false).Logits;
+
+    /// <summary>As <see cref="AnswerLogits"/>, with the decoder's output (<paramref name="collect"/>: every state and attention map, for KD).</summary>
+    public static (Tensor Logits, EncoderOutput Decoder) AnswerLogitsStreams(VlmModel model, Tensor questionStates, Tensor questionPadding,
+        Tensor answerIds, Tensor answerPadding, ModelGates? gates = null, bool collect = true)
     {
-        var decoded = model.DecodeAnswer(answerIds, answerPadding, questionStates, questionPadding, gates).Last; // (A, La, D)
-        return model.LmLogits(decoded.narrow(1, 0, answerIds.shape[1] - 1));
+        var decoded = model.DecodeAnswer(answerIds, answerPadding, questionStates, questionPadding, gates, collect); // (A, La, D)
+        return (model.LmLogits(decoded.Last.narrow(1, 0, answerIds.shape[1] - 1)), decoded);
     }
 
     /// <summary>Which predicted positions are real answer tokens: answer padding [A, La] -> [A, La-1].</summary>

@@ -18,22 +18,29 @@ namespace EfficientVlm.Model.Training;
 /// holds one global expected sparsity; hard-concrete gates sampled once per step. Validation uses the
 /// deterministic masks; a checkpoint only counts as best once the expected sparsity is within 0.02 of
 /// the target (before that, steps rank by closeness to the target), and the masks of the best step are kept.
-/// KD here is on the task logits and the last fused states (attention-map KD is not done yet).
+/// KD covers the task logits and every stream's hidden states and attention maps, the fusion cross-attention maps
+/// included (<see cref="Distillation.StreamKd"/>). From <c>freezeMasksAtStep</c> on (VQA: a set epoch), the masks are
+/// frozen: the deterministic masks are used, the Lagrangian is dropped and neither gates nor lambdas move, while the
+/// weights go on learning under the final masks.
 /// </summary>
 public sealed class PruneStage<TBatch> : ITrainingStage<TBatch>
 {
     private readonly StageBase<TBatch> _task;
-    private readonly Func<TBatch, Device, ModelGates, (Tensor Task, Tensor Kd)> _losses;
+    private readonly Func<TBatch, Device, ModelGates, PruneLosses> _losses;
     private readonly Func<Device, ModelGates, double> _validate;
     private readonly double _taskWeight, _kdWeight;
     private readonly string _runDirectory;
+    private readonly int? _freezeMasksAtStep;
     private double _best = double.NegativeInfinity;
     private int _step;
 
     public PruneStage(StageBase<TBatch> task, PruningMasks masks, SparsityController controller,
-        Func<TBatch, Device, ModelGates, (Tensor Task, Tensor Kd)> losses, Func<Device, ModelGates, double> validate,
-        double taskWeight, double kdWeight, string runDirectory)
+        Func<TBatch, Device, ModelGates, PruneLosses> losses, Func<Device, ModelGates, double> validate,
+        double taskWeight, double kdWeight, string runDirectory, int? freezeMasksAtStep = null)
     {
+        if (freezeMasksAtStep is { } f && f < controller.WarmupSteps)
+            throw new ArgumentException($"Masks cannot freeze at step {f}, before the sparsity warm-up ends (step {controller.WarmupSteps}).");
+        _freezeMasksAtStep = freezeMasksAtStep;
         _task = task;
         Masks = masks;
         Controller = controller;
@@ -54,18 +61,24 @@ public sealed class PruneStage<TBatch> : ITrainingStage<TBatch>
 
     public IEnumerable<TBatch> Batches(int epoch, int skip) => _task.Batches(epoch, skip);
 
+    /// <summary>Whether the masks are frozen at <paramref name="step"/>.</summary>
+    public bool MasksFrozenAt(int step) => _freezeMasksAtStep is { } f && step >= f;
+
     public StepLoss Loss(TBatch batch, Device device, int step)
     {
         _step = step;
         Controller.ZeroGrad();
-        var gates = Masks.Sample();
-        var (task, kd) = _losses(batch, device, gates);
-        var (lagrangian, sparsity) = Controller.Lagrangian(step);
-        var total = task.mul(_taskWeight).add(kd.mul(_kdWeight)).add(lagrangian);
-        var parts = new Dictionary<string, Tensor>
+        bool frozen = MasksFrozenAt(step);
+        var gates = frozen ? Masks.DeterministicGates() : Masks.Sample();
+        var losses = _losses(batch, device, gates);
+        var (lagrangian, sparsity) = frozen
+            ? (torch.zeros(Array.Empty<long>(), device: losses.Task.device), Masks.ExpectedSparsity().detach())
+            : Controller.Lagrangian(step);
+        var total = losses.Task.mul(_taskWeight).add(losses.Kd.mul(_kdWeight)).add(lagrangian);
+        var parts = new Dictionary<string, Tensor>(losses.KdParts)
         {
-            ["task"] = task, ["kd"] = kd, ["lag"] = lagrangian, ["sparsity"] = sparsity,
-            ["target"] = torch.tensor((float)Controller.TargetAt(step)),
+            ["task"] = losses.Task, ["kd"] = losses.Kd, ["lag"] = lagrangian, ["sparsity"] = sparsity,
+            ["target"] = torch.tensor((float)Controller.TargetAt(step)), ["frozen"] = torch.tensor(frozen ? 1f : 0f),
         };
         // expected kept fraction of FFN neurons per modality, for progress bars and logs
         foreach (var (modality, kept) in Masks.Report().KeptNeurons) parts[$"kept_{modality}"] = torch.tensor((float)kept);
@@ -74,7 +87,7 @@ public sealed class PruneStage<TBatch> : ITrainingStage<TBatch>
 
     public void AfterStep()
     {
-        Controller.Step();
+        if (!MasksFrozenAt(_step)) Controller.Step();
         _task.AfterStep();
     }
 
@@ -144,69 +157,93 @@ public static class TaskPruning
             teacher.reshape(-1, teacher.shape[^1]).index_select(0, rows));
     }
 
-    private static Tensor FusedMse(Tensor student, Tensor teacher, Tensor padding) =>
-        Distillation.HiddenMse([student], [teacher], padding);
+    /// <summary>Logit KD plus every stream's KD (<see cref="Distillation.StreamKd"/>), with the parts for the logs.</summary>
+    private static PruneLosses WithStreams(Tensor task, Tensor logitKd, TaskStreams student, TaskStreams teacher)
+    {
+        var (streams, parts) = Distillation.StreamKd(student, teacher);
+        parts["kd_logits"] = logitKd;
+        return new PruneLosses(task, logitKd.add(streams), parts);
+    }
 
-    public static Func<VqaBatchData, Device, ModelGates, (Tensor, Tensor)> Vqa(VlmModel student, VlmModel teacher) => (batch, device, gates) =>
+    public static Func<VqaBatchData, Device, ModelGates, PruneLosses> Vqa(VlmModel student, VlmModel teacher) => (batch, device, gates) =>
     {
         var (images, ids, padding, answers) = batch.ToTensors(device);
         var owner = answers.Owner;
         var ownerPadding = padding.index_select(0, owner);
-        var qs = Tasks.Vqa.EncodeQuestion(student, images, ids, padding, gates);
-        Tensor qt, logitsT;
+        TaskStreams Streams((EncoderOutput Vision, EncoderOutput Text, EncoderOutput Fusion) q, EncoderOutput decoder) =>
+            new(q.Vision, q.Text, padding, q.Fusion, padding, Decoder: decoder, DecoderPadding: answers.Padding);
+        var qs = Tasks.Vqa.EncodeQuestionStreams(student, images, ids, padding, gates);
+        (Tensor Logits, EncoderOutput Decoder) answerT;
+        TaskStreams fromTeacher;
         using (torch.no_grad())
         {
             teacher.eval();
-            qt = Tasks.Vqa.EncodeQuestion(teacher, images, ids, padding);
-            logitsT = Tasks.Vqa.AnswerLogits(teacher, qt.index_select(0, owner), ownerPadding, answers.Ids, answers.Padding);
+            var qt = Tasks.Vqa.EncodeQuestionStreams(teacher, images, ids, padding);
+            answerT = Tasks.Vqa.AnswerLogitsStreams(teacher, qt.Fusion.Last.index_select(0, owner), ownerPadding, answers.Ids, answers.Padding);
+            fromTeacher = Streams(qt, answerT.Decoder);
         }
-        var logitsS = Tasks.Vqa.AnswerLogits(student, qs.index_select(0, owner), ownerPadding, answers.Ids, answers.Padding, gates);
-        var task = Tasks.Vqa.WeightedLoss(Tasks.Vqa.AnswerNll(logitsS, answers.Ids, answers.Padding), answers, ids.shape[0]);
-        var kd = MaskedKl(logitsS, logitsT, Tasks.Vqa.PredictedTokens(answers.Padding)).add(FusedMse(qs, qt, padding));
-        return (task, kd);
+        var answerS = Tasks.Vqa.AnswerLogitsStreams(student, qs.Fusion.Last.index_select(0, owner), ownerPadding, answers.Ids, answers.Padding, gates);
+        var task = Tasks.Vqa.WeightedLoss(Tasks.Vqa.AnswerNll(answerS.Logits, answers.Ids, answers.Padding), answers, ids.shape[0]);
+        return WithStreams(task, MaskedKl(answerS.Logits, answerT.Logits, Tasks.Vqa.PredictedTokens(answers.Padding)),
+            Streams(qs, answerS.Decoder), fromTeacher);
     };
 
-    public static Func<NlvrBatchData, Device, ModelGates, (Tensor, Tensor)> Nlvr(VlmModel student, VlmModel teacher) => (batch, device, gates) =>
+    public static Func<NlvrBatchData, Device, ModelGates, PruneLosses> Nlvr(VlmModel student, VlmModel teacher) => (batch, device, gates) =>
     {
         var (left, right, ids, padding, labels) = batch.ToTensors(device);
-        Tensor t;
+        TaskStreams Streams((Tensor Logits, EncoderOutput Vision, EncoderOutput Text, EncoderOutput Fusion) r) =>
+            new(r.Vision, r.Text, padding, r.Fusion, padding, FusionGroup: 2);
+        (Tensor Logits, EncoderOutput Vision, EncoderOutput Text, EncoderOutput Fusion) t;
         using (torch.no_grad())
         {
             teacher.eval();
-            t = Tasks.Nlvr.Logits(teacher, left, right, ids, padding);
+            t = Tasks.Nlvr.LogitsStreams(teacher, left, right, ids, padding);
         }
-        var s = Tasks.Nlvr.Logits(student, left, right, ids, padding, gates);
-        return (functional.cross_entropy(s, labels), Distillation.LogitKl(s, t));
+        var s = Tasks.Nlvr.LogitsStreams(student, left, right, ids, padding, gates);
+        return WithStreams(functional.cross_entropy(s.Logits, labels), Distillation.LogitKl(s.Logits, t.Logits), Streams(s), Streams(t));
     };
 
-    public static Func<ImageTextBatchData, Device, ModelGates, (Tensor, Tensor)> Retrieval(VlmModel student, VlmModel teacher, SpecialTokens tokens) =>
+    public static Func<ImageTextBatchData, Device, ModelGates, PruneLosses> Retrieval(VlmModel student, VlmModel teacher, SpecialTokens tokens) =>
         (batch, device, gates) =>
         {
             var tensors = batch.ToTensors(device);
+            TaskStreams Streams(PretrainResult r) => r.Streams is { } x
+                ? new TaskStreams(x.Vision, x.Text, tensors.Padding, x.ItmFusion, x.ItmPadding)
+                : throw new InvalidOperationException("The retrieval pass was not collected.");
             PretrainResult t;
             PretrainSamples samples;
             using (torch.no_grad())
             {
                 teacher.eval();
                 samples = Pretraining.Sample(teacher, tensors, tokens);
-                t = Pretraining.Run(teacher, tensors, tokens, samples, withMlm: false);
+                t = Pretraining.Run(teacher, tensors, tokens, samples, collect: true, withMlm: false);
             }
-            var s = Pretraining.Run(student, tensors, tokens, samples, gates, withMlm: false);
-            return (s.Itc.add(s.Itm), Distillation.LogitKl(s.ItmLogits, t.ItmLogits));
+            var s = Pretraining.Run(student, tensors, tokens, samples, gates, collect: true, withMlm: false);
+            return WithStreams(s.Itc.add(s.Itm), Distillation.LogitKl(s.ItmLogits, t.ItmLogits), Streams(s), Streams(t));
         };
 
-    public static Func<CaptionBatchData, Device, ModelGates, (Tensor, Tensor)> Captioning(VlmModel student, VlmModel teacher) => (batch, device, gates) =>
+    public static Func<CaptionBatchData, Device, ModelGates, PruneLosses> Captioning(VlmModel student, VlmModel teacher) => (batch, device, gates) =>
     {
         var (images, ids, padding) = batch.ToTensors(device);
         long t = ids.shape[1];
+        TaskStreams Streams(EncoderOutput vision, (Tensor Logits, EncoderOutput Text, EncoderOutput Fusion) r) =>
+            new(vision, r.Text, padding, r.Fusion, padding);
+        TaskStreams fromTeacher;
         Tensor logitsT;
         using (torch.no_grad())
         {
             teacher.eval();
-            logitsT = Tasks.Captioning.NextTokenLogits(teacher, teacher.EncodeImage(images).Last, ids, padding).narrow(1, 0, t - 1);
+            var vision = teacher.EncodeImage(images, collect: true);
+            var r = Tasks.Captioning.NextTokenLogitsStreams(teacher, vision.Last, ids, padding);
+            (logitsT, fromTeacher) = (r.Logits.narrow(1, 0, t - 1), Streams(vision, r));
         }
-        var logitsS = Tasks.Captioning.NextTokenLogits(student, student.EncodeImage(images, gates).Last, ids, padding, gates).narrow(1, 0, t - 1);
+        var visionS = student.EncodeImage(images, gates, collect: true);
+        var rs = Tasks.Captioning.NextTokenLogitsStreams(student, visionS.Last, ids, padding, gates);
+        var logitsS = rs.Logits.narrow(1, 0, t - 1);
         var (mask, targets) = Tasks.Captioning.CaptionTargets(ids, padding, batch.PromptLength);
-        return (Tasks.Captioning.SmoothedLoss(logitsS, targets), MaskedKl(logitsS, logitsT, mask));
+        return WithStreams(Tasks.Captioning.SmoothedLoss(logitsS, targets), MaskedKl(logitsS, logitsT, mask), Streams(visionS, rs), fromTeacher);
     };
 }
+
+/// <summary>One pruning step's task loss and KD (logits and streams), with the KD parts for the logs.</summary>
+public sealed record PruneLosses(Tensor Task, Tensor Kd, IReadOnlyDictionary<string, Tensor> KdParts);
