@@ -33,7 +33,7 @@ internal static class PruneCommand
         };
         var frozen = new Option<int>("--vqa-frozen-mask-epochs")
         {
-            Description = "VQA: run the last N epochs with the masks frozen (only after the warm-up; 0: never)", DefaultValueFactory = _ => 1,
+            Description = "VQA: freeze the masks in the last N epochs, once the sparsity is within 0.02 of the target (only after the warm-up; 0: never)", DefaultValueFactory = _ => 1,
         };
         var command = new Command("prune", "Prune a fine-tuned compact model for its task (modal-adaptive, one global target), then shrink it.")
         {

@@ -31,8 +31,9 @@ public sealed record PipelineSettings
     /// <summary>Global (modal-adaptive, the method) or Uniform (the same sparsity in every modality: the ablation).</summary>
     public SparsityMode Sparsity { get; init; } = SparsityMode.Global;
     /// <summary>
-    /// VQA: the last this many pruning epochs run with the masks frozen (method.md section 4; the weights adapt to the
-    /// final masks). Only when those epochs start at or after the warm-up's end; 0: never.
+    /// VQA: in the last this many pruning epochs the masks freeze (method.md section 4; the weights adapt to the final
+    /// masks), from the first step there at which the expected sparsity is within 0.02 of the target. Only when those
+    /// epochs start at or after the warm-up's end; 0: never.
     /// </summary>
     public int VqaFrozenMaskEpochs { get; init; } = 1;
     /// <summary>Use only the first N training records (short runs); null: all.</summary>

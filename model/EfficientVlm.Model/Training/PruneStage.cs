@@ -19,9 +19,11 @@ namespace EfficientVlm.Model.Training;
 /// deterministic masks; a checkpoint only counts as best once the expected sparsity is within 0.02 of
 /// the target (before that, steps rank by closeness to the target), and the masks of the best step are kept.
 /// KD covers the task logits and every stream's hidden states and attention maps, the fusion cross-attention maps
-/// included (<see cref="Distillation.StreamKd"/>). From <c>freezeMasksAtStep</c> on (VQA: a set epoch), the masks are
-/// frozen: the deterministic masks are used, the Lagrangian is dropped and neither gates nor lambdas move, while the
-/// weights go on learning under the final masks.
+/// included (<see cref="Distillation.StreamKd"/>). From <c>freezeMasksAtStep</c> on (VQA: a set epoch), as soon as the
+/// expected sparsity is within 0.02 of the target, the masks are frozen for the rest of the run: the deterministic masks
+/// are used, the Lagrangian is dropped and neither gates nor lambdas move, while the weights go on learning under the
+/// final masks. (The method freezes at the set epoch unconditionally, after long runs that sit on the target by then; a
+/// short run that is still off target would lock in a miss, so it waits for the window.)
 /// </summary>
 public sealed class PruneStage<TBatch> : ITrainingStage<TBatch>
 {
@@ -31,6 +33,7 @@ public sealed class PruneStage<TBatch> : ITrainingStage<TBatch>
     private readonly double _taskWeight, _kdWeight;
     private readonly string _runDirectory;
     private readonly int? _freezeMasksAtStep;
+    private int? _frozenSince;
     private double _best = double.NegativeInfinity;
     private int _step;
 
@@ -61,14 +64,20 @@ public sealed class PruneStage<TBatch> : ITrainingStage<TBatch>
 
     public IEnumerable<TBatch> Batches(int epoch, int skip) => _task.Batches(epoch, skip);
 
-    /// <summary>Whether the masks are frozen at <paramref name="step"/>.</summary>
-    public bool MasksFrozenAt(int step) => _freezeMasksAtStep is { } f && step >= f;
+    /// <summary>The step from which the masks are frozen, once that has happened.</summary>
+    public int? FrozenSince => _frozenSince;
+
+    private const double TargetWindow = 0.02;
+
+    private bool InWindow(double sparsity) => Math.Abs(sparsity - Controller.Target) <= TargetWindow;
 
     public StepLoss Loss(TBatch batch, Device device, int step)
     {
         _step = step;
         Controller.ZeroGrad();
-        bool frozen = MasksFrozenAt(step);
+        if (_frozenSince is null && _freezeMasksAtStep is { } f && step >= f && InWindow(Masks.ExpectedSparsity().item<float>()))
+            _frozenSince = step;
+        bool frozen = _frozenSince is not null;
         var gates = frozen ? Masks.DeterministicGates() : Masks.Sample();
         var losses = _losses(batch, device, gates);
         var (lagrangian, sparsity) = frozen
@@ -87,7 +96,7 @@ public sealed class PruneStage<TBatch> : ITrainingStage<TBatch>
 
     public void AfterStep()
     {
-        if (!MasksFrozenAt(_step)) Controller.Step();
+        if (_frozenSince is null) Controller.Step();
         _task.AfterStep();
     }
 
@@ -96,7 +105,7 @@ public sealed class PruneStage<TBatch> : ITrainingStage<TBatch>
         var gates = Masks.DeterministicGates();
         double score = _validate(device, gates);
         double sparsity = Masks.ExpectedSparsity().item<float>();
-        bool reached = _step + 1 >= Controller.WarmupSteps && Math.Abs(sparsity - Controller.Target) <= 0.02;
+        bool reached = _step + 1 >= Controller.WarmupSteps && InWindow(sparsity);
         // Reached: ranked by score (scores are at most 1, or 100 for CIDEr). Not reached: below every reached step, and
         // ranked by closeness to the target, so a short run that never lands in the window keeps the masks nearest to it
         // (ranking those by score would favour the least pruned).
@@ -118,7 +127,7 @@ public sealed class PruneStage<TBatch> : ITrainingStage<TBatch>
     public void SaveState(string folder)
     {
         Controller.Save(folder);
-        File.WriteAllText(Path.Combine(folder, StateFile), JsonSerializer.Serialize(new SavedState(_best),
+        File.WriteAllText(Path.Combine(folder, StateFile), JsonSerializer.Serialize(new SavedState(_best, _frozenSince),
             new JsonSerializerOptions { NumberHandling = System.Text.Json.Serialization.JsonNumberHandling.AllowNamedFloatingPointLiterals }));
     }
 
@@ -127,11 +136,14 @@ public sealed class PruneStage<TBatch> : ITrainingStage<TBatch>
         Controller.Load(folder);
         var path = Path.Combine(folder, StateFile);
         if (File.Exists(path))
-            _best = JsonSerializer.Deserialize<SavedState>(File.ReadAllText(path),
-                new JsonSerializerOptions { NumberHandling = System.Text.Json.Serialization.JsonNumberHandling.AllowNamedFloatingPointLiterals })!.Best;
+        {
+            var saved = JsonSerializer.Deserialize<SavedState>(File.ReadAllText(path),
+                new JsonSerializerOptions { NumberHandling = System.Text.Json.Serialization.JsonNumberHandling.AllowNamedFloatingPointLiterals })!;
+            (_best, _frozenSince) = (saved.Best, saved.FrozenSince);
+        }
     }
 
-    private sealed record SavedState(double Best);
+    private sealed record SavedState(double Best, int? FrozenSince = null);
 }
 
 /// <summary>The four tasks' pruning losses (task + KD from the fine-tuned teacher) and weights.</summary>
