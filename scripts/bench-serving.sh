@@ -1,12 +1,15 @@
 #!/usr/bin/env bash
 # Serving benchmarks (issue 8), on the VQA variant that scripts/demo.sh made (run it first):
-#   (a) the ceiling: the variant's bundle straight on a device executor, per batch size;
-#   (b) through the SDK (fleet load) with dynamic batching, 1/8/32/128 concurrent callers;
-#   (c) the same with batching off (MaxBatchSize=1);
-#   cold start: a fresh silo with an empty model cache, blob to first answer (REST call timed by curl).
+#   cold start: a fresh silo with an empty model cache, blob to first answer (REST call timed by curl);
+#   (a) the ceiling: the variant's bundle straight on a device executor, per batch size (its best batch is kept);
+#   (b) through the SDK (fleet load) with dynamic batching, 1/8/32/128 concurrent callers, batches capped at
+#       BENCH_MAX_BATCH (default "best": (a)'s best batch size in this run);
+#   (c) the same with batching off (MaxBatchSize=1).
 # One silo and the load generator share this machine. Results: .fleet/bench-serving-*.csv and stdout.
-# BENCH_PIN=1: the silo (1 torch thread) and the ceiling run on core 0, the load generator on core 1
-# (taskset), so the client does not take the executor's CPU; without it all share every core.
+# BENCH_PIN: 0 (default) all share every core;
+#   1: the whole silo (1 torch thread) and the ceiling on core 0, the load generator on core 1;
+#   device: only the executor thread (1 torch thread) on core 0, standing in for a device, and the rest of the
+#   silo (Orleans, decoding, the batch loop) with the load generator on core 1; the ceiling's executor on core 0.
 set -euo pipefail
 root="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 cd "$root"
@@ -14,10 +17,16 @@ state="$root/.fleet"
 seconds="${BENCH_SECONDS:-10}"
 delay="${BENCH_QUEUE_DELAY:-00:00:00.005}"   # Fleet:Serving:MaxQueueDelay of run (b)
 pin="${BENCH_PIN:-0}"
-silo_cpu=(); client_cpu=(); threads=(); silo_env=()
-if [[ $pin == 1 ]]; then
-  silo_cpu=(taskset -c 0); client_cpu=(taskset -c 1); threads=(--threads 1); silo_env=(Fleet__Silo__Executor__TorchThreads=1)
-fi
+max_batch="${BENCH_MAX_BATCH:-best}"
+silo_cpu=(); client_cpu=(); ceiling_cpu=(); threads=(); silo_env=()
+case "$pin" in
+  0) ;;
+  1) silo_cpu=(taskset -c 0); client_cpu=(taskset -c 1); ceiling_cpu=(taskset -c 0); threads=(--threads 1)
+     silo_env=(Fleet__Silo__Executor__TorchThreads=1) ;;
+  device) silo_cpu=(taskset -c 1); client_cpu=(taskset -c 1); threads=(--threads 1 --cpus 0)
+     silo_env=(Fleet__Silo__Executor__TorchThreads=1 Fleet__Silo__Executor__Cpus__0=0) ;;
+  *) echo "BENCH_PIN must be 0, 1 or device"; exit 2 ;;
+esac
 [[ -d "$state/azurite" && -f "$state/data/vocab.txt" ]] || { echo "run scripts/demo.sh first (it makes the variant this measures)"; exit 1; }
 silo_pid=""; started_azurite=0
 cleanup() {
@@ -55,7 +64,19 @@ for call in first second; do
     -F "image=@$image" -F "question=what color is the circle?" "http://127.0.0.1:8080/v1/variants/$variant/vqa"
 done
 
-echo "== (b) through the SDK, dynamic batching (MaxBatchSize 32, MaxQueueDelay $delay)"
+stop_silo
+
+echo "== (a) the ceiling: the bundle on a device executor, no Orleans"
+bundle=$(ls -d "$state/bench-work-cold/cache/model/"*/ | head -1)
+"${ceiling_cpu[@]}" dotnet bench/EfficientVlm.Bench/bin/Release/net10.0/EfficientVlm.Bench.dll serving-executor --bundle "${bundle%/}" \
+  --images "$state/data/images/test" --seconds 5 "${threads[@]}" | tee "$state/bench-serving-ceiling.txt"
+if [[ $max_batch == best ]]; then
+  max_batch=$(sed -n 's/^best batch: \([0-9]*\).*/\1/p' "$state/bench-serving-ceiling.txt")
+  [[ -n "$max_batch" ]] || { echo "the ceiling did not report its best batch"; exit 1; }
+fi
+
+echo "== (b) through the SDK, dynamic batching (MaxBatchSize $max_batch, MaxQueueDelay $delay)"
+start_silo "$max_batch" "$state/bench-work-cold"
 fleet load --variant "$variant" --images "$state/data/images/test" --callers 1,8,32,128 --seconds "$seconds" --csv "$state/bench-serving-batched.csv"
 stop_silo
 
@@ -63,8 +84,3 @@ echo "== (c) through the SDK, no batching (MaxBatchSize 1)"
 start_silo 1 "$state/bench-work-cold"
 fleet load --variant "$variant" --images "$state/data/images/test" --callers 1,8,32,128 --seconds "$seconds" --csv "$state/bench-serving-unbatched.csv"
 stop_silo
-
-echo "== (a) the ceiling: the bundle on a device executor, no Orleans"
-bundle=$(ls -d "$state/bench-work-cold/cache/model/"*/ | head -1)
-"${silo_cpu[@]}" dotnet bench/EfficientVlm.Bench/bin/Release/net10.0/EfficientVlm.Bench.dll serving-executor --bundle "${bundle%/}" \
-  --images "$state/data/images/test" --seconds 5 "${threads[@]}"

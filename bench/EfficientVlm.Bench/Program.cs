@@ -17,7 +17,7 @@ static int Usage()
     Console.WriteLine("  executor [--items N] [--threads T]   device-executor overhead: direct calls vs executor, sequential and concurrent");
     Console.WriteLine("  model-latency [--threads T] [--no-paper]   teacher vs student forward latency, batch 1 and 32 (demo and paper presets)");
     Console.WriteLine("  model-latency --checkpoints A,B,...        the same for trained checkpoints (speed-up against the first)");
-    Console.WriteLine("  serving-executor --bundle DIR --images DIR [--batches 1,2,...] [--seconds S] [--threads T]");
+    Console.WriteLine("  serving-executor --bundle DIR --images DIR [--batches 1,2,...] [--seconds S] [--threads T] [--cpus 0,..]");
     Console.WriteLine("                                             the serving ceiling: a VQA bundle's answers/s per batch size, straight on the executor");
     Console.WriteLine("  (through the SDK: scripts/bench-serving.sh, which drives `fleet load` against a silo with and without batching)");
     return 2;

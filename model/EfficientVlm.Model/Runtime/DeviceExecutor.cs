@@ -25,6 +25,12 @@ public sealed record DeviceExecutorOptions
     /// <summary>libtorch intra-op threads (process-wide). 0 leaves libtorch's default.</summary>
     public int TorchThreads { get; init; }
 
+    /// <summary>
+    /// CPUs the worker threads (and libtorch's threads they start) are pinned to (Linux); null: not pinned. On a CPU host,
+    /// pinning the executor to its own cores while the rest of the process runs elsewhere stands in for a device.
+    /// </summary>
+    public int[]? Cpus { get; init; }
+
     /// <summary>Most work items waiting; submitters beyond it wait for room (back-pressure).</summary>
     public int QueueCapacity { get; init; } = 4096;
 
@@ -35,6 +41,8 @@ public sealed record DeviceExecutorOptions
         if (TorchThreads < 0) throw new ArgumentException($"TorchThreads must be 0 or more (was {TorchThreads}).");
         if (QueueCapacity < 1) throw new ArgumentException($"QueueCapacity must be at least 1 (was {QueueCapacity}).");
         if (string.IsNullOrWhiteSpace(Device)) throw new ArgumentException("Device must be auto, cpu, cuda or cuda:N.");
+        if (Cpus is { } cpus && (cpus.Length == 0 || cpus.Any(c => c < 0)))
+            throw new ArgumentException("Cpus must list one or more CPU numbers (0 or more), or be left out.");
     }
 }
 
@@ -60,18 +68,29 @@ public sealed class DeviceExecutor : IDisposable
         options.Validate();
         Options = options;
         TorchRuntime.EnsureLoaded();
-        if (options.TorchThreads > 0) torch.set_num_threads(options.TorchThreads);
         Device = ResolveDevice(options.Device);
         _queue = new BlockingCollection<IWorkItem>(new ConcurrentQueue<IWorkItem>(), options.QueueCapacity);
         _workers = new Thread[options.WorkerThreads];
+        var started = new Task[_workers.Length];
         for (int i = 0; i < _workers.Length; i++)
         {
-            _workers[i] = new Thread(WorkerLoop)
+            var ready = new TaskCompletionSource(TaskCreationOptions.RunContinuationsAsynchronously);
+            started[i] = ready.Task;
+            _workers[i] = new Thread(() => WorkerLoop(ready))
             {
                 IsBackground = true,
                 Name = $"device-executor:{Device.type}:{i}",
             };
             _workers[i].Start();
+        }
+        try
+        {
+            Task.WaitAll(started); // a worker that cannot pin itself fails the constructor, not the process
+        }
+        catch (AggregateException e)
+        {
+            _queue.CompleteAdding();
+            throw e.InnerExceptions[0];
         }
     }
 
@@ -132,8 +151,20 @@ public sealed class DeviceExecutor : IDisposable
         return torch.device(normalized);
     }
 
-    private void WorkerLoop()
+    private void WorkerLoop(TaskCompletionSource ready)
     {
+        try
+        {
+            // pinned before libtorch starts its intra-op threads (set_num_threads here), so they inherit the CPUs
+            if (Options.Cpus is { } cpus) CpuAffinity.PinCurrentThread(cpus);
+            if (Options.TorchThreads > 0) torch.set_num_threads(Options.TorchThreads);
+        }
+        catch (Exception e)
+        {
+            ready.SetException(e);
+            return;
+        }
+        ready.SetResult();
         foreach (var item in _queue.GetConsumingEnumerable())
             item.Run(Device);
     }

@@ -150,4 +150,22 @@ public sealed class DeviceExecutorTests
         executor.Dispose();
         Assert.Throws<ObjectDisposedException>(() => { _ = executor.RunAsync(_ => 1); });
     }
+
+    private static string AllowedCpus() =>
+        File.ReadLines("/proc/thread-self/status").First(l => l.StartsWith("Cpus_allowed_list:", StringComparison.Ordinal)).Split(':')[1].Trim();
+
+    [Fact]
+    public async Task Pinned_workers_run_on_the_given_cpu_and_an_impossible_pin_fails_the_constructor()
+    {
+        using (var pinned = new DeviceExecutor(new DeviceExecutorOptions { Device = "cpu", WorkerThreads = 2, Cpus = [0] }))
+        {
+            var seen = await Task.WhenAll(Enumerable.Range(0, 8).Select(_ => pinned.RunAsync(_ => AllowedCpus())));
+            Assert.All(seen, cpus => Assert.Equal("0", cpus));
+        }
+        if (Environment.ProcessorCount > 1) Assert.NotEqual("0", AllowedCpus()); // only the workers were pinned, not the caller
+        Assert.Throws<ArgumentException>(() => new DeviceExecutor(new DeviceExecutorOptions { Device = "cpu", Cpus = [-1] }));
+        // a CPU this machine does not have: the kernel refuses, and the constructor says so
+        var e = Assert.Throws<System.ComponentModel.Win32Exception>(() => new DeviceExecutor(new DeviceExecutorOptions { Device = "cpu", Cpus = [1000] }));
+        Assert.Contains("1000", e.Message);
+    }
 }
