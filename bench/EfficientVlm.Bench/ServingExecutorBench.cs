@@ -46,8 +46,8 @@ public static class ServingExecutorBench
             table.AddRow($"{b}", $"{times.Count}", $"{rate:0.0}", $"{BenchMachine.Percentile(times, 50):0.0}");
         }
         await executor.RunAsync(_ => model.Dispose());
-        AnsiConsole.MarkupLineInterpolated($"serving ceiling, VQA bundle {Path.GetFileName(bundle)[..Math.Min(12, Path.GetFileName(bundle).Length)]}: {BenchMachine.Describe(threads)}" +
-            (cpus is null ? "" : $", executor pinned to CPU {string.Join(",", cpus)}"));
+        var pinned = cpus is null ? "" : $", executor pinned to CPU {string.Join(",", cpus)}";
+        AnsiConsole.MarkupLineInterpolated($"serving ceiling, VQA bundle {Path.GetFileName(bundle)[..Math.Min(12, Path.GetFileName(bundle).Length)]}: {BenchMachine.Describe(threads)}{pinned}");
         AnsiConsole.Write(table);
         Console.WriteLine($"best batch: {best.Batch} ({best.Rate:0.0} answers/s)");
         return 0;
