@@ -116,6 +116,7 @@ public static class Distillation
         var total = parts.Values.Aggregate((a, b) => a.add(b));
         return (total, parts);
     }
+
     /// <summary>
     /// The stream terms of KD during pruning (method.md section 4: the building blocks of section 3, with the fusion
     /// cross-attention maps distilled too): vision (attention + 0.1 hidden, the last pair skipped), text (attention +

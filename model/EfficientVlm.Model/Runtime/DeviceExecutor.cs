@@ -90,7 +90,7 @@ public sealed class DeviceExecutor : IDisposable
         catch (AggregateException e)
         {
             _queue.CompleteAdding();
-            throw e.InnerExceptions[0];
+            System.Runtime.ExceptionServices.ExceptionDispatchInfo.Throw(e.InnerExceptions[0]);
         }
     }
 

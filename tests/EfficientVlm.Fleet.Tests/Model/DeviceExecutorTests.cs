@@ -155,6 +155,14 @@ public sealed class DeviceExecutorTests
         File.ReadLines("/proc/thread-self/status").First(l => l.StartsWith("Cpus_allowed_list:", StringComparison.Ordinal)).Split(':')[1].Trim();
 
     [Fact]
+    public async Task Torch_threads_apply_on_the_executor_threads()
+    {
+        using var executor = new DeviceExecutor(new DeviceExecutorOptions { Device = "cpu", WorkerThreads = 2, TorchThreads = 1 });
+        var seen = await Task.WhenAll(Enumerable.Range(0, 4).Select(_ => executor.RunAsync(_ => torch.get_num_threads())));
+        Assert.All(seen, n => Assert.Equal(1, n));
+    }
+
+    [Fact]
     public async Task Pinned_workers_run_on_the_given_cpu_and_an_impossible_pin_fails_the_constructor()
     {
         using (var pinned = new DeviceExecutor(new DeviceExecutorOptions { Device = "cpu", WorkerThreads = 2, Cpus = [0] }))
