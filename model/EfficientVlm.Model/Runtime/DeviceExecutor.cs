@@ -68,6 +68,7 @@ public sealed class DeviceExecutor : IDisposable
         options.Validate();
         Options = options;
         TorchRuntime.EnsureLoaded();
+        if (options.TorchThreads > 0) torch.set_num_threads(options.TorchThreads); // process-wide
         Device = ResolveDevice(options.Device);
         _queue = new BlockingCollection<IWorkItem>(new ConcurrentQueue<IWorkItem>(), options.QueueCapacity);
         _workers = new Thread[options.WorkerThreads];
@@ -155,9 +156,8 @@ public sealed class DeviceExecutor : IDisposable
     {
         try
         {
-            // pinned before libtorch starts its intra-op threads (set_num_threads here), so they inherit the CPUs
+            // pinned before it runs any work: libtorch's intra-op threads, started by this thread's first parallel op, inherit the CPUs
             if (Options.Cpus is { } cpus) CpuAffinity.PinCurrentThread(cpus);
-            if (Options.TorchThreads > 0) torch.set_num_threads(Options.TorchThreads);
         }
         catch (Exception e)
         {
