@@ -34,14 +34,20 @@ internal static class TrainCommand
     public static Command Create()
     {
         var preset = new Option<string>("--preset") { Description = "model preset", DefaultValueFactory = _ => "demo-teacher" };
-        var pretrain = new Command("pretrain", "Teacher vision-language pre-training: ITC + ITM (hard negatives) + MLM.") { preset };
+        var hardShare = new Option<double>("--itm-hard-share")
+        {
+            Description = "share of ITM negatives drawn by similarity (1: the method, all hard; below 1 mixes uniform ones in, docs/training.md)",
+            DefaultValueFactory = _ => 1.0,
+        };
+        hardShare.Validators.Add(r => { if (r.GetValueOrDefault<double>() is < 0 or > 1) r.AddError("--itm-hard-share must be between 0 and 1."); });
+        var pretrain = new Command("pretrain", "Teacher vision-language pre-training: ITC + ITM (hard negatives) + MLM.") { preset, hardShare };
         AddCommon(pretrain);
         pretrain.SetAction((parse, ct) => Run(parse, ct, "pretrain", (data, seed, batch) =>
         {
             torch.manual_seed(seed);
             var config = Presets.Get(parse.GetValue(preset)!);
             var model = Scopes.Keep(new VlmModel(config));
-            return (model, () => new PretrainStage(model, data(config), batch, seed).Train(), config);
+            return (model, () => new PretrainStage(model, data(config), batch, seed, parse.GetValue(hardShare)).Train(), config);
         }));
 
         var teacherPath = new Option<DirectoryInfo>("--teacher") { Description = "teacher checkpoint folder (e.g. runs/teacher/best)", Required = true };

@@ -32,40 +32,48 @@ public static class Pretraining
     public const int MaxMasks = 8;
 
     /// <summary>
-    /// Symmetric contrastive loss over the batch: sim = img · txtᵀ / temp; every pair of the same image
-    /// is a positive (targets spread evenly over them). img, txt [B, E] (L2-normalised) -> scalar.
+    /// Symmetric contrastive loss over the batch: sim = img · txtᵀ / temp; every matched pair is a
+    /// positive (targets spread evenly over them). img, txt [B, E] (L2-normalised), matches [B, B]
+    /// (image i, text j; the diagonal set) -> scalar.
     /// </summary>
-    public static Tensor ItcLoss(Tensor imageEmb, Tensor textEmb, Tensor temperature, Tensor imageIds)
+    public static Tensor ItcLoss(Tensor imageEmb, Tensor textEmb, Tensor temperature, Tensor matches)
     {
         var sim = imageEmb.matmul(textEmb.t()).div(temperature);                           // (B, B)
-        var positives = imageIds.view(-1, 1).eq(imageIds.view(1, -1)).to(sim.dtype);       // (B, B)
-        var targets = positives.div(positives.sum(1, keepdim: true));
-        var i2t = functional.log_softmax(sim, 1).mul(targets).sum(1).mean().neg();
-        var t2i = functional.log_softmax(sim.t(), 1).mul(targets).sum(1).mean().neg();
+        var positives = matches.to(sim.dtype);                                              // (B, B)
+        var i2t = functional.log_softmax(sim, 1).mul(positives.div(positives.sum(1, keepdim: true))).sum(1).mean().neg();
+        var t2iPositives = positives.t();
+        var t2i = functional.log_softmax(sim.t(), 1).mul(t2iPositives.div(t2iPositives.sum(1, keepdim: true))).sum(1).mean().neg();
         return i2t.add(t2i).div(2);
     }
 
     /// <summary>
     /// For each image one hard negative text, and for each text one hard negative image, drawn from
-    /// softmax(similarity) with same-image pairs excluded. Returns indices [B] each.
-    /// When a row has no other image (all pairs positive), it falls back to the next index.
+    /// softmax(similarity) with matched pairs excluded (matches [B, B], image i, text j). Returns
+    /// indices [B] each. When a row has nothing unmatched, it falls back to the next index.
+    /// With <paramref name="hardShare"/> below 1 the draw is from hardShare * that + (1 - hardShare) * uniform
+    /// over the unmatched: some negatives are easy ones (for models trained from scratch; 1 is the method).
     /// </summary>
     public static (Tensor TextForImage, Tensor ImageForText) SampleHardNegatives(Tensor imageEmb, Tensor textEmb,
-        Tensor temperature, Tensor imageIds)
+        Tensor temperature, Tensor matches, double hardShare = 1.0)
     {
+        if (hardShare is < 0 or > 1) throw new ArgumentOutOfRangeException(nameof(hardShare), hardShare, "The share of hard negatives must be in [0, 1].");
         using var _ = torch.no_grad();
         var sim = imageEmb.matmul(textEmb.t()).div(temperature);                           // (B, B)
-        var same = imageIds.view(-1, 1).eq(imageIds.view(1, -1));
         long b = sim.shape[0];
-        Tensor Draw(Tensor scores)
+        Tensor Draw(Tensor scores, Tensor matched)
         {
-            var weights = functional.softmax(scores.to(ScalarType.Float32), 1).masked_fill(same, 0).add(1e-12).masked_fill(same, 0);
-            var rowHasNegative = weights.sum(1).gt(0);
+            var open = matched.logical_not().to(ScalarType.Float32);                          // the unmatched candidates
+            // softmax restricted to the unmatched (1e-12 keeps a row drawable when its similarities underflow)
+            var weights = functional.softmax(scores.to(ScalarType.Float32), 1).mul(open).add(open.mul(1e-12));
+            if (hardShare < 1)
+                weights = weights.div(weights.sum(1, keepdim: true).clamp_min(1e-30)).mul(hardShare)
+                    .add(open.div(open.sum(1, keepdim: true).clamp_min(1)).mul(1 - hardShare));
+            var rowHasNegative = open.sum(1).gt(0);
             var fallback = torch.arange(b, device: sim.device).add(1).remainder(b);
             var safe = torch.where(rowHasNegative.view(-1, 1), weights, torch.ones_like(weights));
             return torch.where(rowHasNegative, torch.multinomial(safe, 1).view(-1), fallback);
         }
-        return (Draw(sim), Draw(sim.t()));
+        return (Draw(sim, matches), Draw(sim.t(), matches.t()));
     }
 
     /// <summary>
@@ -103,7 +111,7 @@ public static class Pretraining
         var image = model.EncodeImage(batch.Images).Last;
         var text = model.EncodeText(batch.Ids, batch.Padding).Last;
         var (negText, negImage) = SampleHardNegatives(model.ImageEmbedding(image), model.TextEmbedding(text),
-            model.Temperature, batch.ImageIds);
+            model.Temperature, batch.Matches);
         var (maskedIds, positions, targets) = MaskTokens(batch.Ids, batch.Padding, tokens);
         return new PretrainSamples(negText, negImage, maskedIds, positions, targets);
     }
@@ -111,8 +119,9 @@ public static class Pretraining
     /// <summary>Runs the three objectives. With <paramref name="samples"/> given (a teacher's), uses them; else draws its own.</summary>
     /// <param name="collect">Keep every hidden state and attention map (distillation).</param>
     /// <param name="withMlm">Run the MLM pass (retrieval fine-tuning trains ITC + ITM only).</param>
+    /// <param name="hardShare">Share of the ITM negatives drawn by similarity when this call draws them (see <see cref="SampleHardNegatives"/>).</param>
     public static PretrainResult Run(VlmModel model, PretrainBatch batch, SpecialTokens tokens,
-        PretrainSamples? samples = null, ModelGates? gates = null, bool collect = false, bool withMlm = true)
+        PretrainSamples? samples = null, ModelGates? gates = null, bool collect = false, bool withMlm = true, double hardShare = 1.0)
     {
         var vision = model.EncodeImage(batch.Images, gates, collect);
         var text = model.EncodeText(batch.Ids, batch.Padding, gates, collect);
@@ -120,12 +129,12 @@ public static class Pretraining
         var textStates = text.Last;                                                           // (B, T, D)
         var imageEmb = model.ImageEmbedding(imageTokens);
         var textEmb = model.TextEmbedding(textStates);
-        var itc = ItcLoss(imageEmb, textEmb, model.Temperature, batch.ImageIds);
+        var itc = ItcLoss(imageEmb, textEmb, model.Temperature, batch.Matches);
 
         Tensor negText, negImage, maskedIds, positions, targets;
         if (samples is null)
         {
-            (negText, negImage) = SampleHardNegatives(imageEmb.detach(), textEmb.detach(), model.Temperature.detach(), batch.ImageIds);
+            (negText, negImage) = SampleHardNegatives(imageEmb.detach(), textEmb.detach(), model.Temperature.detach(), batch.Matches, hardShare);
             (maskedIds, positions, targets) = MaskTokens(batch.Ids, batch.Padding, tokens);
         }
         else

@@ -53,15 +53,18 @@ public abstract class CaptionPairStage<TBatch>(VlmModel model, TaskData data, in
     protected abstract TBatch Collate(IReadOnlyList<(CaptionImage Image, string Caption)> pairs);
 }
 
-/// <summary>Teacher pre-training: ITC + ITM (hard negatives) + MLM on image-caption pairs; validated by ITC retrieval on val.</summary>
-public sealed class PretrainStage(VlmModel model, TaskData data, int batchSize, int seed)
+/// <summary>
+/// Teacher pre-training: ITC + ITM (hard negatives) + MLM on image-caption pairs; validated by ITC
+/// retrieval on val. <paramref name="hardShare"/> below 1 mixes easy ITM negatives in (docs/training.md).
+/// </summary>
+public sealed class PretrainStage(VlmModel model, TaskData data, int batchSize, int seed, double hardShare = 1.0)
     : CaptionPairStage<ImageTextBatchData>(model, data, batchSize, seed)
 {
     protected override ImageTextBatchData Collate(IReadOnlyList<(CaptionImage Image, string Caption)> pairs) => Data.Collate.ImageText(pairs);
 
     public override StepLoss Loss(ImageTextBatchData batch, Device device, int step)
     {
-        var r = Pretraining.Run(Model, batch.ToTensors(device), Data.Tokenizer.Special);
+        var r = Pretraining.Run(Model, batch.ToTensors(device), Data.Tokenizer.Special, hardShare: hardShare);
         return new StepLoss(r.Total, new Dictionary<string, Tensor> { ["itc"] = r.Itc, ["itm"] = r.Itm, ["mlm"] = r.Mlm });
     }
 

@@ -109,6 +109,39 @@ public sealed class CollateTests : IDisposable
     }
 
     [Fact]
+    public void Texts_that_are_also_captions_of_another_image_match_it()
+    {
+        var vocab = Path.Combine(_root, "m.txt");
+        VocabularyBuilder.Write(VocabularyBuilder.Build(["two shapes on a gray background", "a red circle", "a blue square", "one circle"]), vocab);
+        var collate = new Collate(new ImageLoader(), VlmTokenizer.FromVocabFile(vocab), 16, 12);
+        var image = Path.Combine(_root, "m.png");
+        using (var img = new SixLabors.ImageSharp.Image<SixLabors.ImageSharp.PixelFormats.Rgb24>(16, 16))
+            SixLabors.ImageSharp.ImageExtensions.SaveAsPng(img, image);
+        // Images 1 and 2 both have two shapes; image 3 has one. Image 1 appears twice.
+        var one = new CaptionImage(1, image, ["a red circle", "two shapes on a gray background"]);
+        var two = new CaptionImage(2, image, ["a blue square", "two shapes on a gray background"]);
+        var three = new CaptionImage(3, image, ["one circle", "a red circle"]);
+        var batch = collate.ImageText([(one, "a red circle"), (two, "two shapes on a gray background"), (three, "one circle"), (one, "two shapes on a gray background")]);
+        bool[,] expected =
+        {
+            // text:  0 red circle, 1 two shapes (image 2), 2 one circle, 3 two shapes (image 1)
+            { true,  true,  false, true },   // image 1: its own texts, and image 2's text is one of its captions
+            { false, true,  false, true },   // image 2: "a red circle" is not one of its captions
+            { true,  false, true,  false },  // image 3: "a red circle" is one of its captions
+            { true,  true,  false, true },   // image 1 again
+        };
+        for (int i = 0; i < 4; i++)
+            for (int j = 0; j < 4; j++)
+                Assert.True(expected[i, j] == batch.Matches[i * 4 + j], $"image row {i}, text {j}");
+
+        using var scope = torch.NewDisposeScope();
+        var matches = batch.ToTensors(torch.CPU).Matches;
+        Assert.Equal(new long[] { 4, 4 }, matches.shape);
+        Assert.True(matches[2, 0].item<bool>());
+        Assert.False(matches[0, 2].item<bool>());
+    }
+
+    [Fact]
     public void Weights_of_disagreeing_answers_follow_their_counts()
     {
         var vocab = Path.Combine(_root, "v.txt");

@@ -45,7 +45,7 @@ public sealed class PretrainingTests
         var img = torch.tensor(new float[] { 1, 0, 1, 0, 0, 1 }).view(3, 2);
         var txt = img.clone();
         var ids = torch.tensor(new long[] { 0, 0, 1 });
-        var loss = Pretraining.ItcLoss(img, txt, torch.tensor(0.01f), ids).item<float>();
+        var loss = Pretraining.ItcLoss(img, txt, torch.tensor(0.01f), PretrainBatch.SameImage(ids)).item<float>();
         // Rows of image 0 split their target over two identical texts: log 2 is the floor of that row's CE.
         // Expected: i2t = (ln2 + ln2 + 0)/3, t2i the same; mean = 2 ln2 / 3.
         Assert.Equal(2 * Math.Log(2) / 3, loss, 3);
@@ -60,7 +60,7 @@ public sealed class PretrainingTests
         var ids = torch.tensor(new long[] { 0, 0, 1, 1, 2, 3 });
         for (int trial = 0; trial < 20; trial++)
         {
-            var (negText, negImage) = Pretraining.SampleHardNegatives(emb, emb, torch.tensor(0.07f), ids);
+            var (negText, negImage) = Pretraining.SampleHardNegatives(emb, emb, torch.tensor(0.07f), PretrainBatch.SameImage(ids));
             var idArray = ids.data<long>().ToArray();
             var t = negText.data<long>().ToArray();
             var i = negImage.data<long>().ToArray();
@@ -70,6 +70,58 @@ public sealed class PretrainingTests
                 Assert.NotEqual(idArray[row], idArray[i[row]]);
             }
         }
+    }
+
+    [Fact]
+    public void A_text_matched_to_another_image_is_a_positive_there_and_never_its_negative()
+    {
+        using var scope = torch.NewDisposeScope();
+        torch.manual_seed(4);
+        // Text 1 (image 1's) also describes image 0; the reverse does not hold. Texts sit on their images,
+        // so text 1 is by far the most similar other text for image 0: an unmasked sampler would draw it.
+        var emb = torch.nn.functional.normalize(torch.randn(4, 8), dim: -1);
+        var matches = torch.eye(4, dtype: ScalarType.Bool);
+        matches[0, 1] = torch.tensor(true);
+        var txt = emb.clone();
+        txt[1] = emb[0].mul(0.99).add(emb[1].mul(0.01));
+        txt = torch.nn.functional.normalize(txt, dim: -1);
+        for (int trial = 0; trial < 50; trial++)
+        {
+            var (negText, negImage) = Pretraining.SampleHardNegatives(emb, txt, torch.tensor(0.07f), matches);
+            var t = negText.data<long>().ToArray();
+            var i = negImage.data<long>().ToArray();
+            Assert.NotEqual(1, t[0]);                                   // image 0 never gets text 1 as a negative
+            for (int row = 0; row < 4; row++) { Assert.NotEqual(row, t[row]); Assert.NotEqual(row, i[row]); }
+            Assert.NotEqual(0, i[1]);                                   // text 1 never gets image 0 as a negative
+        }
+
+        // ITC: image 0's target is split over texts 0 and 1; text 1's over images 0 and 1.
+        var img = torch.eye(4);
+        var spread = Pretraining.ItcLoss(img, img, torch.tensor(0.01f), matches).item<float>();
+        var plain = Pretraining.ItcLoss(img, img, torch.tensor(0.01f), torch.eye(4, dtype: ScalarType.Bool)).item<float>();
+        Assert.True(plain < 1e-3, $"diagonal positives on identical embeddings cost nothing: {plain}");
+        // i2t row 0 and t2i row 1 each put half their target on a pair 100 logits below the top: (2 x 50) / 4 / 2.
+        Assert.Equal(12.5, spread, 1);
+    }
+
+    [Fact]
+    public void The_hard_share_mixes_uniform_negatives_into_the_similarity_draw()
+    {
+        using var scope = torch.NewDisposeScope();
+        torch.manual_seed(6);
+        // Image 0's most similar other text is text 1, by a margin that makes a pure similarity draw pick it always.
+        var img = torch.eye(8);
+        var txt = torch.eye(8);
+        txt[1] = torch.nn.functional.normalize(img[0].add(img[1].mul(0.2)), dim: 0);
+        var matches = torch.eye(8, dtype: ScalarType.Bool);
+        int Picks(double share) => Enumerable.Range(0, 400)
+            .Count(_ => Pretraining.SampleHardNegatives(img, txt, torch.tensor(0.01f), matches, share).TextForImage[0].item<long>() == 1);
+        Assert.Equal(400, Picks(1.0));
+        int uniform = Picks(0.0);                 // 1 in 7 expected: 57
+        Assert.InRange(uniform, 30, 90);
+        int half = Picks(0.5);                    // 1/2 (similarity) + 1/2 x 1/7 (uniform): 4 in 7 expected, 229
+        Assert.InRange(half, 180, 280);
+        Assert.Throws<ArgumentOutOfRangeException>(() => Pretraining.SampleHardNegatives(img, txt, torch.tensor(0.01f), matches, 1.5));
     }
 
     [Fact]

@@ -36,11 +36,28 @@ public sealed class Collate(ImageLoader images, VlmTokenizer tokenizer, int imag
         return new ImageBlock(pixels, paths.Count, imageSize);
     }
 
-    /// <summary>(image, caption) pairs; the image id marks captions of the same image as ITC positives.</summary>
-    public ImageTextBatchData ImageText(IReadOnlyList<(CaptionImage Image, string Caption)> pairs) =>
-        new(Images(pairs.Select(p => p.Image.ImagePath).ToList()),
-            pairs.Select(p => tokenizer.Encode(p.Caption, maxTextLength)).ToArray(),
-            pairs.Select(p => p.Image.ImageId).ToArray(), tokenizer.Special.Pad);
+    /// <summary>
+    /// (image, caption) pairs, with which texts of the batch describe which image: text j matches image i
+    /// when both come from the same image or text j's tokens equal those of one of image i's captions.
+    /// Generic captions ("two shapes on a gray background") are true of many images; without this they
+    /// would be ITC negatives and, being the most similar, the ITM hard negatives (docs/training.md).
+    /// </summary>
+    public ImageTextBatchData ImageText(IReadOnlyList<(CaptionImage Image, string Caption)> pairs)
+    {
+        var ids = pairs.Select(p => tokenizer.Encode(p.Caption, maxTextLength)).ToArray();
+        var keys = ids.Select(Key).ToArray();
+        int b = pairs.Count;
+        var matches = new bool[b * b];
+        for (int i = 0; i < b; i++)
+        {
+            var own = pairs[i].Image.Captions.Append(pairs[i].Caption).Select(c => Key(tokenizer.Encode(c, maxTextLength))).ToHashSet();
+            for (int j = 0; j < b; j++)
+                matches[i * b + j] = pairs[j].Image.ImageId == pairs[i].Image.ImageId || own.Contains(keys[j]);
+        }
+        return new ImageTextBatchData(Images(pairs.Select(p => p.Image.ImagePath).ToList()), ids, matches, tokenizer.Special.Pad);
+
+        static string Key(long[] tokens) => string.Join(',', tokens);
+    }
 
     public CaptionBatchData Captions(IReadOnlyList<(CaptionImage Image, string Caption)> pairs, string prompt)
     {
