@@ -19,12 +19,4 @@ public static class BenchMachine
         return $"{DateTime.UtcNow:yyyy-MM-dd}, {cpu}, {Environment.ProcessorCount} logical cores, " +
                $"{RuntimeInformation.OSDescription}, .NET {Environment.Version}, torch threads {torchThreads}";
     }
-
-    public static double Percentile(IReadOnlyList<double> sorted, double p)
-    {
-        if (sorted.Count == 0) return double.NaN;
-        var rank = p / 100 * (sorted.Count - 1);
-        int lo = (int)Math.Floor(rank), hi = (int)Math.Ceiling(rank);
-        return sorted[lo] + (sorted[hi] - sorted[lo]) * (rank - lo);
-    }
 }

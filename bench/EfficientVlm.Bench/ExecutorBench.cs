@@ -1,4 +1,5 @@
 using System.Diagnostics;
+using EfficientVlm.Common;
 using EfficientVlm.Model.Runtime;
 using Spectre.Console;
 using TorchSharp;
@@ -73,7 +74,7 @@ public static class ExecutorBench
         (string, double, double, double) Summarise(string mode, List<double> latencies, double wallMicros)
         {
             latencies.Sort();
-            return (mode, wallMicros / latencies.Count, BenchMachine.Percentile(latencies, 50), BenchMachine.Percentile(latencies, 99));
+            return (mode, wallMicros / latencies.Count, Quantiles.NearestRank(latencies, 0.5), Quantiles.NearestRank(latencies, 0.99));
         }
     }
 }

@@ -1,4 +1,5 @@
 using System.Diagnostics;
+using EfficientVlm.Common;
 using EfficientVlm.Model.Config;
 using EfficientVlm.Model.Jobs;
 using EfficientVlm.Model.Modules;
@@ -69,21 +70,16 @@ public static class ModelLatencyBench
                     if (i >= 0) times[m].Add(ms);
                 }
             }
-            double reference = Median(times[0]);
+            double reference = Quantiles.Median(times[0]);
             for (int m = 0; m < models.Count; m++)
             {
-                double median = Median(times[m]);
+                double median = Quantiles.Median(times[m]);
                 yield return [models[m].Name, $"{ParameterCounts.Count(models[m].Model):N0}", $"{batch}", $"{iterations[b]}", $"{median:0.0}",
                     $"{times[m].Min():0.0}", m == 0 ? "" : $"{reference / median:0.00}x"];
             }
         }
     }
 
-    private static double Median(List<double> values)
-    {
-        var sorted = values.Order().ToList();
-        return BenchMachine.Percentile(sorted, 50);
-    }
 }
 
 internal static class Args

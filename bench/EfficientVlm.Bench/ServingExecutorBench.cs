@@ -1,4 +1,5 @@
 using System.Diagnostics;
+using EfficientVlm.Common;
 using EfficientVlm.Model.Images;
 using EfficientVlm.Model.Runtime;
 using EfficientVlm.Model.Serving;
@@ -43,7 +44,7 @@ public static class ServingExecutorBench
             times.Sort();
             double rate = times.Count * b / total.Elapsed.TotalSeconds;
             if (rate > best.Rate) best = (b, rate);
-            table.AddRow($"{b}", $"{times.Count}", $"{rate:0.0}", $"{BenchMachine.Percentile(times, 50):0.0}");
+            table.AddRow($"{b}", $"{times.Count}", $"{rate:0.0}", $"{Quantiles.NearestRank(times, 0.5):0.0}");
         }
         await executor.RunAsync(_ => model.Dispose());
         var pinned = cpus is null ? "" : $", executor pinned to CPU {string.Join(",", cpus)}";

@@ -1,5 +1,6 @@
 using System.Globalization;
 using System.Text;
+using EfficientVlm.Common;
 
 namespace EfficientVlm.Harness;
 
@@ -37,15 +38,9 @@ public static class Report
             var calls = chunk.Sum(s => s.Calls);
             md.AppendLine(string.Create(Invariant,
                 $"| {chunk[0].At}-{chunk[^1].At + 1} | {calls / (double)chunk.Length:0.0} | {chunk.Sum(s => s.Errors)} | " +
-                $"{Median(chunk.Select(s => s.P50)):0} | {chunk.Select(s => s.P99).Where(double.IsFinite).DefaultIfEmpty(double.NaN).Max():0} | {chunk[^1].Silos} |"));
+                $"{Quantiles.Median(chunk.Select(s => s.P50)):0} | {chunk.Select(s => s.P99).Where(double.IsFinite).DefaultIfEmpty(double.NaN).Max():0} | {chunk[^1].Silos} |"));
         }
         return md.ToString();
-    }
-
-    private static double Median(IEnumerable<double> values)
-    {
-        var sorted = values.Where(double.IsFinite).Order().ToList();
-        return sorted.Count == 0 ? double.NaN : sorted[sorted.Count / 2];
     }
 
     /// <summary>Calls/s per second (left axis), p99 latency per second (right axis), failed calls, events and windows.</summary>

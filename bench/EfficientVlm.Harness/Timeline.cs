@@ -1,5 +1,6 @@
 using System.Collections.Concurrent;
 using System.Diagnostics;
+using EfficientVlm.Common;
 
 namespace EfficientVlm.Harness;
 
@@ -60,7 +61,7 @@ public sealed class Timeline
     {
         var inside = _calls.Where(c => c.Ended >= window.From && c.Ended < window.To).ToList();
         var ok = inside.Where(c => c.Ok).Select(c => c.Milliseconds).Order().ToList();
-        return new WindowStats(window, ok.Count, inside.Count - ok.Count, ok.Count / (window.To - window.From), Percentile(ok, 0.5), Percentile(ok, 0.99));
+        return new WindowStats(window, ok.Count, inside.Count - ok.Count, ok.Count / (window.To - window.From), Quantiles.NearestRank(ok, 0.5), Quantiles.NearestRank(ok, 0.99));
     }
 
     /// <summary>The longest successful call that was in flight at <paramref name="at"/> (how long callers waited across an event), ms.</summary>
@@ -85,13 +86,10 @@ public sealed class Timeline
             var calls = bySecond.GetValueOrDefault(s) ?? [];
             var ok = calls.Where(c => c.Ok).Select(c => c.Milliseconds).Order().ToList();
             if (_samples.TryGetValue(s, out var sample)) last = sample;
-            seconds.Add(new Second(s, ok.Count, calls.Count - ok.Count, Percentile(ok, 0.5), Percentile(ok, 0.99), last.Silos, last.Replicas));
+            seconds.Add(new Second(s, ok.Count, calls.Count - ok.Count, Quantiles.NearestRank(ok, 0.5), Quantiles.NearestRank(ok, 0.99), last.Silos, last.Replicas));
         }
         return seconds;
     }
-
-    public static double Percentile(IReadOnlyList<double> sorted, double p) =>
-        sorted.Count == 0 ? double.NaN : sorted[Math.Clamp((int)Math.Ceiling(p * sorted.Count) - 1, 0, sorted.Count - 1)];
 
     private static string First(string text, int length) => text.Length <= length ? text : text[..length] + "...";
 }

@@ -1,5 +1,6 @@
 using System.CommandLine;
 using System.Diagnostics;
+using EfficientVlm.Common;
 using EfficientVlm.Client;
 using EfficientVlm.Grains.Abstractions;
 using Spectre.Console;
@@ -85,7 +86,7 @@ internal static class LoadCommand
         }
         await Task.WhenAll(Enumerable.Range(0, callers).Select(i => Task.Run(() => Caller(i), ct)));
         var all = latencies.SelectMany(l => l).Order().ToList();
-        double Percentile(double p) => all.Count == 0 ? double.NaN : all[Math.Min(all.Count - 1, (int)Math.Ceiling(p * all.Count) - 1)];
-        return new Row(callers, all.Count, errors, measured.TotalSeconds, all.Count / measured.TotalSeconds, Percentile(0.5), Percentile(0.99));
+        return new Row(callers, all.Count, errors, measured.TotalSeconds, all.Count / measured.TotalSeconds,
+            Quantiles.NearestRank(all, 0.5), Quantiles.NearestRank(all, 0.99));
     }
 }

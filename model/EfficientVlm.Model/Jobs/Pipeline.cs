@@ -1,5 +1,6 @@
 using System.Diagnostics;
 using System.Text.Json;
+using EfficientVlm.Common;
 using EfficientVlm.Model.Checkpoints;
 using EfficientVlm.Model.Config;
 using EfficientVlm.Model.Modules;
@@ -409,14 +410,7 @@ public static class Latency
                 double tr = Forward(reference, b, textLength, device), tc = Forward(candidate, b, textLength, device);
                 if (i >= 0) { r.Add(tr); c.Add(tc); }
             }
-            return Median(r) / Median(c);
+            return Quantiles.Median(r) / Quantiles.Median(c);
         }).ToArray();
-    }
-
-    public static double Median(IReadOnlyList<double> values)
-    {
-        var sorted = values.Order().ToList();
-        int n = sorted.Count;
-        return n == 0 ? double.NaN : n % 2 == 1 ? sorted[n / 2] : (sorted[n / 2 - 1] + sorted[n / 2]) / 2;
     }
 }
