@@ -21,7 +21,12 @@ stage() { # name, then the vlm arguments; skipped when the run already has a res
   local name=$1; shift
   if [[ -f "$RUNS/$name/result.json" ]]; then stamp "$name: done before"; return; fi
   local t0=$(date +%s)
-  if vlm "$@" --out "$RUNS/$name"; then stamp "$name: $(( $(date +%s) - t0 )) s"; else stamp "$name: FAILED (see its output); going on"; fi
+  # a failed run (e.g. the TorchSharp Scalar crash, docs/platform.md) resumes from its last checkpoint when run again
+  for attempt in 1 2 3; do
+    if vlm "$@" --out "$RUNS/$name"; then stamp "$name: $(( $(date +%s) - t0 )) s"; return; fi
+    stamp "$name: attempt $attempt failed"
+  done
+  stamp "$name: FAILED 3 times (see its output); going on"
 }
 
 stage teacher train pretrain --data "$DATA" --preset demo-teacher --train-limit "$IMAGES" --eval-limit 200 --epochs "$PRE_EPOCHS" --lr 3e-4
