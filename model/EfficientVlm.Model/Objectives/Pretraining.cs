@@ -32,17 +32,19 @@ public static class Pretraining
     public const int MaxMasks = 8;
 
     /// <summary>
-    /// Symmetric contrastive loss over the batch: sim = img · txtᵀ / temp; every matched pair is a
-    /// positive (targets spread evenly over them). img, txt [B, E] (L2-normalised), matches [B, B]
-    /// (image i, text j; the diagonal set) -> scalar.
+    /// Symmetric contrastive loss over the batch: sim = img · txtᵀ / temp; every pair of the same image
+    /// is a positive (targets spread evenly over them). img, txt [B, E] (L2-normalised) -> scalar.
+    /// Texts that merely match another image (<see cref="PretrainBatch.Matches"/>) stay negatives here:
+    /// spreading the target over them pulled images towards the generic captions and halved validation
+    /// retrieval after 250 steps (docs/training.md).
     /// </summary>
-    public static Tensor ItcLoss(Tensor imageEmb, Tensor textEmb, Tensor temperature, Tensor matches)
+    public static Tensor ItcLoss(Tensor imageEmb, Tensor textEmb, Tensor temperature, Tensor imageIds)
     {
         var sim = imageEmb.matmul(textEmb.t()).div(temperature);                           // (B, B)
-        var positives = matches.to(sim.dtype);                                              // (B, B)
-        var i2t = functional.log_softmax(sim, 1).mul(positives.div(positives.sum(1, keepdim: true))).sum(1).mean().neg();
-        var t2iPositives = positives.t();
-        var t2i = functional.log_softmax(sim.t(), 1).mul(t2iPositives.div(t2iPositives.sum(1, keepdim: true))).sum(1).mean().neg();
+        var positives = PretrainBatch.SameImage(imageIds).to(sim.dtype);                   // (B, B)
+        var targets = positives.div(positives.sum(1, keepdim: true));
+        var i2t = functional.log_softmax(sim, 1).mul(targets).sum(1).mean().neg();
+        var t2i = functional.log_softmax(sim.t(), 1).mul(targets).sum(1).mean().neg();
         return i2t.add(t2i).div(2);
     }
 
@@ -129,7 +131,7 @@ public static class Pretraining
         var textStates = text.Last;                                                           // (B, T, D)
         var imageEmb = model.ImageEmbedding(imageTokens);
         var textEmb = model.TextEmbedding(textStates);
-        var itc = ItcLoss(imageEmb, textEmb, model.Temperature, batch.Matches);
+        var itc = ItcLoss(imageEmb, textEmb, model.Temperature, batch.ImageIds);
 
         Tensor negText, negImage, maskedIds, positions, targets;
         if (samples is null)

@@ -61,7 +61,7 @@ public sealed class ForwardShapeTests
         using (var setup = torch.NewDisposeScope())
         {
             batch = TinyBatches.Pretrain(Presets.Tiny);
-            foreach (var t in new[] { batch.Images, batch.Ids, batch.Padding, batch.Matches }) t.DetachFromDisposeScope();
+            foreach (var t in new[] { batch.Images, batch.Ids, batch.Padding, batch.ImageIds, batch.Matches }) t.DetachFromDisposeScope();
         }
         using var optimizer = torch.optim.AdamW(model.parameters(), lr: 1e-3);
         void Step()

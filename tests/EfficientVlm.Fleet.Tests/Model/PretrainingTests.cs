@@ -45,7 +45,7 @@ public sealed class PretrainingTests
         var img = torch.tensor(new float[] { 1, 0, 1, 0, 0, 1 }).view(3, 2);
         var txt = img.clone();
         var ids = torch.tensor(new long[] { 0, 0, 1 });
-        var loss = Pretraining.ItcLoss(img, txt, torch.tensor(0.01f), PretrainBatch.SameImage(ids)).item<float>();
+        var loss = Pretraining.ItcLoss(img, txt, torch.tensor(0.01f), ids).item<float>();
         // Rows of image 0 split their target over two identical texts: log 2 is the floor of that row's CE.
         // Expected: i2t = (ln2 + ln2 + 0)/3, t2i the same; mean = 2 ln2 / 3.
         Assert.Equal(2 * Math.Log(2) / 3, loss, 3);
@@ -73,7 +73,7 @@ public sealed class PretrainingTests
     }
 
     [Fact]
-    public void A_text_matched_to_another_image_is_a_positive_there_and_never_its_negative()
+    public void A_text_matched_to_another_image_is_never_its_negative()
     {
         using var scope = torch.NewDisposeScope();
         torch.manual_seed(4);
@@ -94,14 +94,6 @@ public sealed class PretrainingTests
             for (int row = 0; row < 4; row++) { Assert.NotEqual(row, t[row]); Assert.NotEqual(row, i[row]); }
             Assert.NotEqual(0, i[1]);                                   // text 1 never gets image 0 as a negative
         }
-
-        // ITC: image 0's target is split over texts 0 and 1; text 1's over images 0 and 1.
-        var img = torch.eye(4);
-        var spread = Pretraining.ItcLoss(img, img, torch.tensor(0.01f), matches).item<float>();
-        var plain = Pretraining.ItcLoss(img, img, torch.tensor(0.01f), torch.eye(4, dtype: ScalarType.Bool)).item<float>();
-        Assert.True(plain < 1e-3, $"diagonal positives on identical embeddings cost nothing: {plain}");
-        // i2t row 0 and t2i row 1 each put half their target on a pair 100 logits below the top: (2 x 50) / 4 / 2.
-        Assert.Equal(12.5, spread, 1);
     }
 
     [Fact]

@@ -25,6 +25,6 @@ internal static class TinyBatches
             ids[i, lengths[i] - 1] = torch.tensor(Tokens.Sep);
             padding[i, TensorIndex.Slice(0, lengths[i])] = torch.tensor(1L);
         }
-        return new PretrainBatch(images.index_select(0, imageIndex), ids, padding, PretrainBatch.SameImage(imageIndex));
+        return new PretrainBatch(images.index_select(0, imageIndex), ids, padding, imageIndex);
     }
 }

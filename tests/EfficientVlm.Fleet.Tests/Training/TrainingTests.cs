@@ -41,11 +41,11 @@ public sealed class TrainingTests(TinyDataFixture fixture) : IClassFixture<TinyD
     private async Task<TrainingResult> Train<TBatch>(ITrainingStage<TBatch> stage, string name, TrainerOptions? options = null) =>
         await new Trainer<TBatch>(stage, options ?? Fast, _executor, Path.Combine(_runs, name)).RunAsync();
 
-    private static void AssertFalls(TrainingResult result, string what, double ratio = 0.85)
+    private static void AssertFalls(TrainingResult result, string what)
     {
         var losses = result.Losses;
         double first = losses.Take(3).Average(), last = losses.TakeLast(3).Average();
-        Assert.True(last < first * ratio, $"{what}: loss {first:0.000} -> {last:0.000} over {losses.Count} steps");
+        Assert.True(last < first * 0.85, $"{what}: loss {first:0.000} -> {last:0.000} over {losses.Count} steps");
         Assert.True(File.Exists(Path.Combine(result.BestCheckpoint, "model.safetensors")), $"{what}: no best checkpoint");
     }
 
@@ -58,10 +58,7 @@ public sealed class TrainingTests(TinyDataFixture fixture) : IClassFixture<TinyD
         AssertFalls(await Train(new PretrainStage(teacher, data, 8, 1), "pretrain"), "pretraining");
 
         using var student = StudentInit.FromTeacher(teacher, TinyDataFixture.Student);
-        // ShapesWorld's generic captions ("two shapes on a gray background") match several images of a batch;
-        // ITC spreads its target over them, which puts a floor under the loss: hold distillation to 10%.
-        AssertFalls(await Train(new DistillStage(teacher, student, data, 8, 1), "distill", Fast with { Epochs = 60, LearningRate = 3e-3 }),
-            "distillation", ratio: 0.9);
+        AssertFalls(await Train(new DistillStage(teacher, student, data, 8, 1), "distill"), "distillation");
     }
 
     [Fact]
@@ -76,9 +73,9 @@ public sealed class TrainingTests(TinyDataFixture fixture) : IClassFixture<TinyD
         // so the tiny model has to memorise its 32 images; it needs more steps than the other heads.
         using (var nlvr = TaskConversion.ToTask(pretrained, VlmTask.Nlvr2, out var fresh))
             AssertFalls(await Train(new NlvrStage(nlvr, data, 8, 1, fresh), "nlvr", Fast with { Epochs = 60, LearningRate = 3e-3 }), "NLVR2");
-        // retrieval's ITM negatives are the hardest in the batch, and its ITC has the floor of matched captions: a longer run
+        // retrieval's ITM negatives are the hardest in the batch: give it the same longer run
         using (var retrieval = TaskConversion.ToTask(pretrained, VlmTask.Retrieval))
-            AssertFalls(await Train(new RetrievalStage(retrieval, data, 8, 1), "retrieval", Fast with { Epochs = 100, LearningRate = 3e-3 }), "retrieval");
+            AssertFalls(await Train(new RetrievalStage(retrieval, data, 8, 1), "retrieval", Fast with { Epochs = 60, LearningRate = 3e-3 }), "retrieval");
         using (var captioning = TaskConversion.ToTask(pretrained, VlmTask.Captioning))
             AssertFalls(await Train(new CaptionStage(captioning, data, 8, 1, validationImages: 3), "caption"), "captioning");
     }

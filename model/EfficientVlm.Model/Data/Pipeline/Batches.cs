@@ -12,13 +12,13 @@ public sealed record ImageBlock(float[] Pixels, int Count, int Size)
     public Tensor ToTensor(Device device) => torch.tensor(Pixels, device: device).view(Count, 3, Size, Size);
 }
 
-/// <summary>Image-text pairs (pre-training, retrieval, ITC/ITM): one caption per image, and matches [B * B] (image i, text j), row-major.</summary>
-public sealed record ImageTextBatchData(ImageBlock Images, long[][] Ids, bool[] Matches, long Pad)
+/// <summary>Image-text pairs (pre-training, retrieval, ITC/ITM): one caption per image, the image ids, and matches [B * B] (image i, text j), row-major.</summary>
+public sealed record ImageTextBatchData(ImageBlock Images, long[][] Ids, long[] ImageIds, bool[] Matches, long Pad)
 {
     public PretrainBatch ToTensors(Device device)
     {
         var (ids, padding) = VlmTokenizer.Pad(Ids, Pad);
-        return new PretrainBatch(Images.ToTensor(device), ids.to(device), padding.to(device),
+        return new PretrainBatch(Images.ToTensor(device), ids.to(device), padding.to(device), torch.tensor(ImageIds, device: device),
             torch.tensor(Matches, device: device).view(Ids.Length, Ids.Length));
     }
 }

@@ -40,7 +40,7 @@ public sealed class Collate(ImageLoader images, VlmTokenizer tokenizer, int imag
     /// (image, caption) pairs, with which texts of the batch describe which image: text j matches image i
     /// when both come from the same image or text j's tokens equal those of one of image i's captions.
     /// Generic captions ("two shapes on a gray background") are true of many images; without this they
-    /// would be ITC negatives and, being the most similar, the ITM hard negatives (docs/training.md).
+    /// would be, being the most similar texts, the ITM hard negatives of those images (docs/training.md).
     /// </summary>
     public ImageTextBatchData ImageText(IReadOnlyList<(CaptionImage Image, string Caption)> pairs)
     {
@@ -54,7 +54,8 @@ public sealed class Collate(ImageLoader images, VlmTokenizer tokenizer, int imag
             for (int j = 0; j < b; j++)
                 matches[i * b + j] = pairs[j].Image.ImageId == pairs[i].Image.ImageId || own.Contains(keys[j]);
         }
-        return new ImageTextBatchData(Images(pairs.Select(p => p.Image.ImagePath).ToList()), ids, matches, tokenizer.Special.Pad);
+        return new ImageTextBatchData(Images(pairs.Select(p => p.Image.ImagePath).ToList()), ids,
+            pairs.Select(p => p.Image.ImageId).ToArray(), matches, tokenizer.Special.Pad);
 
         static string Key(long[] tokens) => string.Join(',', tokens);
     }
