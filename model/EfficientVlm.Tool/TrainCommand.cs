@@ -85,7 +85,21 @@ internal static class TrainCommand
             return (model, stage, model.Config);
         }));
 
-        return new Command("train", "Train: teacher pre-training, general distillation, task fine-tuning.") { pretrain, distill, finetune };
+        var taInit = new Option<DirectoryInfo>("--init") { Description = "pre-trained or distilled checkpoint folder", Required = true };
+        var nlvrPretrain = new Command("nlvr-pretrain",
+            "NLVR2 domain pre-training: text assignment (which of two images a caption describes, or neither) on the doubled fusion stack; " +
+            "fine-tune NLVR2 from its best checkpoint.") { taInit };
+        AddCommon(nlvrPretrain);
+        nlvrPretrain.SetAction((parse, ct) => Run(parse, ct, "nlvr-pretrain", (data, seed, batch) =>
+        {
+            torch.manual_seed(seed);
+            using var pretrained = Checkpoint.Load(parse.GetValue(taInit)!.FullName);
+            var model = TaskConversion.ToTask(pretrained, VlmTask.Nlvr2);
+            return (model, () => new TextAssignmentStage(model, data(model.Config), batch, seed).Train(), model.Config);
+        }));
+
+        return new Command("train", "Train: teacher pre-training, general distillation, NLVR2 domain pre-training, task fine-tuning.")
+            { pretrain, distill, nlvrPretrain, finetune };
     }
 
     internal static VlmTask ParseTask(string name) => name.ToLowerInvariant() switch

@@ -11,6 +11,8 @@ public static class TaskConversion
     /// VQA: the answer decoder's layer j starts as fusion layer j (method.md: initialised from the fusion
     /// layers). NLVR2: fusion layer j is copied into doubled layers 2j and 2j+1 (their shared
     /// cross-attention key/value come from it once). New heads keep their fresh initialisation.
+    /// A model already converted to NLVR2 (domain pre-trained by text assignment) converts to NLVR2 as
+    /// it is, except its NLVR2 head, which text assignment never trains: that starts fresh.
     /// </summary>
     public static VlmModel ToTask(VlmModel pretrained, VlmTask task) => ToTask(pretrained, task, out _);
 
@@ -19,6 +21,8 @@ public static class TaskConversion
     {
         if (pretrained.Config.Pruned is not null)
             throw new ArgumentException("Convert the unpruned model; pruning happens on the task model.");
+        if (pretrained.Config.Task == VlmTask.Nlvr2 && task != VlmTask.Nlvr2)
+            throw new ArgumentException("An NLVR2 model only converts to NLVR2; convert the pre-trained model instead.");
         var config = pretrained.Config with { Task = task };
         var device = pretrained.parameters().First().device;
         var model = Runtime.Scopes.Keep(new VlmModel(config, device));
@@ -29,7 +33,7 @@ public static class TaskConversion
         {
             foreach (var (name, tensor) in target)
             {
-                var from = SourceKey(name, config);
+                var from = SourceKey(name, config, pretrained.Config);
                 if (from is not null && source.TryGetValue(from, out var value) && value.shape.SequenceEqual(tensor.shape))
                     tensor.copy_(value);
                 else
@@ -39,8 +43,9 @@ public static class TaskConversion
         return model;
     }
 
-    private static string? SourceKey(string name, VlmConfig config)
+    private static string? SourceKey(string name, VlmConfig config, VlmConfig source)
     {
+        if (source.Task == VlmTask.Nlvr2) return name.StartsWith("nlvr_", StringComparison.Ordinal) ? null : name;
         const string decoder = "decoder.layers.", fusion = "fusion.layers.";
         if (config.Task == VlmTask.Vqa && name.StartsWith(decoder, StringComparison.Ordinal))
         {

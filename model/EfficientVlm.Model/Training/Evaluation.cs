@@ -4,6 +4,7 @@ using EfficientVlm.Model.Metrics;
 using EfficientVlm.Model.Modules;
 using EfficientVlm.Model.Tasks;
 using TorchSharp;
+using TorchSharp.Modules;
 using static TorchSharp.torch;
 
 namespace EfficientVlm.Model.Training;
@@ -47,6 +48,37 @@ public static class Evaluation
             predicted.AddRange(logits.argmax(1).cpu().data<long>().ToArray().Select(v => v == 1));
         }
         return ClassificationAccuracy.Accuracy(predicted, items.Select(i => i.Label).ToList());
+    }
+
+    /// <summary>
+    /// Text-assignment accuracy (percent) on image-caption pairs: each image's first caption in batches of
+    /// <paramref name="batchSize"/>, pairs drawn as in training from a fixed seed, so every call scores
+    /// the same pairs; the caller's torch RNG state is left as it was.
+    /// </summary>
+    public static double TextAssignment(VlmModel model, Linear head, IReadOnlyList<CaptionImage> images, Collate collate, Device device,
+        int batchSize = 32)
+    {
+        using var _ = torch.no_grad();
+        using var saved = torch.get_rng_state();
+        torch.manual_seed(12345);
+        try
+        {
+            int correct = 0, total = 0;
+            var pairs = images.Select(i => (i, i.Captions[0])).ToList();
+            foreach (var batch in Batching.Prefetch(pairs, batchSize, 0, 0, collate.ImageText, shuffle: false))
+            {
+                if (batch.Ids.Length < 3) continue; // a last batch too small to draw two other images
+                using var scope = torch.NewDisposeScope();
+                var (_, logits, labels) = Objectives.TextAssignment.Loss(model, head, batch.ToTensors(device));
+                correct += (int)logits.argmax(1).eq(labels).sum().item<long>();
+                total += (int)labels.shape[0];
+            }
+            return total == 0 ? double.NaN : 100.0 * correct / total;
+        }
+        finally
+        {
+            torch.set_rng_state(saved);
+        }
     }
 
     /// <summary>Retrieval over a gallery of images and all their captions (COCO protocol); k = 0 ranks by ITC only.</summary>

@@ -72,6 +72,60 @@ public sealed class PretrainStage(VlmModel model, TaskData data, int batchSize, 
 }
 
 /// <summary>
+/// NLVR2 domain pre-training by text assignment (<see cref="TextAssignment"/>), on image-caption pairs,
+/// for a model already converted to NLVR2 (doubled fusion stack). The 3-way head belongs to this stage:
+/// it is saved with the resumable checkpoint and dropped afterwards; the model's own NLVR2 head is not
+/// trained here. Validated by text-assignment accuracy on val.
+/// </summary>
+public sealed class TextAssignmentStage : CaptionPairStage<ImageTextBatchData>, IDisposable
+{
+    private const string HeadFile = "text-assignment-head.safetensors";
+    private readonly Linear _head;
+
+    public TextAssignmentStage(VlmModel model, TaskData data, int batchSize, int seed) : base(model, data, batchSize, seed)
+    {
+        if (model.Config.Task != Config.VlmTask.Nlvr2) throw new ArgumentException("Text assignment trains a model converted to NLVR2 (doubled fusion stack).");
+        if (batchSize < 3) throw new ArgumentException("Text assignment needs batches of at least 3 images.");
+        var device = model.parameters().First().device;
+        _head = Runtime.Scopes.Keep(torch.nn.Linear(model.Config.Hidden, TextAssignment.Classes, device: device));
+    }
+
+    protected override ImageTextBatchData Collate(IReadOnlyList<(CaptionImage Image, string Caption)> pairs) => Data.Collate.ImageText(pairs);
+
+    /// <summary>Every full batch, and the last one only when it has the 3 images a draw needs.</summary>
+    public override int BatchesPerEpoch => Data.Captions("train").Count / BatchSize + (Data.Captions("train").Count % BatchSize >= 3 ? 1 : 0);
+
+    public override IEnumerable<ImageTextBatchData> Batches(int epoch, int skip) => base.Batches(epoch, skip).Where(b => b.Ids.Length >= 3);
+
+    /// <summary>The model's groups, and the new head at twice the rate (weights decay, bias does not).</summary>
+    public override IEnumerable<(IEnumerable<Parameter> Parameters, double LrMultiplier, bool Decay)> ParameterGroups() =>
+        base.ParameterGroups().Concat([([_head.weight!], 2.0, true), ([_head.bias!], 2.0, false)]);
+
+    public override StepLoss Loss(ImageTextBatchData batch, Device device, int step)
+    {
+        var (loss, _, _) = TextAssignment.Loss(Model, _head, batch.ToTensors(device));
+        return new StepLoss(loss, new Dictionary<string, Tensor> { ["ta"] = loss });
+    }
+
+    public override double Validate(Device device) =>
+        Evaluation.TextAssignment(Model, _head, Data.Captions("val"), Data.Collate, device, BatchSize);
+
+    public override void SaveState(string folder) =>
+        TorchSharp.PyBridge.Safetensors.SaveStateDict(Path.Combine(folder, HeadFile),
+            _head.state_dict().ToDictionary(kv => kv.Key, kv => kv.Value.detach().cpu().contiguous()));
+
+    public override void LoadState(string folder)
+    {
+        using var scope = torch.NewDisposeScope();
+        var state = TorchSharp.PyBridge.Safetensors.LoadStateDict(Path.Combine(folder, HeadFile));
+        using (torch.no_grad())
+            foreach (var (name, tensor) in _head.state_dict()) tensor.copy_(state[name]);
+    }
+
+    public void Dispose() => _head.Dispose();
+}
+
+/// <summary>
 /// General distillation (method.md section 3): L = 0.6 (ITC + ITM + MLM) + 0.4 L_kd with the frozen
 /// teacher in eval mode scored on the same negatives and masks as the student.
 /// </summary>

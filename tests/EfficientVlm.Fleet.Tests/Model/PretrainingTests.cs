@@ -117,6 +117,62 @@ public sealed class PretrainingTests
     }
 
     [Fact]
+    public void Text_assignment_pairs_put_the_caption_image_where_the_label_says_and_never_a_matching_other()
+    {
+        using var scope = torch.NewDisposeScope();
+        torch.manual_seed(8);
+        var emb = torch.nn.functional.normalize(torch.randn(6, 8), dim: -1);
+        var matches = torch.eye(6, dtype: ScalarType.Bool);
+        matches[4, 0] = torch.tensor(true);                 // caption 0 also describes image 4
+        var counts = new int[3];
+        for (int trial = 0; trial < 300; trial++)
+        {
+            var (first, second, labels) = TextAssignment.Sample(emb, matches);
+            var f = first.data<long>().ToArray();
+            var s = second.data<long>().ToArray();
+            var l = labels.data<long>().ToArray();
+            for (int b = 0; b < 6; b++)
+            {
+                counts[l[b]]++;
+                Assert.NotEqual(f[b], s[b]);
+                Assert.Equal(l[b] == 0, f[b] == b);
+                Assert.Equal(l[b] == 1, s[b] == b);
+                if (b == 0) { Assert.NotEqual(4, f[b]); Assert.NotEqual(4, s[b]); }
+            }
+        }
+        // own image in the pair 2/3 of the time, on either side: 600 each expected of 1800
+        Assert.All(counts, c => Assert.InRange(c, 500, 700));
+        Assert.Throws<ArgumentException>(() => TextAssignment.Sample(emb.narrow(0, 0, 2), torch.eye(2, dtype: ScalarType.Bool)));
+    }
+
+    [Fact]
+    public void Text_assignment_learns_fixed_pairs_of_a_repeated_batch()
+    {
+        torch.manual_seed(12);
+        using var pretrained = new VlmModel(Presets.Tiny);
+        using var model = TaskConversion.ToTask(pretrained, VlmTask.Nlvr2);
+        model.train();
+        using var head = torch.nn.Linear(Presets.Tiny.Hidden, TextAssignment.Classes);
+        var batch = TinyBatches.Pretrain(Presets.Tiny);
+        var (first, second, labels) = TextAssignment.Sample(torch.nn.functional.normalize(torch.randn(4, 8), dim: -1), batch.Matches);
+        using var optimizer = torch.optim.AdamW(model.parameters().Concat(head.parameters()), lr: 2e-3);
+        float firstLoss = 0, lastLoss = 0;
+        for (int step = 0; step < 60; step++)
+        {
+            using var scope = torch.NewDisposeScope();
+            optimizer.zero_grad();
+            var image = model.EncodeImage(batch.Images).Last;
+            var text = model.EncodeText(batch.Ids, batch.Padding).Last;
+            var loss = torch.nn.functional.cross_entropy(TextAssignment.Logits(model, head, image, text, batch.Padding, first, second), labels);
+            loss.backward();
+            optimizer.step();
+            if (step == 0) firstLoss = loss.item<float>();
+            lastLoss = loss.item<float>();
+        }
+        Assert.True(lastLoss < firstLoss * 0.3, $"text assignment {firstLoss} -> {lastLoss}");
+    }
+
+    [Fact]
     public void Masking_touches_only_ordinary_tokens_and_at_most_eight_per_text()
     {
         using var scope = torch.NewDisposeScope();

@@ -108,6 +108,26 @@ public sealed class TaskHeadTests
     }
 
     [Fact]
+    public void A_domain_pretrained_nlvr2_model_converts_as_it_is_with_a_fresh_nlvr2_head()
+    {
+        torch.manual_seed(35);
+        using var pretrained = new VlmModel(Tiny);
+        using var domain = TaskConversion.ToTask(pretrained, VlmTask.Nlvr2);
+        using (torch.no_grad())
+            foreach (var (name, p) in domain.named_parameters())
+                if (name.StartsWith("fusion.layers.1.", StringComparison.Ordinal)) p.add_(1.0); // layer 1 has left its pair (as text assignment makes it)
+        using var model = TaskConversion.ToTask(domain, VlmTask.Nlvr2, out var fresh);
+        var source = domain.state_dict();
+        foreach (var (name, tensor) in model.state_dict())
+        {
+            if (name.StartsWith("nlvr_", StringComparison.Ordinal)) Assert.Contains(name, fresh);
+            else Assert.True(source[name].equal(tensor).all().item<bool>(), name);
+        }
+        Assert.Equal(["nlvr_dense.bias", "nlvr_dense.weight", "nlvr_norm.bias", "nlvr_norm.weight", "nlvr_out.bias", "nlvr_out.weight"], fresh.Order());
+        Assert.Throws<ArgumentException>(() => TaskConversion.ToTask(domain, VlmTask.Vqa));
+    }
+
+    [Fact]
     public void Retrieval_ranks_by_itm_inside_the_itc_top_k()
     {
         torch.manual_seed(34);

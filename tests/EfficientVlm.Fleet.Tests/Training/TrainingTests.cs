@@ -106,6 +106,33 @@ public sealed class TrainingTests(TinyDataFixture fixture) : IClassFixture<TinyD
     }
 
     [Fact]
+    public async Task Text_assignment_resumes_with_its_own_head_and_repeats_the_uninterrupted_losses()
+    {
+        var options = Fast with { Epochs = 3, CheckpointEvery = 1 };
+        var data = fixture.Data(TinyDataFixture.Teacher);
+        torch.manual_seed(7);
+        using var pretrained = new VlmModel(TinyDataFixture.Teacher);
+
+        async Task<TrainingResult> Run(int seed, string dir, int? stopAfter)
+        {
+            torch.manual_seed(seed);
+            using var model = TaskConversion.ToTask(pretrained, VlmTask.Nlvr2);
+            using var stage = new TextAssignmentStage(model, data, 8, 1);   // the head's initial weights follow the seed
+            return await new Trainer<EfficientVlm.Model.Data.Pipeline.ImageTextBatchData>(stage, options, _executor, Path.Combine(_runs, dir))
+                .RunAsync(stopAfterSteps: stopAfter);
+        }
+
+        var reference = await Run(5, "ta-straight", null);
+        Assert.Equal(3, (await Run(5, "ta-interrupted", 3)).Steps);
+        var resumed = await Run(999, "ta-interrupted", null);                 // another head until the checkpoint's is read
+        Assert.Equal(reference.Losses, resumed.Losses);
+        // Text assignment needs real grounding: the tiny random model does not lower it in a few steps on fresh
+        // pairs (PretrainingTests shows it learns fixed pairs; docs/training.md has the demo-scale run).
+        Assert.InRange(reference.BestValidation, 0, 100);
+        Assert.True(File.Exists(Path.Combine(_runs, "ta-interrupted", "last", "text-assignment-head.safetensors")));
+    }
+
+    [Fact]
     public void Every_kd_term_is_zero_for_an_exact_copy_under_the_identity_mapping()
     {
         using var scope = torch.NewDisposeScope();
