@@ -58,24 +58,35 @@ public static class Pretraining
     public static (Tensor TextForImage, Tensor ImageForText) SampleHardNegatives(Tensor imageEmb, Tensor textEmb,
         Tensor temperature, Tensor matches, double hardShare = 1.0)
     {
-        if (hardShare is < 0 or > 1) throw new ArgumentOutOfRangeException(nameof(hardShare), hardShare, "The share of hard negatives must be in [0, 1].");
         using var _ = torch.no_grad();
         var sim = imageEmb.matmul(textEmb.t()).div(temperature);                           // (B, B)
         long b = sim.shape[0];
         Tensor Draw(Tensor scores, Tensor matched)
         {
             var open = matched.logical_not().to(ScalarType.Float32);                          // the unmatched candidates
-            // softmax restricted to the unmatched (1e-12 keeps a row drawable when its similarities underflow)
-            var weights = functional.softmax(scores.to(ScalarType.Float32), 1).mul(open).add(open.mul(1e-12));
-            if (hardShare < 1)
-                weights = weights.div(weights.sum(1, keepdim: true).clamp_min(1e-30)).mul(hardShare)
-                    .add(open.div(open.sum(1, keepdim: true).clamp_min(1)).mul(1 - hardShare));
+            var weights = DrawWeights(scores, open, hardShare);
             var rowHasNegative = open.sum(1).gt(0);
             var fallback = torch.arange(b, device: sim.device).add(1).remainder(b);
             var safe = torch.where(rowHasNegative.view(-1, 1), weights, torch.ones_like(weights));
             return torch.where(rowHasNegative, torch.multinomial(safe, 1).view(-1), fallback);
         }
         return (Draw(sim, matches), Draw(sim.t(), matches.t()));
+    }
+
+    /// <summary>
+    /// Row weights for drawing negatives: softmax(scores) restricted to the open entries (open [R, C], 1 or 0),
+    /// mixed as hardShare * that + (1 - hardShare) * uniform over the open entries. 1e-12 on every open entry
+    /// keeps a row drawable when its similarities underflow. Rows need not sum to 1 (multinomial normalises).
+    /// </summary>
+    public static Tensor DrawWeights(Tensor scores, Tensor open, double hardShare)
+    {
+        if (hardShare is < 0 or > 1 || double.IsNaN(hardShare))
+            throw new ArgumentOutOfRangeException(nameof(hardShare), hardShare, "The share of hard negatives must be in [0, 1].");
+        var weights = functional.softmax(scores.to(ScalarType.Float32), 1).mul(open).add(open.mul(1e-12));
+        if (hardShare < 1)
+            weights = weights.div(weights.sum(1, keepdim: true).clamp_min(1e-30)).mul(hardShare)
+                .add(open.div(open.sum(1, keepdim: true).clamp_min(1)).mul(1 - hardShare));
+        return weights;
     }
 
     /// <summary>

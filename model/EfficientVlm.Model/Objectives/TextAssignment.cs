@@ -25,16 +25,17 @@ public static class TextAssignment
     /// drawn without replacement from softmax(image-image similarity / 0.07) over the images that do not
     /// match caption b (<paramref name="matches"/> [B, B], image i, text j), so a label is never wrong
     /// because another image also fits the caption. imageEmb [B, E] (L2-normalised) -> indices [B] of the
-    /// first and second image, labels [B].
+    /// first and second image, labels [B]. <paramref name="hardShare"/> below 1 mixes uniformly drawn
+    /// images in, as for ITM negatives (<see cref="Pretraining.DrawWeights"/>; 1 is X-VLM's draw).
     /// </summary>
-    public static (Tensor First, Tensor Second, Tensor Labels) Sample(Tensor imageEmb, Tensor matches)
+    public static (Tensor First, Tensor Second, Tensor Labels) Sample(Tensor imageEmb, Tensor matches, double hardShare = 1.0)
     {
         using var _ = torch.no_grad();
         long b = imageEmb.shape[0];
         if (b < 3) throw new ArgumentException($"Text assignment needs at least 3 images per batch; got {b}.");
         var sim = imageEmb.matmul(imageEmb.t()).div(Temperature);                            // (B, B) images x images
         var open = matches.t().logical_not().to(ScalarType.Float32);                          // (B, B) caption b x image i
-        var weights = functional.softmax(sim.to(ScalarType.Float32), 1).mul(open).add(open.mul(1e-12));
+        var weights = Pretraining.DrawWeights(sim, open, hardShare);
         // a caption that fits all but one image of the batch: fall back to any other image (labels may then be noisy)
         var enough = open.sum(1).ge(2).view(-1, 1);
         var notOwn = torch.ones(b, b, device: imageEmb.device).sub(torch.eye(b, device: imageEmb.device));
@@ -58,10 +59,10 @@ public static class TextAssignment
         head.forward(model.FusePair(textStates, padding, imageTokens.index_select(0, first), imageTokens.index_select(0, second)).Last.select(1, 0));
 
     /// <summary>Cross-entropy of text assignment on a batch, with pairs drawn by <see cref="Sample"/>.</summary>
-    public static (Tensor Loss, Tensor Logits, Tensor Labels) Loss(VlmModel model, Linear head, PretrainBatch batch)
+    public static (Tensor Loss, Tensor Logits, Tensor Labels) Loss(VlmModel model, Linear head, PretrainBatch batch, double hardShare = 1.0)
     {
         var imageTokens = model.EncodeImage(batch.Images).Last;
-        var (first, second, labels) = Sample(model.ImageEmbedding(imageTokens).detach(), batch.Matches);
+        var (first, second, labels) = Sample(model.ImageEmbedding(imageTokens).detach(), batch.Matches, hardShare);
         var text = model.EncodeText(batch.Ids, batch.Padding).Last;
         var logits = Logits(model, head, imageTokens, text, batch.Padding, first, second);
         return (functional.cross_entropy(logits, labels), logits, labels);

@@ -75,15 +75,19 @@ public sealed class PretrainStage(VlmModel model, TaskData data, int batchSize, 
 /// NLVR2 domain pre-training by text assignment (<see cref="TextAssignment"/>), on image-caption pairs,
 /// for a model already converted to NLVR2 (doubled fusion stack). The 3-way head belongs to this stage:
 /// it is saved with the resumable checkpoint and dropped afterwards; the model's own NLVR2 head is not
-/// trained here. Validated by text-assignment accuracy on val.
+/// trained here. Validated by text-assignment accuracy on val (always with X-VLM's similarity draw).
+/// <paramref name="hardShare"/> below 1 mixes uniformly drawn other images into training pairs.
 /// </summary>
 public sealed class TextAssignmentStage : CaptionPairStage<ImageTextBatchData>, IDisposable
 {
     private const string HeadFile = "text-assignment-head.safetensors";
     private readonly Linear _head;
 
-    public TextAssignmentStage(VlmModel model, TaskData data, int batchSize, int seed) : base(model, data, batchSize, seed)
+    private readonly double _hardShare;
+
+    public TextAssignmentStage(VlmModel model, TaskData data, int batchSize, int seed, double hardShare = 1.0) : base(model, data, batchSize, seed)
     {
+        _hardShare = hardShare;
         if (model.Config.Task != Config.VlmTask.Nlvr2) throw new ArgumentException("Text assignment trains a model converted to NLVR2 (doubled fusion stack).");
         if (batchSize < 3) throw new ArgumentException("Text assignment needs batches of at least 3 images.");
         var device = model.parameters().First().device;
@@ -103,7 +107,7 @@ public sealed class TextAssignmentStage : CaptionPairStage<ImageTextBatchData>, 
 
     public override StepLoss Loss(ImageTextBatchData batch, Device device, int step)
     {
-        var (loss, _, _) = TextAssignment.Loss(Model, _head, batch.ToTensors(device));
+        var (loss, _, _) = TextAssignment.Loss(Model, _head, batch.ToTensors(device), _hardShare);
         return new StepLoss(loss, new Dictionary<string, Tensor> { ["ta"] = loss });
     }
 
