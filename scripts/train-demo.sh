@@ -4,13 +4,16 @@
 # appended to $RUNS/results.jsonl. Rerunning resumes finished-or-interrupted stages (each run
 # folder keeps its last checkpoint). Budget knobs (environment): IMAGES (pre-training and
 # distillation images), PRE_EPOCHS, FT_ITEMS (fine-tuning records per task), FT_EPOCHS,
-# TEST_LIMIT, CAPTION_TEST_LIMIT, DATA, RUNS.
+# TEST_LIMIT, CAPTION_TEST_LIMIT, DATA, RUNS; ITM_HARD_SHARE (teacher pre-training's share of hard ITM
+# negatives, 1 = the method) and TA_EPOCHS (NLVR2 domain pre-training by text assignment before each
+# NLVR2 fine-tuning, on the pre-training images; 0 = none). See docs/training.md.
 set -euo pipefail
 root="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 cd "$root"
 DATA="${DATA:-data/shapes}"; RUNS="${RUNS:-runs/demo}"
 IMAGES="${IMAGES:-4000}"; PRE_EPOCHS="${PRE_EPOCHS:-2}"; FT_ITEMS="${FT_ITEMS:-2000}"; FT_EPOCHS="${FT_EPOCHS:-2}"
 TEST_LIMIT="${TEST_LIMIT:-500}"; CAPTION_TEST_LIMIT="${CAPTION_TEST_LIMIT:-200}"
+ITM_HARD_SHARE="${ITM_HARD_SHARE:-1}"; TA_EPOCHS="${TA_EPOCHS:-0}"
 dotnet build model/EfficientVlm.Tool -c Release -nologo -clp:ErrorsOnly
 vlm() { dotnet model/EfficientVlm.Tool/bin/Release/net10.0/vlm.dll "$@"; }
 [[ -f "$DATA/vocab.txt" ]] || vlm data generate --out "$DATA" --seed 1
@@ -29,11 +32,17 @@ stage() { # name, then the vlm arguments; skipped when the run already has a res
   stamp "$name: FAILED 3 times (see its output); going on"
 }
 
-stage teacher train pretrain --data "$DATA" --preset demo-teacher --train-limit "$IMAGES" --eval-limit 200 --epochs "$PRE_EPOCHS" --lr 3e-4
+stage teacher train pretrain --data "$DATA" --preset demo-teacher --train-limit "$IMAGES" --eval-limit 200 --epochs "$PRE_EPOCHS" --lr 3e-4 \
+  --itm-hard-share "$ITM_HARD_SHARE"
 stage student train distill --data "$DATA" --teacher "$RUNS/teacher/best" --preset demo --train-limit "$IMAGES" --eval-limit 200 --epochs "$PRE_EPOCHS" --lr 3e-4
 for task in vqa nlvr2 retrieval captioning; do
   for who in teacher student; do
-    stage "$who-$task" train finetune --task "$task" --data "$DATA" --init "$RUNS/$who/best" --train-limit "$FT_ITEMS" --eval-limit 200 --epochs "$FT_EPOCHS" --lr 2e-4
+    init="$RUNS/$who/best"
+    if [[ $task == nlvr2 && $TA_EPOCHS -gt 0 ]]; then
+      stage "$who-nlvr-ta" train nlvr-pretrain --data "$DATA" --init "$init" --train-limit "$IMAGES" --eval-limit 200 --epochs "$TA_EPOCHS" --lr 2e-4
+      init="$RUNS/$who-nlvr-ta/best"
+    fi
+    stage "$who-$task" train finetune --task "$task" --data "$DATA" --init "$init" --train-limit "$FT_ITEMS" --eval-limit 200 --epochs "$FT_EPOCHS" --lr 2e-4
   done
 done
 for task in vqa nlvr2 retrieval captioning; do
