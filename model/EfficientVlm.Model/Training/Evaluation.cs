@@ -56,7 +56,7 @@ public static class Evaluation
     /// the same pairs; the caller's torch RNG state is left as it was.
     /// </summary>
     public static double TextAssignment(VlmModel model, Linear head, IReadOnlyList<CaptionImage> images, Collate collate, Device device,
-        int batchSize = 32)
+        int batchSize = 32, double hardShare = 1.0)
     {
         using var _ = torch.no_grad();
         using var saved = torch.get_rng_state();
@@ -69,7 +69,7 @@ public static class Evaluation
             {
                 if (batch.Ids.Length < 3) continue; // a last batch too small to draw two other images
                 using var scope = torch.NewDisposeScope();
-                var (_, logits, labels) = Objectives.TextAssignment.Loss(model, head, batch.ToTensors(device));
+                var (_, logits, labels) = Objectives.TextAssignment.Loss(model, head, batch.ToTensors(device), hardShare);
                 correct += (int)logits.argmax(1).eq(labels).sum().item<long>();
                 total += (int)labels.shape[0];
             }

@@ -75,8 +75,8 @@ public sealed class PretrainStage(VlmModel model, TaskData data, int batchSize, 
 /// NLVR2 domain pre-training by text assignment (<see cref="TextAssignment"/>), on image-caption pairs,
 /// for a model already converted to NLVR2 (doubled fusion stack). The 3-way head belongs to this stage:
 /// it is saved with the resumable checkpoint and dropped afterwards; the model's own NLVR2 head is not
-/// trained here. Validated by text-assignment accuracy on val (always with X-VLM's similarity draw).
-/// <paramref name="hardShare"/> below 1 mixes uniformly drawn other images into training pairs.
+/// trained here. Validated by text-assignment accuracy on val, with pairs drawn as in training.
+/// <paramref name="hardShare"/> below 1 mixes uniformly drawn other images into the pairs.
 /// </summary>
 public sealed class TextAssignmentStage : CaptionPairStage<ImageTextBatchData>, IDisposable
 {
@@ -112,7 +112,7 @@ public sealed class TextAssignmentStage : CaptionPairStage<ImageTextBatchData>, 
     }
 
     public override double Validate(Device device) =>
-        Evaluation.TextAssignment(Model, _head, Data.Captions("val"), Data.Collate, device, BatchSize);
+        Evaluation.TextAssignment(Model, _head, Data.Captions("val"), Data.Collate, device, BatchSize, _hardShare);
 
     public override void SaveState(string folder) =>
         TorchSharp.PyBridge.Safetensors.SaveStateDict(Path.Combine(folder, HeadFile),
