@@ -40,12 +40,6 @@ internal static class TrainCommand
             DefaultValueFactory = _ => 1.0,
         };
         hardShare.Validators.Add(r => { if (r.GetValueOrDefault<double>() is < 0 or > 1) r.AddError("--itm-hard-share must be between 0 and 1."); });
-        var taHardShare = new Option<double>("--hard-share")
-        {
-            Description = "share of the other images drawn by similarity (1: X-VLM, all hard; below 1 mixes uniform ones in)",
-            DefaultValueFactory = _ => 1.0,
-        };
-        taHardShare.Validators.Add(r => { if (r.GetValueOrDefault<double>() is < 0 or > 1) r.AddError("--hard-share must be between 0 and 1."); });
         var pretrain = new Command("pretrain", "Teacher vision-language pre-training: ITC + ITM (hard negatives) + MLM.") { preset, hardShare };
         AddCommon(pretrain);
         pretrain.SetAction((parse, ct) => Run(parse, ct, "pretrain", (data, seed, batch) =>
@@ -92,6 +86,12 @@ internal static class TrainCommand
         }));
 
         var taInit = new Option<DirectoryInfo>("--init") { Description = "pre-trained or distilled checkpoint folder", Required = true };
+        var taHardShare = new Option<double>("--hard-share")
+        {
+            Description = "share of the other images drawn by similarity (1: X-VLM, all hard; below 1 mixes uniform ones in)",
+            DefaultValueFactory = _ => 1.0,
+        };
+        taHardShare.Validators.Add(r => { if (r.GetValueOrDefault<double>() is < 0 or > 1) r.AddError("--hard-share must be between 0 and 1."); });
         var nlvrPretrain = new Command("nlvr-pretrain",
             "NLVR2 domain pre-training: text assignment (which of two images a caption describes, or neither) on the doubled fusion stack; " +
             "fine-tune NLVR2 from its best checkpoint.") { taInit, taHardShare };

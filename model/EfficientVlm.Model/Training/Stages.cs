@@ -82,14 +82,15 @@ public sealed class TextAssignmentStage : CaptionPairStage<ImageTextBatchData>, 
 {
     private const string HeadFile = "text-assignment-head.safetensors";
     private readonly Linear _head;
-
     private readonly double _hardShare;
 
     public TextAssignmentStage(VlmModel model, TaskData data, int batchSize, int seed, double hardShare = 1.0) : base(model, data, batchSize, seed)
     {
-        _hardShare = hardShare;
         if (model.Config.Task != Config.VlmTask.Nlvr2) throw new ArgumentException("Text assignment trains a model converted to NLVR2 (doubled fusion stack).");
         if (batchSize < 3) throw new ArgumentException("Text assignment needs batches of at least 3 images.");
+        if (hardShare is < 0 or > 1 || double.IsNaN(hardShare))
+            throw new ArgumentOutOfRangeException(nameof(hardShare), hardShare, "The share of hard draws must be in [0, 1].");
+        _hardShare = hardShare;
         var device = model.parameters().First().device;
         _head = Runtime.Scopes.Keep(torch.nn.Linear(model.Config.Hidden, TextAssignment.Classes, device: device));
     }
