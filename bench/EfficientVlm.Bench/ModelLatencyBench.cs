@@ -79,7 +79,6 @@ public static class ModelLatencyBench
             }
         }
     }
-
 }
 
 internal static class Args

@@ -34,12 +34,8 @@ internal static class TrainCommand
     public static Command Create()
     {
         var preset = new Option<string>("--preset") { Description = "model preset", DefaultValueFactory = _ => "demo-teacher" };
-        var hardShare = new Option<double>("--itm-hard-share")
-        {
-            Description = "share of ITM negatives drawn by similarity (1: the method, all hard; below 1 mixes uniform ones in, docs/training.md)",
-            DefaultValueFactory = _ => 1.0,
-        };
-        hardShare.Validators.Add(r => { if (r.GetValueOrDefault<double>() is < 0 or > 1) r.AddError("--itm-hard-share must be between 0 and 1."); });
+        var hardShare = ShareOption("--itm-hard-share",
+            "share of ITM negatives drawn by similarity (1: the method, all hard; below 1 mixes uniform ones in, docs/training.md)");
         var pretrain = new Command("pretrain", "Teacher vision-language pre-training: ITC + ITM (hard negatives) + MLM.") { preset, hardShare };
         AddCommon(pretrain);
         pretrain.SetAction((parse, ct) => Run(parse, ct, "pretrain", (data, seed, batch) =>
@@ -86,12 +82,8 @@ internal static class TrainCommand
         }));
 
         var taInit = new Option<DirectoryInfo>("--init") { Description = "pre-trained or distilled checkpoint folder", Required = true };
-        var taHardShare = new Option<double>("--hard-share")
-        {
-            Description = "share of the other images drawn by similarity (1: X-VLM, all hard; below 1 mixes uniform ones in)",
-            DefaultValueFactory = _ => 1.0,
-        };
-        taHardShare.Validators.Add(r => { if (r.GetValueOrDefault<double>() is < 0 or > 1) r.AddError("--hard-share must be between 0 and 1."); });
+        var taHardShare = ShareOption("--hard-share",
+            "share of the other images drawn by similarity (1: X-VLM, all hard; below 1 mixes uniform ones in)");
         var nlvrPretrain = new Command("nlvr-pretrain",
             "NLVR2 domain pre-training: text assignment (which of two images a caption describes, or neither) on the doubled fusion stack; " +
             "fine-tune NLVR2 from its best checkpoint.") { taInit, taHardShare };
@@ -106,6 +98,14 @@ internal static class TrainCommand
 
         return new Command("train", "Train: teacher pre-training, general distillation, NLVR2 domain pre-training, task fine-tuning.")
             { pretrain, distill, nlvrPretrain, finetune };
+    }
+
+    /// <summary>A share in [0, 1], 1 by default; anything else is refused with the option's name.</summary>
+    private static Option<double> ShareOption(string name, string description)
+    {
+        var option = new Option<double>(name) { Description = description, DefaultValueFactory = _ => 1.0 };
+        option.Validators.Add(r => { if (r.GetValueOrDefault<double>() is not (>= 0 and <= 1)) r.AddError($"{name} must be between 0 and 1."); });
+        return option;
     }
 
     internal static VlmTask ParseTask(string name) => name.ToLowerInvariant() switch

@@ -80,14 +80,19 @@ public static class Pretraining
     /// </summary>
     public static Tensor DrawWeights(Tensor scores, Tensor open, double hardShare)
     {
-        if (hardShare is < 0 or > 1 || double.IsNaN(hardShare))
-            throw new ArgumentOutOfRangeException(nameof(hardShare), hardShare, "The share of hard negatives must be in [0, 1].");
+        CheckHardShare(hardShare);
         var weights = functional.softmax(scores.to(ScalarType.Float32), 1).mul(open).add(open.mul(1e-12));
         if (hardShare < 1)
             weights = weights.div(weights.sum(1, keepdim: true).clamp_min(1e-30)).mul(hardShare)
                 .add(open.div(open.sum(1, keepdim: true).clamp_min(1)).mul(1 - hardShare));
         return weights;
     }
+
+    /// <summary>The share of similarity-drawn (hard) candidates, checked: it must be in [0, 1].</summary>
+    /// <exception cref="ArgumentOutOfRangeException">Outside [0, 1] or NaN.</exception>
+    public static double CheckHardShare(double hardShare) =>
+        hardShare is >= 0 and <= 1 ? hardShare
+            : throw new ArgumentOutOfRangeException(nameof(hardShare), hardShare, "The share of hard negatives must be in [0, 1].");
 
     /// <summary>
     /// BERT-style masking: each ordinary token with probability 0.25, at most 8 per text; of those,

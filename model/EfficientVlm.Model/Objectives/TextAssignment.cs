@@ -16,6 +16,9 @@ public static class TextAssignment
 {
     public const int Classes = 3;
 
+    /// <summary>The fewest images a batch needs: a caption's own image and two others.</summary>
+    public const int MinImages = 3;
+
     /// <summary>The temperature of the image-image similarity that picks the other images.</summary>
     public const double Temperature = 0.07;
 
@@ -32,7 +35,7 @@ public static class TextAssignment
     {
         using var _ = torch.no_grad();
         long b = imageEmb.shape[0];
-        if (b < 3) throw new ArgumentException($"Text assignment needs at least 3 images per batch; got {b}.");
+        if (b < MinImages) throw new ArgumentException($"Text assignment needs at least {MinImages} images per batch; got {b}.");
         var sim = imageEmb.matmul(imageEmb.t()).div(Temperature);                            // (B, B) images x images
         var open = matches.t().logical_not().to(ScalarType.Float32);                          // (B, B) caption b x image i
         var weights = Pretraining.DrawWeights(sim, open, hardShare);

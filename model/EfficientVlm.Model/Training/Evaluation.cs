@@ -67,7 +67,7 @@ public static class Evaluation
             var pairs = images.Select(i => (i, i.Captions[0])).ToList();
             foreach (var batch in Batching.Prefetch(pairs, batchSize, 0, 0, collate.ImageText, shuffle: false))
             {
-                if (batch.Ids.Length < 3) continue; // a last batch too small to draw two other images
+                if (batch.Ids.Length < Objectives.TextAssignment.MinImages) continue; // a last batch too small to draw two other images
                 using var scope = torch.NewDisposeScope();
                 var (_, logits, labels) = Objectives.TextAssignment.Loss(model, head, batch.ToTensors(device), hardShare);
                 correct += (int)logits.argmax(1).eq(labels).sum().item<long>();

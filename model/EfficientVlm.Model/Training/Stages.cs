@@ -87,20 +87,26 @@ public sealed class TextAssignmentStage : CaptionPairStage<ImageTextBatchData>, 
     public TextAssignmentStage(VlmModel model, TaskData data, int batchSize, int seed, double hardShare = 1.0) : base(model, data, batchSize, seed)
     {
         if (model.Config.Task != Config.VlmTask.Nlvr2) throw new ArgumentException("Text assignment trains a model converted to NLVR2 (doubled fusion stack).");
-        if (batchSize < 3) throw new ArgumentException("Text assignment needs batches of at least 3 images.");
-        if (hardShare is < 0 or > 1 || double.IsNaN(hardShare))
-            throw new ArgumentOutOfRangeException(nameof(hardShare), hardShare, "The share of hard draws must be in [0, 1].");
-        _hardShare = hardShare;
+        if (batchSize < TextAssignment.MinImages) throw new ArgumentException($"Text assignment needs batches of at least {TextAssignment.MinImages} images.");
+        _hardShare = Pretraining.CheckHardShare(hardShare);
         var device = model.parameters().First().device;
         _head = Runtime.Scopes.Keep(torch.nn.Linear(model.Config.Hidden, TextAssignment.Classes, device: device));
     }
 
     protected override ImageTextBatchData Collate(IReadOnlyList<(CaptionImage Image, string Caption)> pairs) => Data.Collate.ImageText(pairs);
 
-    /// <summary>Every full batch, and the last one only when it has the 3 images a draw needs.</summary>
-    public override int BatchesPerEpoch => Data.Captions("train").Count / BatchSize + (Data.Captions("train").Count % BatchSize >= 3 ? 1 : 0);
+    /// <summary>Every full batch, and the last one only when it has the images a draw needs.</summary>
+    public override int BatchesPerEpoch
+    {
+        get
+        {
+            int images = Data.Captions("train").Count;
+            return images / BatchSize + (images % BatchSize >= TextAssignment.MinImages ? 1 : 0);
+        }
+    }
 
-    public override IEnumerable<ImageTextBatchData> Batches(int epoch, int skip) => base.Batches(epoch, skip).Where(b => b.Ids.Length >= 3);
+    public override IEnumerable<ImageTextBatchData> Batches(int epoch, int skip) =>
+        base.Batches(epoch, skip).Where(b => b.Ids.Length >= TextAssignment.MinImages);
 
     /// <summary>The model's groups, and the new head at twice the rate (weights decay, bias does not).</summary>
     public override IEnumerable<(IEnumerable<Parameter> Parameters, double LrMultiplier, bool Decay)> ParameterGroups() =>
