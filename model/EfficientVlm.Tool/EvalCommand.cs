@@ -5,6 +5,8 @@ using EfficientVlm.Model.Checkpoints;
 using EfficientVlm.Model.Config;
 using EfficientVlm.Model.Jobs;
 using EfficientVlm.Model.Data.Readers;
+using EfficientVlm.Model.Data.ShapesWorld;
+using EfficientVlm.Model.Metrics;
 using EfficientVlm.Model.Modules;
 using EfficientVlm.Model.Runtime;
 using EfficientVlm.Model.Tasks;
@@ -27,7 +29,11 @@ internal static class EvalCommand
         var results = new Option<FileInfo?>("--results") { Description = "append the scores as one JSON line to this file" };
         var label = new Option<string?>("--label") { Description = "name of the row in --results" };
         var threads = new Option<int>("--threads") { DefaultValueFactory = _ => Environment.ProcessorCount };
-        var command = new Command("eval", "Score a checkpoint on a split with the task's official metric.") { model, data, task, split, limit, k, results, label, threads };
+        var byForm = new Option<bool>("--by-form")
+        {
+            Description = "also score each form apart: VQA by question type, NLVR2 by ShapesWorld statement family",
+        };
+        var command = new Command("eval", "Score a checkpoint on a split with the task's official metric.") { model, data, task, split, limit, k, results, label, threads, byForm };
         command.SetAction(async (parse, ct) =>
         {
             using var executor = new DeviceExecutor(new DeviceExecutorOptions { Device = "auto", TorchThreads = parse.GetValue(threads) });
@@ -39,24 +45,29 @@ internal static class EvalCommand
                     m.eval();
                     var which = parse.GetValue(task) is { } t ? TrainCommand.ParseTask(t)
                         : m.Config.Task == VlmTask.Pretrain ? VlmTask.Retrieval : m.Config.Task; // a task-agnostic model is scored by retrieval
+                    if (parse.GetValue(byForm) && which is not (VlmTask.Vqa or VlmTask.Nlvr2))
+                        throw new ArgumentException($"--by-form applies to vqa and nlvr2, not {which}.");
                     var taskData = new TaskData(parse.GetValue(data)!.FullName, m.Config, evalLimit: parse.GetValue(limit), trainLimit: null);
                     var s = parse.GetValue(split)!;
                     var watch = Stopwatch.StartNew();
-                    var scores = Pipeline.Score(m, which, taskData, s, parse.GetValue(limit), ctx.Device, parse.GetValue(k));
+                    var (scores, forms) = parse.GetValue(byForm)
+                        ? ScoreByForm(m, which, taskData, s, parse.GetValue(limit), ctx.Device, parse.GetValue(k))
+                        : (Pipeline.Score(m, which, taskData, s, parse.GetValue(limit), ctx.Device, parse.GetValue(k)), null);
                     scores["parameters"] = ParameterCounts.Count(m);
                     scores["seconds"] = watch.Elapsed.TotalSeconds;
-                    return (which, scores);
+                    return (which, scores, forms);
                 });
                 var table = new Table().AddColumns("metric", "value");
                 foreach (var (name, value) in scores.scores) table.AddRow(name, name == "parameters" ? $"{value:N0}" : $"{value:0.00}");
                 AnsiConsole.MarkupLineInterpolated($"[bold]{scores.which}[/] on {parse.GetValue(split)}");
                 AnsiConsole.Write(table);
+                if (scores.forms is not null) AnsiConsole.Write(FormTable(scores.forms));
                 if (parse.GetValue(results) is { } file)
                     File.AppendAllText(file.FullName, JsonSerializer.Serialize(new
                     {
                         label = parse.GetValue(label) ?? parse.GetValue(model)!.Name, task = scores.which.ToString(), split = parse.GetValue(split),
-                        scores = scores.scores, date = DateTime.UtcNow,
-                    }) + "\n");
+                        scores = scores.scores, by_form = scores.forms, date = DateTime.UtcNow,
+                    }, ResultsJson) + "\n");
                 return 0;
             }
             catch (Exception e) when (UserErrors.Is(e))
@@ -65,5 +76,45 @@ internal static class EvalCommand
             }
         });
         return command;
+    }
+
+    private static readonly JsonSerializerOptions ResultsJson = new() { PropertyNamingPolicy = JsonNamingPolicy.SnakeCaseLower };
+
+    /// <summary>The task score and its breakdown by form (VQA: question type; NLVR2: statement family), from one pass over the split.</summary>
+    private static (Dictionary<string, double> Scores, IReadOnlyList<object> Forms) ScoreByForm(VlmModel model, VlmTask task, TaskData data,
+        string split, int? limit, TorchSharp.torch.Device device, int k)
+    {
+        IReadOnlyList<T> Take<T>(IReadOnlyList<T> items) => limit is int n ? items.Take(n).ToList() : items;
+        if (task == VlmTask.Vqa)
+        {
+            var items = Take(data.Vqa(split));
+            var answers = Evaluation.VqaAnswers(model, items, data.Collate, data.AnswerList, device, k);
+            var accuracy = 100 * VqaAccuracy.Mean(answers.Zip(items, (a, i) => (a, i.Answers)));
+            return (new() { ["vqa_accuracy"] = accuracy }, Breakdown.Vqa(items, answers).ToList<object>());
+        }
+        var statements = Take(data.Nlvr(split));
+        var held = Evaluation.NlvrPredictions(model, statements, data.Collate, device);
+        var nlvr = 100 * ClassificationAccuracy.Accuracy(held, statements.Select(i => i.Label).ToList());
+        return (new() { ["nlvr2_accuracy"] = nlvr },
+            Breakdown.Nlvr(statements, held, sentence => Statements.FamilyOf(sentence)?.ToString() ?? "other").ToList<object>());
+    }
+
+    private static Table FormTable(IReadOnlyList<object> forms)
+    {
+        var table = new Table();
+        switch (forms.FirstOrDefault())
+        {
+            case VqaFormScore:
+                table.AddColumns("question type", "n", "accuracy", "answers given", "answers expected");
+                foreach (var f in forms.Cast<VqaFormScore>())
+                    table.AddRow(f.Form, $"{f.Count}", $"{f.Accuracy:0.0}", $"{f.AnswersGiven}", $"{f.AnswersExpected}");
+                break;
+            case NlvrFormScore:
+                table.AddColumns("statement family", "n", "accuracy", "held true %", "true %");
+                foreach (var f in forms.Cast<NlvrFormScore>())
+                    table.AddRow(f.Form, $"{f.Count}", $"{f.Accuracy:0.0}", $"{f.HeldTrue:0.0}", $"{f.AreTrue:0.0}");
+                break;
+        }
+        return table;
     }
 }

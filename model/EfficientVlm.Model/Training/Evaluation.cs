@@ -16,30 +16,39 @@ namespace EfficientVlm.Model.Training;
 public static class Evaluation
 {
     public static double Vqa(VlmModel model, IReadOnlyList<VqaItem> items, Collate collate, IReadOnlyList<string> answerList,
-        Device device, int k = 16, int batchSize = 64, ModelGates? gates = null)
+        Device device, int k = 16, int batchSize = 64, ModelGates? gates = null) =>
+        VqaAccuracy.Mean(VqaAnswers(model, items, collate, answerList, device, k, batchSize, gates).Zip(items, (p, i) => (p, i.Answers)));
+
+    /// <summary>The answer chosen from <paramref name="answerList"/> for each question, in order.</summary>
+    public static IReadOnlyList<string> VqaAnswers(VlmModel model, IReadOnlyList<VqaItem> items, Collate collate,
+        IReadOnlyList<string> answerList, Device device, int k = 16, int batchSize = 64, ModelGates? gates = null)
     {
         using var _ = torch.no_grad();
         var (answerIds, answerPadding) = collate.Tokenizer.EncodeBatch(answerList, 16);
         using var ids = answerIds.to(device);
         using var pad = answerPadding.to(device);
-        var predictions = new List<(string, IReadOnlyList<string>)>();
-        foreach (var (batch, records) in Batching.Prefetch(items, batchSize, 0, 0, b => (collate.Vqa(b), b), shuffle: false))
+        var predictions = new List<string>(items.Count);
+        foreach (var batch in Batching.Prefetch(items, batchSize, 0, 0, collate.Vqa, shuffle: false))
         {
             using var scope = torch.NewDisposeScope();
             var (images, q, qp, _) = batch.ToTensors(device);
             var states = Tasks.Vqa.EncodeQuestion(model, images, q, qp, gates);
             var (best, _) = Tasks.Vqa.Rank(model, states, qp, ids, pad, k, gates);
-            var chosen = best.cpu().data<long>().ToArray();
-            for (int i = 0; i < records.Count; i++) predictions.Add((answerList[(int)chosen[i]], records[i].Answers));
+            predictions.AddRange(best.cpu().data<long>().ToArray().Select(i => answerList[(int)i]));
         }
-        return VqaAccuracy.Mean(predictions);
+        return predictions;
     }
 
     public static double Nlvr(VlmModel model, IReadOnlyList<NlvrItem> items, Collate collate, Device device, int batchSize = 64,
-        ModelGates? gates = null)
+        ModelGates? gates = null) =>
+        ClassificationAccuracy.Accuracy(NlvrPredictions(model, items, collate, device, batchSize, gates), items.Select(i => i.Label).ToList());
+
+    /// <summary>Whether the model holds each statement true, in order.</summary>
+    public static IReadOnlyList<bool> NlvrPredictions(VlmModel model, IReadOnlyList<NlvrItem> items, Collate collate, Device device,
+        int batchSize = 64, ModelGates? gates = null)
     {
         using var _ = torch.no_grad();
-        var predicted = new List<bool>();
+        var predicted = new List<bool>(items.Count);
         foreach (var batch in Batching.Prefetch(items, batchSize, 0, 0, collate.Nlvr, shuffle: false))
         {
             using var scope = torch.NewDisposeScope();
@@ -47,7 +56,7 @@ public static class Evaluation
             var logits = Tasks.Nlvr.Logits(model, left, right, ids, padding, gates);
             predicted.AddRange(logits.argmax(1).cpu().data<long>().ToArray().Select(v => v == 1));
         }
-        return ClassificationAccuracy.Accuracy(predicted, items.Select(i => i.Label).ToList());
+        return predicted;
     }
 
     /// <summary>

@@ -1,3 +1,4 @@
+using EfficientVlm.Model.Data.Readers;
 using EfficientVlm.Model.Metrics;
 
 namespace EfficientVlm.Fleet.Tests.Data;
@@ -466,5 +467,59 @@ public sealed class MetricsTests
         Assert.Equal(0.5, ClassificationAccuracy.Accuracy<int>([1, 2, 3, 4], [1, 0, 3, 0]), 1e-12);
         Assert.Throws<ArgumentException>(() => ClassificationAccuracy.Accuracy([true], [true, false]));
         Assert.Throws<ArgumentException>(() => ClassificationAccuracy.Accuracy(Array.Empty<bool>(), []));
+    }
+
+    // ---------------------------------------------------------------- by form
+
+    private static VqaItem Question(string type, string question, params string[] answers) =>
+        new(0, 0, "x.png", question, answers, QuestionType: type);
+
+    [Fact]
+    public void Vqa_breakdown_scores_each_question_type_and_counts_the_answers_given_and_expected()
+    {
+        string[] ten(string a) => Enumerable.Repeat(a, 10).ToArray();
+        VqaItem[] items =
+        [
+            Question("where is the", "where is the red circle?", ten("top left")),
+            Question("where is the", "where is the blue square?", ten("center")),
+            Question("where is the", "where is the green circle?", ten("bottom right")),
+            Question("how many", "how many circles are there?", ten("2")),
+            // four of ten annotators said "3": at least 3 of every 9 agree with "3", so it scores 1; the majority
+            // answer is "two", normalised to "2"
+            Question("how many", "how many squares are there?", [.. Enumerable.Repeat("two", 6), "3", "3", "3", "3"]),
+        ];
+        string[] answers = ["top left", "top left", "top left", "two", "3"];
+        var forms = Breakdown.Vqa(items, answers);
+
+        Assert.Equal(["how many", "where is the"], forms.Select(f => f.Form));
+        var where = forms[1];
+        Assert.Equal(3, where.Count);
+        Assert.Equal(100.0 / 3, where.Accuracy, 1e-9);
+        Assert.Equal(1, where.AnswersGiven);      // always "top left"
+        Assert.Equal(3, where.AnswersExpected);
+        var howMany = forms[0];
+        Assert.Equal(2, howMany.Count);
+        Assert.Equal(100.0, howMany.Accuracy, 1e-9);
+        Assert.Equal(2, howMany.AnswersGiven);    // "2" (from "two") and "3"
+        Assert.Equal(1, howMany.AnswersExpected); // both expect "2" (the majority, normalised)
+        Assert.Throws<ArgumentException>(() => Breakdown.Vqa(items, answers.Take(4).ToList()));
+    }
+
+    [Fact]
+    public void Nlvr_breakdown_scores_each_family_with_the_shares_held_and_actually_true()
+    {
+        NlvrItem Statement(string sentence, bool label) => new(sentence, sentence, label, "l.png", "r.png");
+        NlvrItem[] items =
+        [
+            Statement("count a", true), Statement("count b", false), Statement("count c", false), Statement("count d", true),
+            Statement("exist a", true), Statement("exist b", false),
+        ];
+        bool[] held = [true, true, true, true, true, false];
+        var forms = Breakdown.Nlvr(items, held, s => s.Split(' ')[0]);
+
+        Assert.Equal(["count", "exist"], forms.Select(f => f.Form));
+        Assert.Equal(new NlvrFormScore("count", 4, 50, 100, 50), forms[0]);  // says "true" to everything
+        Assert.Equal(new NlvrFormScore("exist", 2, 100, 50, 50), forms[1]);
+        Assert.Throws<ArgumentException>(() => Breakdown.Nlvr(items, held.Take(5).ToList(), s => s));
     }
 }

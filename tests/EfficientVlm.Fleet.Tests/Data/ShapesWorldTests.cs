@@ -107,6 +107,22 @@ public sealed class ShapesWorldTests : IDisposable
         Assert.False(all["the right image has a square above a square"]);
     }
 
+    [Fact]
+    public void Every_statement_family_is_read_back_from_its_sentences_and_real_statements_have_none()
+    {
+        foreach (var family in Enum.GetValues<Statements.Family>())
+            for (int seed = 0; seed < 300; seed++)
+            {
+                var sentence = Statements.Sample(family, new Random(seed)).Sentence;
+                Assert.True(Statements.FamilyOf(sentence) == family, $"'{sentence}' read back as {Statements.FamilyOf(sentence)}, not {family}");
+            }
+        var real = NlvrReaders.ReadJsonl(Path.Combine(AppContext.BaseDirectory, "Fixtures", "formats", "dev.sample.jsonl"), "/nlvr2/images",
+            requireImages: false).Items;
+        Assert.NotEmpty(real);
+        Assert.All(real, item => Assert.Null(Statements.FamilyOf(item.Sentence)));
+        Assert.Null(Statements.FamilyOf("the left image contains more circles than the right image!"));
+    }
+
     private static string HashFolder(string folder)
     {
         using var sha = SHA256.Create();

@@ -1,3 +1,5 @@
+using System.Text.RegularExpressions;
+
 namespace EfficientVlm.Model.Data.ShapesWorld;
 
 /// <summary>An NLVR2 statement and the function that decides it for a (left, right) pair of scenes.</summary>
@@ -9,6 +11,27 @@ public static class Statements
     public enum Family { Compare, BothOnly, ExactCount, Exist, Relation }
 
     private static readonly Family[] Families = Enum.GetValues<Family>();
+
+    /// <summary>
+    /// The family whose template wrote <paramref name="sentence"/>, read back from the sentence; null for a
+    /// sentence no template writes (a real NLVR2 statement, say).
+    /// </summary>
+    public static Family? FamilyOf(string sentence)
+    {
+        foreach (var (family, pattern) in Templates)
+            if (pattern.IsMatch(sentence)) return family;
+        return null;
+    }
+
+    // One pattern per family, mirroring the sentences Sample writes.
+    private static readonly (Family Family, Regex Pattern)[] Templates =
+    [
+        (Family.Compare, new(@"^the left image contains (more \w+ than|fewer \w+ than|the same number of \w+ as) the right image$")),
+        (Family.BothOnly, new(@"^(both images contain an? \w+ object|only one image contains an? \w+)$")),
+        (Family.ExactCount, new(@"^there (is exactly one object|are exactly \w+ objects) in the (left|right) image$")),
+        (Family.Exist, new(@"^there is an? \w+ \w+ in the (left|right) image$")),
+        (Family.Relation, new(@"^the (left|right) image has an? \w+ above an? \w+$")),
+    ];
 
     public static Statement Sample(Random rng) => Sample(Families[rng.Next(Families.Length)], rng);
 
