@@ -5,6 +5,7 @@ var root = new RootCommand("vlm: offline EfficientVLM work (vocabularies; data, 
 root.Subcommands.Add(DataCommand.Create());
 root.Subcommands.Add(TrainCommand.Create());
 root.Subcommands.Add(EvalCommand.Create());
+root.Subcommands.Add(ProbeCommand.Create());
 root.Subcommands.Add(PruneCommand.Create());
 root.Subcommands.Add(VocabCommand.Create());
 root.Subcommands.Add(ModelCommand.Create());

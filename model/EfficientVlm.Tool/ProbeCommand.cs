@@ -1,0 +1,51 @@
+using System.CommandLine;
+using EfficientVlm.Model.Checkpoints;
+using EfficientVlm.Model.Runtime;
+using EfficientVlm.Model.Training;
+using Spectre.Console;
+
+namespace EfficientVlm.Tool;
+
+/// <summary><c>vlm probe</c>: linear probes for where a checkpoint loses the position of objects (ShapesWorld).</summary>
+internal static class ProbeCommand
+{
+    public static Command Create()
+    {
+        var model = new Option<DirectoryInfo>("--model") { Description = "checkpoint folder (any task)", Required = true };
+        var data = new Option<DirectoryInfo>("--data") { Description = "ShapesWorld data folder", Required = true };
+        var train = new Option<int>("--train") { Description = "\"where\" questions from train to fit the probes on", DefaultValueFactory = _ => 1500 };
+        var test = new Option<int>("--test") { Description = "\"where\" questions from test to score them on", DefaultValueFactory = _ => 300 };
+        var threads = new Option<int>("--threads") { DefaultValueFactory = _ => Environment.ProcessorCount };
+        foreach (var option in new[] { train, test }) option.Validators.Add(r =>
+        {
+            if (r.GetValueOrDefault<int>() < 1) r.AddError($"{option.Name} must be at least 1.");
+        });
+        var command = new Command("probe",
+            "Linear probes for the 3 x 3 cell of objects: in the vision tokens, in the tokens of object patches, in the fused \"where\" questions.")
+            { model, data, train, test, threads };
+        command.SetAction(async (parse, ct) =>
+        {
+            using var executor = new DeviceExecutor(new DeviceExecutorOptions { Device = "auto", TorchThreads = parse.GetValue(threads) });
+            try
+            {
+                var scores = await executor.RunAsync(ctx =>
+                {
+                    using var m = Checkpoint.Load(parse.GetValue(model)!.FullName, ctx.Device);
+                    m.eval();
+                    var taskData = new TaskData(parse.GetValue(data)!.FullName, m.Config);
+                    return PositionProbe.Run(m, taskData, parse.GetValue(train), parse.GetValue(test), ctx.Device);
+                });
+                var table = new Table().AddColumns("probe", "n (test)", "accuracy", "majority class");
+                foreach (var s in scores) table.AddRow(s.Features, $"{s.Count}", $"{s.Accuracy:0.0}", $"{s.Majority:0.0}");
+                AnsiConsole.MarkupLineInterpolated($"[bold]position probes[/] of {parse.GetValue(model)!.FullName}");
+                AnsiConsole.Write(table);
+                return 0;
+            }
+            catch (Exception e) when (UserErrors.Is(e))
+            {
+                return UserErrors.Report(e);
+            }
+        });
+        return command;
+    }
+}
