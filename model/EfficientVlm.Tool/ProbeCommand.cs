@@ -21,14 +21,15 @@ internal static class ProbeCommand
             if (r.GetValueOrDefault<int>() < 1) r.AddError($"{option.Name} must be at least 1.");
         });
         var command = new Command("probe",
-            "Linear probes for the 3 x 3 cell of objects: in the vision tokens, in the tokens of object patches, in the fused \"where\" questions.")
+            "Linear probes for the 3 x 3 cell of objects (in the vision tokens, in the tokens of object patches, in the fused \"where\" questions) " +
+            "and the share of cross-attention on the asked-about object.")
             { model, data, train, test, threads };
         command.SetAction(async (parse, ct) =>
         {
             using var executor = new DeviceExecutor(new DeviceExecutorOptions { Device = "auto", TorchThreads = parse.GetValue(threads) });
             try
             {
-                var scores = await executor.RunAsync(ctx =>
+                var report = await executor.RunAsync(ctx =>
                 {
                     using var m = Checkpoint.Load(parse.GetValue(model)!.FullName, ctx.Device);
                     m.eval();
@@ -36,9 +37,15 @@ internal static class ProbeCommand
                     return PositionProbe.Run(m, taskData, parse.GetValue(train), parse.GetValue(test), ctx.Device);
                 });
                 var table = new Table().AddColumns("probe", "n (test)", "accuracy", "majority class");
-                foreach (var s in scores) table.AddRow(s.Features, $"{s.Count}", $"{s.Accuracy:0.0}", $"{s.Majority:0.0}");
+                foreach (var s in report.Probes) table.AddRow(s.Features, $"{s.Count}", $"{s.Accuracy:0.0}", $"{s.Majority:0.0}");
                 AnsiConsole.MarkupLineInterpolated($"[bold]position probes[/] of {parse.GetValue(model)!.FullName}");
                 AnsiConsole.Write(table);
+                var attention = new Table().AddColumns("fusion layer", "asked-about object %", "any object %", "class token %");
+                foreach (var a in report.Attention) attention.AddRow($"{a.Layer}", $"{a.Target:0.0}", $"{a.Objects:0.0}", $"{a.ClassToken:0.0}");
+                if (report.Attention.FirstOrDefault() is { } u)
+                    attention.AddRow("(uniform attention)", $"{u.UniformTarget:0.0}", $"{u.UniformObjects:0.0}", $"{u.UniformClassToken:0.0}");
+                AnsiConsole.MarkupLine("[bold]cross-attention of the test \"where\" questions[/] (mean over heads and question tokens)");
+                AnsiConsole.Write(attention);
                 return 0;
             }
             catch (Exception e) when (UserErrors.Is(e))

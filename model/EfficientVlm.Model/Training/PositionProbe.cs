@@ -8,6 +8,17 @@ namespace EfficientVlm.Model.Training;
 /// <summary>A linear probe's held-out accuracy (0-100) and the majority-class share of the held-out labels (its chance level).</summary>
 public sealed record ProbeScore(string Features, int Count, double Accuracy, double Majority);
 
+/// <summary>
+/// Where one fusion layer's cross-attention goes for "where" questions: the share (0-100) of its mass, averaged over
+/// heads, question tokens and questions, on the asked-about object's patches, on any object's patches and on the
+/// class token, next to the shares a uniform attention would give.
+/// </summary>
+public sealed record AttentionShare(int Layer, double Target, double Objects, double ClassToken, double UniformTarget,
+    double UniformObjects, double UniformClassToken);
+
+/// <summary>What <see cref="PositionProbe.Run"/> measured.</summary>
+public sealed record PositionReport(IReadOnlyList<ProbeScore> Probes, IReadOnlyList<AttentionShare> Attention);
+
 /// <summary>Softmax regression on frozen features: does a representation carry a property, linearly?</summary>
 public static class LinearProbe
 {
@@ -53,7 +64,9 @@ public static class LinearProbe
 /// <summary>
 /// Where position is lost (ShapesWorld "where is the ..." questions, docs/training.md): linear probes for the
 /// 3 x 3 cell of (1) every image patch token out of the vision encoder, (2) the tokens of patches an object
-/// covers, (3) the fused question states (class token and mean), for the answer's cell. Run on the executor thread.
+/// covers, (3) the fused question states (class token and mean), for the answer's cell; and, on the test
+/// questions, how much of each fusion layer's cross-attention lands on the asked-about object (the object
+/// patches in the answer's cell). Run on the executor thread.
 /// </summary>
 public static class PositionProbe
 {
@@ -63,18 +76,20 @@ public static class PositionProbe
     /// <summary>"Far": the channel-summed absolute difference, in normalised pixel units.</summary>
     public const double ObjectDistance = 0.6;
 
-    public static IReadOnlyList<ProbeScore> Run(VlmModel model, TaskData data, int trainQuestions, int testQuestions, Device device)
+    public static PositionReport Run(VlmModel model, TaskData data, int trainQuestions, int testQuestions, Device device)
     {
+        if (model.Config.Task == Config.VlmTask.Nlvr2)
+            throw new ArgumentException("The position probe reads one image per input; an NLVR2 model fuses two. Probe its source model instead.");
         var train = Features(model, data, "train", trainQuestions, device);
         var test = Features(model, data, "test", testQuestions, device);
         try
         {
-            return
+            return new PositionReport(
             [
                 LinearProbe.Fit("patch tokens -> their cell", train.Patch.X, train.Patch.Y, test.Patch.X, test.Patch.Y, 9),
                 LinearProbe.Fit("object patch tokens -> their cell", train.Object.X, train.Object.Y, test.Object.X, test.Object.Y, 9),
                 LinearProbe.Fit("fused question -> answer cell", train.Fused.X, train.Fused.Y, test.Fused.X, test.Fused.Y, 9),
-            ];
+            ], test.Attention);
         }
         finally
         {
@@ -106,7 +121,7 @@ public static class PositionProbe
 
     private sealed record Set(Tensor X, Tensor Y);
 
-    private sealed record FeatureSets(Set Patch, Set Object, Set Fused);
+    private sealed record FeatureSets(Set Patch, Set Object, Set Fused, IReadOnlyList<AttentionShare> Attention);
 
     private static FeatureSets Features(VlmModel model, TaskData data, string split, int count, Device device)
     {
@@ -118,26 +133,55 @@ public static class PositionProbe
         var patchX = new List<Tensor>(); var patchY = new List<Tensor>();
         var objectX = new List<Tensor>(); var objectY = new List<Tensor>();
         var fusedX = new List<Tensor>(); var fusedY = new List<long>();
+        int layers = model.Config.FusionLayers, targeted = 0;
+        var sums = new double[layers, 3];                       // per layer: target, objects, class token
+        double uniformTarget = 0, uniformObjects = 0;
         using var _ = torch.no_grad();
         foreach (var chunk in items.Chunk(50))
         {
             using var scope = torch.NewDisposeScope();
             var (images, ids, padding, _) = data.Collate.Vqa(chunk).ToTensors(device);
-            var tokens = model.EncodeImage(images).Last.narrow(1, 1, grid * grid).cpu();           // (B, P, D), no class token
-            var fused = model.Fuse(model.EncodeText(ids, padding).Last, padding, tokens.to(device)).Last.cpu(); // (B, T, D)
+            var image = model.EncodeImage(images).Last;                                             // (B, 1 + P, D)
+            var tokens = image.narrow(1, 1, grid * grid).cpu();                                    // (B, P, D), no class token
+            var fusion = model.Fuse(model.EncodeText(ids, padding).Last, padding, image, collect: true);
+            var fused = fusion.Last.cpu();                                                         // (B, T, D)
             var mask = padding.cpu().to(ScalarType.Float32).unsqueeze(-1);
             fusedX.Add(torch.cat([fused.select(1, 0), fused.mul(mask).sum(1).div(mask.sum(1))], 1).MoveToOuterDisposeScope());
             fusedY.AddRange(chunk.Select(q => (long)cells.IndexOf(q.Answers[0])));
 
             var far = ObjectPatches(images.cpu(), patch);
             var labels = patchLabels.unsqueeze(0).expand(chunk.Length, -1);
+
+            // attention on the asked-about object: the object patches in the answer's cell, class token first
+            var answerCell = torch.tensor(chunk.Select(q => (long)cells.IndexOf(q.Answers[0])).ToArray()).unsqueeze(1);
+            var noClass = torch.zeros(chunk.Length, 1, dtype: ScalarType.Bool);
+            var target = torch.cat([noClass, far.logical_and(labels.eq(answerCell))], 1).to(ScalarType.Float32); // (B, S)
+            var objects = torch.cat([noClass, far], 1).to(ScalarType.Float32);
+            var found = target.sum(1).gt(0);                                                       // questions whose object was detected
+            var weights = mask.squeeze(-1).div(mask.sum(1));                                       // (B, T)
+            for (int l = 0; l < layers; l++)
+            {
+                if (fusion.CrossAttentions[l] is not { } probs) { sums[l, 0] = double.NaN; continue; } // a layer pruned of its cross-attention
+                var mass = probs.cpu().mean([1]).mul(weights.unsqueeze(-1)).sum(1);                     // (B, S)
+                sums[l, 0] += mass.mul(target).sum(1)[found].sum().item<float>();
+                sums[l, 1] += mass.mul(objects).sum(1)[found].sum().item<float>();
+                sums[l, 2] += mass.select(1, 0)[found].sum().item<float>();
+            }
+            long s = target.shape[1];
+            uniformTarget += target.sum(1)[found].sum().item<float>() / s;
+            uniformObjects += objects.sum(1)[found].sum().item<float>() / s;
+            targeted += (int)found.sum().item<long>();
             patchX.Add(tokens.flatten(0, 1).MoveToOuterDisposeScope());
             patchY.Add(labels.flatten().MoveToOuterDisposeScope());
             objectX.Add(tokens[far].MoveToOuterDisposeScope());
             objectY.Add(labels[far].MoveToOuterDisposeScope());
         }
         patchLabels.Dispose();
-        return new FeatureSets(Concat(patchX, patchY), Concat(objectX, objectY), new Set(Cat(fusedX), torch.tensor(fusedY.ToArray())));
+        long sequence = grid * grid + 1;
+        var attention = targeted == 0 ? [] : Enumerable.Range(0, layers).Select(l => new AttentionShare(l,
+            100 * sums[l, 0] / targeted, 100 * sums[l, 1] / targeted, 100 * sums[l, 2] / targeted,
+            100 * uniformTarget / targeted, 100 * uniformObjects / targeted, 100.0 / sequence)).ToList();
+        return new FeatureSets(Concat(patchX, patchY), Concat(objectX, objectY), new Set(Cat(fusedX), torch.tensor(fusedY.ToArray())), attention);
     }
 
     private static Set Concat(List<Tensor> x, List<Tensor> y) => new(Cat(x), Cat(y));

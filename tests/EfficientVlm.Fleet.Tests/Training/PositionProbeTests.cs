@@ -61,9 +61,10 @@ public sealed class PositionProbeTests : IDisposable
     }
 
     // An untrained encoder: with its positional embedding the patch tokens say which cell they are in (the
-    // background patches are alike but for it); with the embedding zeroed they cannot.
+    // background patches are alike but for it); with the embedding zeroed they cannot. With the fusion's
+    // cross-attention queries zeroed, attention is uniform, and the measured shares are the uniform ones.
     [Fact]
-    public void Patch_tokens_carry_their_cell_through_the_positional_embedding()
+    public void Patch_tokens_carry_their_cell_through_the_positional_embedding_and_uniform_attention_measures_uniform()
     {
         Generator.Generate(_root, 3, new GeneratorSizes { TrainImages = 48, EvalImages = 24, TrainPairs = 4, EvalPairs = 4, QuestionsPerImage = 6 });
         torch.manual_seed(2);
@@ -73,13 +74,36 @@ public sealed class PositionProbeTests : IDisposable
         var data = new TaskData(_root, config);
 
         var with = PositionProbe.Run(model, data, 200, 100, torch.CPU);
-        using (torch.no_grad())
-            model.named_parameters().Single(p => p.name == "vision.positional_embedding").parameter.zero_();
-        var without = PositionProbe.Run(model, data, 200, 100, torch.CPU);
+        Assert.Equal(3, with.Probes.Count);
+        Assert.All(with.Probes, s => Assert.True(s.Count > 0, $"{s.Features}: nothing to score"));
+        Assert.InRange(with.Probes[0].Accuracy, 90, 100);
+        Assert.Equal(config.FusionLayers, with.Attention.Count);
+        Assert.All(with.Attention, a => Assert.InRange(a.Target, 0, a.Objects));
 
-        Assert.Equal(3, with.Count);
-        Assert.All(with, s => Assert.True(s.Count > 0, $"{s.Features}: nothing to score"));
-        Assert.InRange(with[0].Accuracy, 90, 100);
-        Assert.InRange(without[0].Accuracy, 0, without[0].Majority + 15);
+        var parameters = model.named_parameters().ToDictionary(p => p.name, p => p.parameter);
+        using (torch.no_grad())
+        {
+            parameters["vision.positional_embedding"].zero_();
+            foreach (var (name, p) in parameters)
+                if (name.StartsWith("fusion.") && name.Contains(".cross_attn.query.")) p.zero_();
+        }
+        var without = PositionProbe.Run(model, data, 200, 100, torch.CPU);
+        Assert.InRange(without.Probes[0].Accuracy, 0, without.Probes[0].Majority + 15);
+        foreach (var a in without.Attention)
+        {
+            Assert.InRange(a.UniformTarget, 0.1, a.UniformObjects);
+            Assert.Equal(a.UniformTarget, a.Target, 1e-3);
+            Assert.Equal(a.UniformObjects, a.Objects, 1e-3);
+            Assert.Equal(a.UniformClassToken, a.ClassToken, 1e-3);
+        }
+    }
+
+    [Fact]
+    public void Nlvr2_models_are_refused()
+    {
+        Generator.Generate(_root, 3, new GeneratorSizes { TrainImages = 4, EvalImages = 4, TrainPairs = 2, EvalPairs = 2 });
+        using var model = new VlmModel(Presets.Tiny with { Task = VlmTask.Nlvr2, VocabSize = 256, MaxTextLength = 32 });
+        var error = Assert.Throws<ArgumentException>(() => PositionProbe.Run(model, new TaskData(_root, model.Config), 1, 1, torch.CPU));
+        Assert.Contains("NLVR2", error.Message);
     }
 }
