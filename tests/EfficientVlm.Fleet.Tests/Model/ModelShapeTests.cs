@@ -23,6 +23,19 @@ public sealed class ModelShapeTests
         Assert.InRange(Math.Abs(backbone - paper) / paper, 0, 0.005); // within 0.5% of the paper's figure
     }
 
+    // At 0.01 the positions stayed at their start through training and object tokens did not carry their
+    // place (docs/training.md, "Position"); the vision encoder starts them at CLIP's D^-0.5.
+    [Fact]
+    public void Vision_positions_start_at_clip_scale()
+    {
+        torch.manual_seed(3);
+        var config = Presets.Get("tiny") with { Hidden = 64, ImageSize = 48 };   // 37 x 64 positions
+        using var model = new VlmModel(config);
+        var positions = model.named_parameters().Single(p => p.name == "vision.positional_embedding").parameter;
+        double std = positions.std().item<float>();
+        Assert.InRange(std / Math.Pow(64, -0.5), 0.9, 1.1);
+    }
+
     [Fact]
     public void Paper_student_state_dict_keys_and_shapes_match_the_snapshot()
     {
