@@ -138,7 +138,7 @@ public sealed class TaskHeadTests
         var batch = new EfficientVlm.Model.Objectives.PretrainBatch(images.index_select(0, imageIds), ids, padding, imageIds);
         var tokens = new EfficientVlm.Model.Objectives.SpecialTokens(0, 1, Cls, Sep, 4, Tiny.VocabSize);
         var last = Train(model, () => EfficientVlm.Model.Objectives.Pretraining.Run(model, batch, tokens).Itc
-            .add(EfficientVlm.Model.Objectives.Pretraining.Run(model, batch, tokens).Itm), 60, 2e-3, out var first);
+            .add(EfficientVlm.Model.Objectives.Pretraining.Run(model, batch, tokens).Itm), 100, 2e-3, out var first);
         Assert.True(last < first * 0.5, $"ITC+ITM {first} -> {last}");
 
         using var noGrad = torch.no_grad();
