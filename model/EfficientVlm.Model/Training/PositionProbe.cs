@@ -161,7 +161,11 @@ public static class PositionProbe
             var weights = mask.squeeze(-1).div(mask.sum(1));                                       // (B, T)
             for (int l = 0; l < layers; l++)
             {
-                if (fusion.CrossAttentions[l] is not { } probs) { sums[l, 0] = double.NaN; continue; } // a layer pruned of its cross-attention
+                if (fusion.CrossAttentions[l] is not { } probs) // a layer pruned of its cross-attention: nothing to measure
+                {
+                    sums[l, 0] = sums[l, 1] = sums[l, 2] = double.NaN;
+                    continue;
+                }
                 var mass = probs.cpu().mean([1]).mul(weights.unsqueeze(-1)).sum(1);                     // (B, S)
                 sums[l, 0] += mass.mul(target).sum(1)[found].sum().item<float>();
                 sums[l, 1] += mass.mul(objects).sum(1)[found].sum().item<float>();
