@@ -80,10 +80,11 @@ public static class PositionProbe
     {
         if (model.Config.Task == Config.VlmTask.Nlvr2)
             throw new ArgumentException("The position probe reads one image per input; an NLVR2 model fuses two. Probe its source model instead.");
-        var train = Features(model, data, "train", trainQuestions, device);
-        var test = Features(model, data, "test", testQuestions, device);
+        var train = Features(model, data, "train", trainQuestions, device, measureAttention: false);
+        FeatureSets? test = null;
         try
         {
+            test = Features(model, data, "test", testQuestions, device, measureAttention: true);
             return new PositionReport(
             [
                 LinearProbe.Fit("patch tokens -> their cell", train.Patch.X, train.Patch.Y, test.Patch.X, test.Patch.Y, 9),
@@ -93,7 +94,8 @@ public static class PositionProbe
         }
         finally
         {
-            foreach (var t in new[] { train, test }.SelectMany(f => new[] { f.Patch, f.Object, f.Fused }).SelectMany(s => new[] { s.X, s.Y }))
+            foreach (var t in new[] { train, test }.OfType<FeatureSets>().SelectMany(f => new[] { f.Patch, f.Object, f.Fused })
+                         .SelectMany(s => new[] { s.X, s.Y }))
                 t.Dispose();
         }
     }
@@ -123,7 +125,8 @@ public static class PositionProbe
 
     private sealed record FeatureSets(Set Patch, Set Object, Set Fused, IReadOnlyList<AttentionShare> Attention);
 
-    private static FeatureSets Features(VlmModel model, TaskData data, string split, int count, Device device)
+    /// <param name="measureAttention">Also measure where the cross-attention goes (reported for the test questions only).</param>
+    private static FeatureSets Features(VlmModel model, TaskData data, string split, int count, Device device, bool measureAttention)
     {
         var cells = Enumerable.Range(0, 9).Select(c => Language.CellName(c / 3, c % 3)).ToList();
         var items = data.Vqa(split).Where(q => q.Answers.Count > 0 && cells.Contains(q.Answers[0])).Take(count).ToList();
@@ -143,17 +146,23 @@ public static class PositionProbe
             var (images, ids, padding, _) = data.Collate.Vqa(chunk).ToTensors(device);
             var image = model.EncodeImage(images).Last;                                             // (B, 1 + P, D)
             var tokens = image.narrow(1, 1, grid * grid).cpu();                                    // (B, P, D), no class token
-            var fusion = model.Fuse(model.EncodeText(ids, padding).Last, padding, image, collect: true);
+            var fusion = model.Fuse(model.EncodeText(ids, padding).Last, padding, image, collect: measureAttention);
             var fused = fusion.Last.cpu();                                                         // (B, T, D)
             var mask = padding.cpu().to(ScalarType.Float32).unsqueeze(-1);
             fusedX.Add(torch.cat([fused.select(1, 0), fused.mul(mask).sum(1).div(mask.sum(1))], 1).MoveToOuterDisposeScope());
-            fusedY.AddRange(chunk.Select(q => (long)cells.IndexOf(q.Answers[0])));
+            var answerCells = chunk.Select(q => (long)cells.IndexOf(q.Answers[0])).ToArray();
+            fusedY.AddRange(answerCells);
 
             var far = ObjectPatches(images.cpu(), patch);
             var labels = patchLabels.unsqueeze(0).expand(chunk.Length, -1);
+            patchX.Add(tokens.flatten(0, 1).MoveToOuterDisposeScope());
+            patchY.Add(labels.flatten().MoveToOuterDisposeScope());
+            objectX.Add(tokens[far].MoveToOuterDisposeScope());
+            objectY.Add(labels[far].MoveToOuterDisposeScope());
+            if (!measureAttention) continue;
 
             // attention on the asked-about object: the object patches in the answer's cell, class token first
-            var answerCell = torch.tensor(chunk.Select(q => (long)cells.IndexOf(q.Answers[0])).ToArray()).unsqueeze(1);
+            var answerCell = torch.tensor(answerCells).unsqueeze(1);
             var noClass = torch.zeros(chunk.Length, 1, dtype: ScalarType.Bool);
             var target = torch.cat([noClass, far.logical_and(labels.eq(answerCell))], 1).to(ScalarType.Float32); // (B, S)
             var objects = torch.cat([noClass, far], 1).to(ScalarType.Float32);
@@ -175,10 +184,6 @@ public static class PositionProbe
             uniformTarget += target.sum(1)[found].sum().item<float>() / s;
             uniformObjects += objects.sum(1)[found].sum().item<float>() / s;
             targeted += (int)found.sum().item<long>();
-            patchX.Add(tokens.flatten(0, 1).MoveToOuterDisposeScope());
-            patchY.Add(labels.flatten().MoveToOuterDisposeScope());
-            objectX.Add(tokens[far].MoveToOuterDisposeScope());
-            objectY.Add(labels[far].MoveToOuterDisposeScope());
         }
         patchLabels.Dispose();
         long sequence = grid * grid + 1;
