@@ -39,7 +39,7 @@ public static class Breakdown
             .GroupBy(x => form(x.First.Sentence))
             .OrderBy(g => g.Key, StringComparer.Ordinal)
             .Select(g => new NlvrFormScore(g.Key, g.Count(),
-                100.0 * g.Count(x => x.Second == x.First.Label) / g.Count(),
+                100 * ClassificationAccuracy.Accuracy(g.Select(x => x.Second).ToList(), g.Select(x => x.First.Label).ToList()),
                 100.0 * g.Count(x => x.Second) / g.Count(),
                 100.0 * g.Count(x => x.First.Label) / g.Count()))
             .ToList();
