@@ -1,3 +1,4 @@
+using EfficientVlm.Fleet.Tests.Infrastructure;
 using EfficientVlm.Model.Data.Readers;
 
 namespace EfficientVlm.Fleet.Tests.Data;
@@ -5,7 +6,7 @@ namespace EfficientVlm.Fleet.Tests.Data;
 /// <summary>The readers parse unchanged excerpts of the real files (Fixtures/formats, see its README).</summary>
 public sealed class ReaderTests : IDisposable
 {
-    private static string Fixture(string name) => Path.Combine(AppContext.BaseDirectory, "Fixtures", "formats", name);
+    private static string Fixture(string name) => TestPaths.FormatFixture(name);
 
     private readonly string _folder = Directory.CreateTempSubdirectory("fleet-readers-").FullName;
 

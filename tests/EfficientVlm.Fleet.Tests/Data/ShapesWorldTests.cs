@@ -1,4 +1,5 @@
 using System.Security.Cryptography;
+using EfficientVlm.Fleet.Tests.Infrastructure;
 using EfficientVlm.Model.Data.Readers;
 using EfficientVlm.Model.Data.ShapesWorld;
 
@@ -116,8 +117,7 @@ public sealed class ShapesWorldTests : IDisposable
                 var sentence = Statements.Sample(family, new Random(seed)).Sentence;
                 Assert.True(Statements.FamilyOf(sentence) == family, $"'{sentence}' read back as {Statements.FamilyOf(sentence)}, not {family}");
             }
-        var real = NlvrReaders.ReadJsonl(Path.Combine(AppContext.BaseDirectory, "Fixtures", "formats", "dev.sample.jsonl"), "/nlvr2/images",
-            requireImages: false).Items;
+        var real = NlvrReaders.ReadJsonl(TestPaths.FormatFixture("dev.sample.jsonl"), "/nlvr2/images", requireImages: false).Items;
         Assert.NotEmpty(real);
         Assert.All(real, item => Assert.Null(Statements.FamilyOf(item.Sentence)));
         Assert.Null(Statements.FamilyOf("the left image contains more circles than the right image!"));

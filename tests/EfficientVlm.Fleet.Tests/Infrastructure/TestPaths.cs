@@ -11,4 +11,7 @@ public static class TestPaths
     public static string RepositoryRoot => Path.GetFullPath(Metadata("RepositoryRoot"));
 
     public static string SiloAssembly => Path.GetFullPath(Metadata("SiloAssembly"));
+
+    /// <summary>An excerpt of a real annotation format, copied next to the test assembly (Fixtures/formats).</summary>
+    public static string FormatFixture(string name) => Path.Combine(AppContext.BaseDirectory, "Fixtures", "formats", name);
 }
