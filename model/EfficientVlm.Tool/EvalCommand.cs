@@ -8,7 +8,6 @@ using EfficientVlm.Model.Data.Readers;
 using EfficientVlm.Model.Data.ShapesWorld;
 using EfficientVlm.Model.Metrics;
 using EfficientVlm.Model.Modules;
-using EfficientVlm.Model.Runtime;
 using EfficientVlm.Model.Tasks;
 using EfficientVlm.Model.Training;
 using Spectre.Console;
@@ -28,15 +27,14 @@ internal static class EvalCommand
         var k = new Option<int>("--k") { Description = "VQA answers / retrieval candidates rescored", DefaultValueFactory = _ => 16 };
         var results = new Option<FileInfo?>("--results") { Description = "append the scores as one JSON line to this file" };
         var label = new Option<string?>("--label") { Description = "name of the row in --results" };
-        var threads = new Option<int>("--threads") { DefaultValueFactory = _ => Environment.ProcessorCount };
         var byForm = new Option<bool>("--by-form")
         {
             Description = "also score each form apart: VQA by question type, NLVR2 by ShapesWorld statement family",
         };
-        var command = new Command("eval", "Score a checkpoint on a split with the task's official metric.") { model, data, task, split, limit, k, results, label, threads, byForm };
+        var command = new Command("eval", "Score a checkpoint on a split with the task's official metric.") { model, data, task, split, limit, k, results, label, Torch.Threads, byForm };
         command.SetAction(async (parse, ct) =>
         {
-            using var executor = new DeviceExecutor(new DeviceExecutorOptions { Device = "auto", TorchThreads = parse.GetValue(threads) });
+            using var executor = Torch.Executor(parse);
             try
             {
                 var scores = await executor.RunAsync(ctx =>

@@ -1,6 +1,5 @@
 using System.CommandLine;
 using EfficientVlm.Model.Checkpoints;
-using EfficientVlm.Model.Runtime;
 using EfficientVlm.Model.Training;
 using Spectre.Console;
 
@@ -15,7 +14,6 @@ internal static class ProbeCommand
         var data = new Option<DirectoryInfo>("--data") { Description = "ShapesWorld data folder", Required = true };
         var train = new Option<int>("--train") { Description = "\"where\" questions from train to fit the probes on", DefaultValueFactory = _ => 1500 };
         var test = new Option<int>("--test") { Description = "\"where\" questions from test to score them on", DefaultValueFactory = _ => 300 };
-        var threads = new Option<int>("--threads") { DefaultValueFactory = _ => Environment.ProcessorCount };
         foreach (var option in new[] { train, test }) option.Validators.Add(r =>
         {
             if (r.GetValueOrDefault<int>() < 1) r.AddError($"{option.Name} must be at least 1.");
@@ -23,10 +21,10 @@ internal static class ProbeCommand
         var command = new Command("probe",
             "Linear probes for the 3 x 3 cell of objects (in the vision tokens, in the tokens of object patches, in the fused \"where\" questions) " +
             "and the share of cross-attention on the asked-about object.")
-            { model, data, train, test, threads };
+            { model, data, train, test, Torch.Threads };
         command.SetAction(async (parse, ct) =>
         {
-            using var executor = new DeviceExecutor(new DeviceExecutorOptions { Device = "auto", TorchThreads = parse.GetValue(threads) });
+            using var executor = Torch.Executor(parse);
             try
             {
                 var report = await executor.RunAsync(ctx =>

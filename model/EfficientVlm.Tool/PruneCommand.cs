@@ -26,7 +26,6 @@ internal static class PruneCommand
         var maskLr = new Option<double>("--mask-lr") { Description = "learning rate of log_alpha and the lambdas (paper 0.01; NLVR2 0.1)", DefaultValueFactory = _ => 0.01 };
         var trainLimit = new Option<int?>("--train-limit");
         var evalLimit = new Option<int?>("--eval-limit");
-        var threads = new Option<int>("--threads") { DefaultValueFactory = _ => Environment.ProcessorCount };
         var uniform = new Option<bool>("--uniform")
         {
             Description = "ablation: the target on every modality's own sparsity instead of one global target (modal-adaptive, the method)",
@@ -37,12 +36,12 @@ internal static class PruneCommand
         };
         var command = new Command("prune", "Prune a fine-tuned compact model for its task (modal-adaptive, one global target), then shrink it.")
         {
-            task, student, teacher, target, data, output, epochs, warmup, batch, lr, maskLr, trainLimit, evalLimit, threads, uniform, frozen,
+            task, student, teacher, target, data, output, epochs, warmup, batch, lr, maskLr, trainLimit, evalLimit, Torch.Threads, uniform, frozen,
         };
         command.SetAction(async (parse, ct) =>
         {
             var dir = parse.GetValue(output)!.FullName;
-            using var executor = new DeviceExecutor(new DeviceExecutorOptions { Device = "auto", TorchThreads = parse.GetValue(threads) });
+            using var executor = Torch.Executor(parse);
             try
             {
                 var which = TrainCommand.ParseTask(parse.GetValue(task)!);

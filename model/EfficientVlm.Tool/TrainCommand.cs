@@ -20,14 +20,13 @@ internal static class TrainCommand
     private static readonly Option<int> BatchOption = new("--batch") { DefaultValueFactory = _ => 32 };
     private static readonly Option<double> LrOption = new("--lr") { Description = "peak learning rate", DefaultValueFactory = _ => 1e-4 };
     private static readonly Option<int> SeedOption = new("--seed") { DefaultValueFactory = _ => 1 };
-    private static readonly Option<int> ThreadsOption = new("--threads") { Description = "libtorch threads", DefaultValueFactory = _ => Environment.ProcessorCount };
     private static readonly Option<int?> TrainLimitOption = new("--train-limit") { Description = "use only the first N training records (short runs)" };
     private static readonly Option<int?> EvalLimitOption = new("--eval-limit") { Description = "use only the first N validation records" };
     private static readonly Option<int> CheckpointOption = new("--checkpoint-every") { DefaultValueFactory = _ => 200 };
 
     private static void AddCommon(Command c)
     {
-        foreach (var o in new Option[] { DataOption, OutOption, EpochsOption, BatchOption, LrOption, SeedOption, ThreadsOption, TrainLimitOption, EvalLimitOption, CheckpointOption })
+        foreach (var o in new Option[] { DataOption, OutOption, EpochsOption, BatchOption, LrOption, SeedOption, Torch.Threads, TrainLimitOption, EvalLimitOption, CheckpointOption })
             c.Options.Add(o);
     }
 
@@ -143,7 +142,7 @@ internal static class TrainCommand
             Seed = seed,
             CheckpointEvery = parse.GetValue(CheckpointOption),
         };
-        using var executor = new DeviceExecutor(new DeviceExecutorOptions { Device = "auto", TorchThreads = parse.GetValue(ThreadsOption) });
+        using var executor = Torch.Executor(parse);
         try
         {
             var (model, stageFactory, config) = await executor.RunAsync(_ =>
