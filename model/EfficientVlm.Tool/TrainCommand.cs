@@ -35,12 +35,17 @@ internal static class TrainCommand
         var preset = new Option<string>("--preset") { Description = "model preset", DefaultValueFactory = _ => "demo-teacher" };
         var hardShare = ShareOption("--itm-hard-share",
             "share of ITM negatives drawn by similarity (1: the method, all hard; below 1 mixes uniform ones in, docs/training.md)");
-        var pretrain = new Command("pretrain", "Teacher vision-language pre-training: ITC + ITM (hard negatives) + MLM.") { preset, hardShare };
+        var positionInit = new Option<double?>("--position-init")
+        {
+            Description = "standard deviation of the vision encoder's positional embedding at the start (default: the preset's, CLIP's D^-0.5; docs/training.md, \"Position\")",
+        };
+        var pretrain = new Command("pretrain", "Teacher vision-language pre-training: ITC + ITM (hard negatives) + MLM.") { preset, hardShare, positionInit };
         AddCommon(pretrain);
         pretrain.SetAction((parse, ct) => Run(parse, ct, "pretrain", (data, seed, batch) =>
         {
             torch.manual_seed(seed);
             var config = Presets.Get(parse.GetValue(preset)!);
+            if (parse.GetValue(positionInit) is double std) config = (config with { PositionInit = std }).Validated();
             var model = Scopes.Keep(new VlmModel(config));
             return (model, () => new PretrainStage(model, data(config), batch, seed, parse.GetValue(hardShare)).Train(), config);
         }));

@@ -53,6 +53,13 @@ public sealed record VlmConfig
     public double Dropout { get; init; } = 0.1;
 
     /// <summary>
+    /// Standard deviation of the vision encoder's learned positional embedding when it is created;
+    /// null: CLIP's D^-0.5. Only the start: a trained checkpoint carries its positions, and this
+    /// records which start they came from (docs/training.md, "Position").
+    /// </summary>
+    public double? PositionInit { get; init; }
+
+    /// <summary>
     /// Which heads the model carries. Pre-training and retrieval use the shared ITC/ITM/MLM heads;
     /// captioning reuses text + fusion as a causal decoder with the MLM head as its LM head; VQA adds
     /// the answer decoder (<see cref="DecoderLayers"/>); NLVR2 doubles the fusion layers and adds a
@@ -81,6 +88,7 @@ public sealed record VlmConfig
         Require(MaxTextLength >= 2, "MaxTextLength must be at least 2");
         Require(EmbedDim > 0, "EmbedDim must be positive");
         Require(Dropout is >= 0 and < 1, "Dropout must be in [0, 1)");
+        Require(PositionInit is null or (> 0 and <= 10), "PositionInit must be in (0, 10] when given");
         Pruned?.Validate(this);
         return this;
     }

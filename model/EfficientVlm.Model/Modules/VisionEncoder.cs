@@ -61,11 +61,12 @@ public sealed class VisionEncoder : Module
         _patch = config.PatchSize;
         conv1 = Conv2d(3, config.Hidden, config.PatchSize, stride: config.PatchSize, bias: false, device: device);
         class_embedding = Parameter(torch.randn(config.Hidden, device: device).mul_(Math.Pow(config.Hidden, -0.5)));
-        // CLIP's scale, D^-0.5. At 0.01 (a sixth of it at D = 256) the tokens of object patches did not say where
-        // they were. At D^-0.5 they do, but the cell is still only ~0.4% of their variance and the fusion did not
-        // learn to read it at demo budgets; from a 0.5 start it did on single objects, not yet in ordinary VQA
-        // (docs/training.md, "Position").
-        positional_embedding = Parameter(torch.randn(config.ImageTokens, config.Hidden, device: device).mul_(Math.Pow(config.Hidden, -0.5)));
+        // By default CLIP's scale, D^-0.5. At 0.01 (a sixth of it at D = 256) the tokens of object patches did not
+        // say where they were. At D^-0.5 they do, but the cell is still only ~0.4% of their variance and the fusion
+        // did not learn to read it at demo budgets; from a 0.5 start (config.PositionInit) it did on single objects,
+        // not yet in ordinary VQA (docs/training.md, "Position").
+        positional_embedding = Parameter(torch.randn(config.ImageTokens, config.Hidden, device: device)
+            .mul_(config.PositionInit ?? Math.Pow(config.Hidden, -0.5)));
         ln_pre = LayerNorm(config.Hidden, 1e-5, device: device);
         layers = new ModuleList<VisionLayer>(Enumerable.Range(0, config.VisionLayers)
             .Select(i => new VisionLayer($"{i}", config, config.Shape(Stack.Vision, i), device)).ToArray());

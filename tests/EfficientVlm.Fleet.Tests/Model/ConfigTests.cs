@@ -34,6 +34,17 @@ public sealed class ConfigTests
     }
 
     [Fact]
+    public void A_position_start_round_trips_and_an_old_config_without_it_reads_as_the_default()
+    {
+        var scaled = (Presets.Tiny with { PositionInit = 0.5 }).Validated();
+        Assert.Contains("\"position_init\": 0.5", scaled.ToJson());
+        Assert.Equal(scaled, VlmConfig.FromJson(scaled.ToJson()));
+        var old = Presets.Tiny.ToJson().Replace("\"position_init\": null,", "");
+        Assert.DoesNotContain("position_init", old);
+        Assert.Equal(Presets.Tiny, VlmConfig.FromJson(old));
+    }
+
+    [Fact]
     public void Inconsistent_configs_are_refused_naming_the_problem()
     {
         Assert.Contains("divisible", Assert.Throws<ArgumentException>(() => (Presets.Tiny with { Hidden = 30 }).Validated()).Message);
@@ -44,6 +55,7 @@ public sealed class ConfigTests
             (Presets.Tiny with { Pruned = new PrunedShape { Vision = [new(5, 0, 1), new(1, 0, 1)] } }).Validated()).Message);
         Assert.Contains("same cross heads", Assert.Throws<ArgumentException>(() =>
             (Presets.Tiny with { Task = VlmTask.Nlvr2, Pruned = new PrunedShape { Fusion = [new(1, 2, 1), new(1, 3, 1), new(1, 1, 1), new(1, 1, 1)] } }).Validated()).Message);
+        Assert.Contains("PositionInit", Assert.Throws<ArgumentException>(() => (Presets.Tiny with { PositionInit = 0 }).Validated()).Message);
         Assert.Contains("malformed", Assert.Throws<ArgumentException>(() => VlmConfig.FromJson("{ not json")).Message);
         Assert.Contains("Known: paper-teacher", Assert.Throws<ArgumentException>(() => Presets.Get("huge")).Message);
     }

@@ -24,16 +24,19 @@ public sealed class ModelShapeTests
     }
 
     // At 0.01 the positions stayed at their start through training and object tokens did not carry their
-    // place (docs/training.md, "Position"); the vision encoder starts them at CLIP's D^-0.5.
-    [Fact]
-    public void Vision_positions_start_at_clip_scale()
+    // place (docs/training.md, "Position"); the vision encoder starts them at CLIP's D^-0.5 unless the
+    // config names another start.
+    [Theory]
+    [InlineData(null, 0.125)]   // D^-0.5 at D = 64
+    [InlineData(0.5, 0.5)]
+    public void Vision_positions_start_at_clip_scale_or_the_configured_one(double? start, double expected)
     {
         torch.manual_seed(3);
-        var config = Presets.Get("tiny") with { Hidden = 64, ImageSize = 48 };   // 37 x 64 positions
+        var config = (Presets.Get("tiny") with { Hidden = 64, ImageSize = 48, PositionInit = start }).Validated();   // 37 x 64 positions
         using var model = new VlmModel(config);
         var positions = model.named_parameters().Single(p => p.name == "vision.positional_embedding").parameter;
         double std = positions.std().item<float>();
-        Assert.InRange(std / Math.Pow(64, -0.5), 0.9, 1.1);
+        Assert.InRange(std / expected, 0.9, 1.1);
     }
 
     [Fact]
