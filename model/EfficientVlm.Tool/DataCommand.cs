@@ -98,13 +98,15 @@ internal static class DataCommand
             AnsiConsole.Write(types);
 
             var b = result.Baselines;
-            var baselines = new Table().Title("trivial baselines (fitted on train, scored on test)").AddColumns("task", "baseline", "metric", "value");
+            var baselines = new Table().Title("trivial baselines and the retrieval ceiling (fitted on train, scored on test)").AddColumns("task", "baseline", "metric", "value");
             baselines.AddRow("VQA", "majority answer per question type", "VQA accuracy", $"{100 * b.VqaMajorityPerQuestionType:0.00}");
             baselines.AddRow("VQA", "majority answer overall", "VQA accuracy", $"{100 * b.VqaMajorityOverall:0.00}");
             baselines.AddRow("NLVR2", "majority label", "accuracy", $"{100 * b.NlvrMajority:0.00}");
             var r = b.RandomRetrieval;
             baselines.AddRow("retrieval", "random ranking (expected)", "TR R@1/5/10", $"{100 * r.TextR1:0.00} / {100 * r.TextR5:0.00} / {100 * r.TextR10:0.00}");
             baselines.AddRow("retrieval", "random ranking (expected)", "IR R@1/5/10", $"{100 * r.ImageR1:0.00} / {100 * r.ImageR5:0.00} / {100 * r.ImageR10:0.00}");
+            var c = b.ImageRetrievalCeiling;
+            baselines.AddRow("retrieval", "ceiling: identical captions rank images alike", "IR R@1/5/10", $"{100 * c.R1:0.00} / {100 * c.R5:0.00} / {100 * c.R10:0.00}");
             baselines.AddRow("captioning", Markup.Escape($"most frequent train caption: \"{b.MostFrequentCaption}\""), "BLEU-4 / CIDEr-D",
                 $"{100 * b.MostFrequentCaptionBleu4:0.00} / {100 * b.MostFrequentCaptionCiderD:0.00}");
             AnsiConsole.Write(baselines);

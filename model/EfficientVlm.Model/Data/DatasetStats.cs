@@ -6,12 +6,16 @@ namespace EfficientVlm.Model.Data;
 /// <summary>Counts per split.</summary>
 public sealed record SplitCounts(string Split, int Images, int Captions, int Questions, int Pairs, int TruePairs);
 
-/// <summary>The trivial baselines every later result must beat (computed on test, fitted on train).</summary>
+/// <summary>
+/// The trivial baselines every later result must beat (computed on test, fitted on train), and the ceiling that
+/// repeated captions put on text-to-image retrieval.
+/// </summary>
 public sealed record Baselines(
     double VqaMajorityPerQuestionType,
     double VqaMajorityOverall,
     double NlvrMajority,
     RetrievalRecall RandomRetrieval,
+    ImageRecallCeiling ImageRetrievalCeiling,
     string MostFrequentCaption,
     double MostFrequentCaptionBleu4,
     double MostFrequentCaptionCiderD);
@@ -56,6 +60,7 @@ public sealed record DatasetStats(IReadOnlyList<SplitCounts> Splits, IReadOnlyLi
         var testImages = captions["test"];
         var owner = testImages.SelectMany((image, i) => image.Captions.Select(_ => i)).ToList();
         var random = RetrievalMetrics.RandomBaseline(owner, testImages.Count);
+        var ceiling = RetrievalMetrics.IdenticalTextCeiling(testImages.SelectMany(i => i.Captions).ToList(), owner, testImages.Count);
 
         var frequent = captions["train"].SelectMany(c => c.Captions).GroupBy(c => c, StringComparer.Ordinal)
             .OrderByDescending(g => g.Count()).ThenBy(g => g.Key, StringComparer.Ordinal).First().Key;
@@ -64,6 +69,6 @@ public sealed record DatasetStats(IReadOnlyList<SplitCounts> Splits, IReadOnlyLi
         var bleu = CaptionMetrics.Bleu(samples);
         var cider = CaptionMetrics.CiderD(samples);
         return new DatasetStats(counts, answers, types,
-            new Baselines(perType, overallAcc, nlvrAcc, random, frequent, bleu.Bleu4, cider.Score));
+            new Baselines(perType, overallAcc, nlvrAcc, random, ceiling, frequent, bleu.Bleu4, cider.Score));
     }
 }

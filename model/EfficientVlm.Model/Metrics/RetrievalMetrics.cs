@@ -28,6 +28,9 @@ public sealed record RetrievalRecall(
     public double Mean => (TextMean + ImageMean) / 2;
 }
 
+/// <summary>Upper bounds of text-to-image R@1, R@5 and R@10 (<see cref="RetrievalMetrics.IdenticalTextCeiling"/>).</summary>
+public sealed record ImageRecallCeiling(double R1, double R5, double R10);
+
 /// <summary>
 /// Image-text retrieval recall (the COCO / Flickr30K protocol used by ALBEF, X-VLM and their successors).
 /// </summary>
@@ -168,6 +171,38 @@ public static class RetrievalMetrics
         ArgumentNullException.ThrowIfNull(scores);
         // OrderByDescending is a stable sort, so ties stay in index order.
         return [.. Enumerable.Range(0, scores.Count).OrderByDescending(i => scores[i])];
+    }
+
+    /// <summary>
+    /// The most text-to-image recall any model can reach when texts repeat. Identical texts are the same input, so
+    /// they get the same image ranking, and of a group of identical texts only those owned by the images in its
+    /// first K places count for R@K: at best the K images owning most of the group. ShapesWorld's generic captions
+    /// ("two shapes on a gray background") make this ceiling far below 1 (docs/data.md).
+    /// </summary>
+    /// <param name="texts">The texts, compared exactly (ordinal).</param>
+    /// <param name="textOwner">For each text, the index of the image it describes.</param>
+    /// <param name="imageCount">Number of images.</param>
+    /// <returns>The ceilings of text-to-image R@1, R@5 and R@10.</returns>
+    public static ImageRecallCeiling IdenticalTextCeiling(IReadOnlyList<string> texts, IReadOnlyList<int> textOwner, int imageCount)
+    {
+        ArgumentNullException.ThrowIfNull(texts);
+        ValidateOwners(textOwner, imageCount);
+        if (texts.Count != textOwner.Count)
+        {
+            throw new ArgumentException("There must be one owner per text.", nameof(textOwner));
+        }
+
+        if (texts.Count == 0)
+        {
+            throw new ArgumentException("At least one text is needed.", nameof(texts));
+        }
+
+        // Per group of identical texts, how many of them each owner has, most first.
+        var groups = Enumerable.Range(0, texts.Count).GroupBy(t => texts[t], StringComparer.Ordinal)
+            .Select(g => g.GroupBy(t => textOwner[t]).Select(o => o.Count()).OrderDescending().ToArray())
+            .ToList();
+        double Ceiling(int k) => (double)groups.Sum(owners => owners.Take(k).Sum()) / texts.Count;
+        return new ImageRecallCeiling(Ceiling(1), Ceiling(5), Ceiling(10));
     }
 
     /// <summary>

@@ -428,6 +428,41 @@ public sealed class MetricsTests
         Assert.Equal(1.0 / 3, expected.TextR1, 1e-12);
     }
 
+    [Fact]
+    public void Retrieval_ceiling_of_repeated_texts_counts_the_best_owners_of_each_group()
+    {
+        // "g" is a caption of all 7 images, "u" of image 0 only. One ranking serves the 7 copies of "g": at K = 1
+        // one of them hits, at K = 5 five; "u" always can. R@1 = (1 + 1) / 8, R@5 = (5 + 1) / 8, R@10 = 1.
+        string[] texts = ["g", "g", "g", "g", "g", "g", "g", "u"];
+        int[] owner = [0, 1, 2, 3, 4, 5, 6, 0];
+        var ceiling = RetrievalMetrics.IdenticalTextCeiling(texts, owner, 7);
+        Assert.Equal(new ImageRecallCeiling(0.25, 0.75, 1.0), ceiling);
+        // Distinct texts: nothing in the way.
+        Assert.Equal(new ImageRecallCeiling(1, 1, 1), RetrievalMetrics.IdenticalTextCeiling(["a", "b", "c"], [0, 1, 1], 2));
+        Assert.Throws<ArgumentException>(() => RetrievalMetrics.IdenticalTextCeiling(["a"], [0, 1], 2));
+    }
+
+    [Fact]
+    public void Retrieval_ceiling_is_the_best_r1_over_every_ranking_that_treats_identical_texts_alike()
+    {
+        // Texts a, a, a, b over 3 images; the copies of "a" belong to images 0, 0 and 1. Every pair of image orders
+        // (one for "a", one for "b"): the best R@1 is the ceiling, (2 + 1) / 4, reached by putting image 0 first for "a".
+        string[] texts = ["a", "a", "a", "b"];
+        int[] owner = [0, 0, 1, 2];
+        var orders = Permutations([0, 1, 2]).ToList();
+        double best = 0;
+        foreach (var forA in orders)
+            foreach (var forB in orders)
+            {
+                IReadOnlyList<int>[] textToImage = [forA, forA, forA, forB];
+                var recall = RetrievalMetrics.Compute([[0, 1, 2, 3], [0, 1, 2, 3], [0, 1, 2, 3]], textToImage, owner);
+                best = Math.Max(best, recall.ImageR1);
+            }
+        var ceiling = RetrievalMetrics.IdenticalTextCeiling(texts, owner, 3);
+        Assert.Equal(0.75, ceiling.R1, 12);
+        Assert.Equal(best, ceiling.R1, 12);
+    }
+
     private static IEnumerable<int[]> Permutations(int[] items)
     {
         if (items.Length <= 1)

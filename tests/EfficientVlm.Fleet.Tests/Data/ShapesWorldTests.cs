@@ -195,6 +195,9 @@ public sealed class ShapesWorldTests : IDisposable
         Assert.Equal(0.5, stats.Baselines.NlvrMajority);                  // balanced labels
         Assert.True(stats.Baselines.VqaMajorityPerQuestionType >= stats.Baselines.VqaMajorityOverall);
         Assert.Equal(1.0 / 12, stats.Baselines.RandomRetrieval.ImageR1, 9); // one right image of 12
+        var ceiling = stats.Baselines.ImageRetrievalCeiling;                 // count captions repeat across images
+        Assert.True(ceiling.R1 < 1 && ceiling.R1 > stats.Baselines.RandomRetrieval.ImageR1, $"IR R@1 ceiling {ceiling.R1}");
+        Assert.True(ceiling.R1 <= ceiling.R5 && ceiling.R5 <= ceiling.R10 && ceiling.R10 <= 1);
         Assert.Equal(80, stats.TrainAnswers.Sum(a => a.Count));
         Assert.InRange(stats.Baselines.MostFrequentCaptionCiderD, 0, 10);
     }
