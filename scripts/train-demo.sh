@@ -6,14 +6,15 @@
 # distillation images), PRE_EPOCHS, FT_ITEMS (fine-tuning records per task), FT_EPOCHS,
 # TEST_LIMIT, CAPTION_TEST_LIMIT, DATA, RUNS; ITM_HARD_SHARE (teacher pre-training's share of hard ITM
 # negatives, 1 = the method) and TA_EPOCHS (NLVR2 domain pre-training by text assignment before each
-# NLVR2 fine-tuning, on the pre-training images; 0 = none). See docs/training.md.
+# NLVR2 fine-tuning, on the pre-training images; 0 = none); POSITION_INIT (the start of the teacher's vision
+# positions; empty = the preset's, CLIP's D^-0.5). See docs/training.md.
 set -euo pipefail
 root="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 cd "$root"
 DATA="${DATA:-data/shapes}"; RUNS="${RUNS:-runs/demo}"
 IMAGES="${IMAGES:-4000}"; PRE_EPOCHS="${PRE_EPOCHS:-2}"; FT_ITEMS="${FT_ITEMS:-2000}"; FT_EPOCHS="${FT_EPOCHS:-2}"
 TEST_LIMIT="${TEST_LIMIT:-500}"; CAPTION_TEST_LIMIT="${CAPTION_TEST_LIMIT:-200}"
-ITM_HARD_SHARE="${ITM_HARD_SHARE:-1}"; TA_EPOCHS="${TA_EPOCHS:-0}"
+ITM_HARD_SHARE="${ITM_HARD_SHARE:-1}"; TA_EPOCHS="${TA_EPOCHS:-0}"; POSITION_INIT="${POSITION_INIT:-}"
 dotnet build model/EfficientVlm.Tool -c Release -nologo -clp:ErrorsOnly
 vlm() { dotnet model/EfficientVlm.Tool/bin/Release/net10.0/vlm.dll "$@"; }
 [[ -f "$DATA/vocab.txt" ]] || vlm data generate --out "$DATA" --seed 1
@@ -33,7 +34,7 @@ stage() { # name, then the vlm arguments; skipped when the run already has a res
 }
 
 stage teacher train pretrain --data "$DATA" --preset demo-teacher --train-limit "$IMAGES" --eval-limit 200 --epochs "$PRE_EPOCHS" --lr 3e-4 \
-  --itm-hard-share "$ITM_HARD_SHARE"
+  --itm-hard-share "$ITM_HARD_SHARE" ${POSITION_INIT:+--position-init "$POSITION_INIT"}
 stage student train distill --data "$DATA" --teacher "$RUNS/teacher/best" --preset demo --train-limit "$IMAGES" --eval-limit 200 --epochs "$PRE_EPOCHS" --lr 3e-4
 for task in vqa nlvr2 retrieval captioning; do
   for who in teacher student; do
@@ -49,7 +50,11 @@ for task in vqa nlvr2 retrieval captioning; do
   limit=$TEST_LIMIT; [[ $task == captioning ]] && limit=$CAPTION_TEST_LIMIT
   for who in teacher student; do
     [[ -f "$RUNS/$who-$task/result.json" ]] || { stamp "$who-$task: no model to evaluate"; continue; }
-    vlm eval --model "$RUNS/$who-$task/best" --data "$DATA" --split test --limit "$limit" --results "$RUNS/results.jsonl" --label "$who"
+    # the TorchSharp Scalar crash (docs/platform.md) can hit an evaluation too: try again, then go on
+    for attempt in 1 2 3; do
+      vlm eval --model "$RUNS/$who-$task/best" --data "$DATA" --split test --limit "$limit" --results "$RUNS/results.jsonl" --label "$who" && break
+      stamp "$who-$task evaluation: attempt $attempt failed"
+    done
   done
 done
 stamp "all stages and evaluations done"
