@@ -64,7 +64,7 @@ public sealed class VisionEncoder : Module
         // By default CLIP's scale, D^-0.5. At 0.01 (a sixth of it at D = 256) the tokens of object patches did not
         // say where they were. At D^-0.5 they do, but the cell is still only ~0.4% of their variance and the fusion
         // did not learn to read it at demo budgets; from a 0.5 start (config.PositionInit) it did on single objects,
-        // not yet in ordinary VQA (docs/training.md, "Position").
+        // not with several objects in view, nor in ordinary VQA (docs/training.md, "Position").
         positional_embedding = Parameter(torch.randn(config.ImageTokens, config.Hidden, device: device)
             .mul_(config.PositionInit ?? Math.Pow(config.Hidden, -0.5)));
         ln_pre = LayerNorm(config.Hidden, 1e-5, device: device);
