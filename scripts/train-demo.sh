@@ -21,16 +21,23 @@ vlm() { dotnet model/EfficientVlm.Tool/bin/Release/net10.0/vlm.dll "$@"; }
 mkdir -p "$RUNS"
 stamp() { echo "$(date -u +%FT%TZ) $*" | tee -a "$RUNS/stages.log"; }
 
+# up to three attempts of a command (the TorchSharp Scalar crash, docs/platform.md, can hit any run); what, then the command
+attempts() {
+  local what=$1; shift
+  for attempt in 1 2 3; do
+    "$@" && return 0
+    stamp "$what: attempt $attempt failed"
+  done
+  stamp "$what: FAILED 3 times (see its output); going on"
+  return 1
+}
+
 stage() { # name, then the vlm arguments; skipped when the run already has a result
   local name=$1; shift
   if [[ -f "$RUNS/$name/result.json" ]]; then stamp "$name: done before"; return; fi
   local t0=$(date +%s)
-  # a failed run (e.g. the TorchSharp Scalar crash, docs/platform.md) resumes from its last checkpoint when run again
-  for attempt in 1 2 3; do
-    if vlm "$@" --out "$RUNS/$name"; then stamp "$name: $(( $(date +%s) - t0 )) s"; return; fi
-    stamp "$name: attempt $attempt failed"
-  done
-  stamp "$name: FAILED 3 times (see its output); going on"
+  # a failed run resumes from its last checkpoint when run again
+  if attempts "$name" vlm "$@" --out "$RUNS/$name"; then stamp "$name: $(( $(date +%s) - t0 )) s"; fi
 }
 
 stage teacher train pretrain --data "$DATA" --preset demo-teacher --train-limit "$IMAGES" --eval-limit 200 --epochs "$PRE_EPOCHS" --lr 3e-4 \
@@ -50,11 +57,8 @@ for task in vqa nlvr2 retrieval captioning; do
   limit=$TEST_LIMIT; [[ $task == captioning ]] && limit=$CAPTION_TEST_LIMIT
   for who in teacher student; do
     [[ -f "$RUNS/$who-$task/result.json" ]] || { stamp "$who-$task: no model to evaluate"; continue; }
-    # the TorchSharp Scalar crash (docs/platform.md) can hit an evaluation too: try again, then go on
-    for attempt in 1 2 3; do
-      vlm eval --model "$RUNS/$who-$task/best" --data "$DATA" --split test --limit "$limit" --results "$RUNS/results.jsonl" --label "$who" && break
-      stamp "$who-$task evaluation: attempt $attempt failed"
-    done
+    attempts "$who-$task evaluation" \
+      vlm eval --model "$RUNS/$who-$task/best" --data "$DATA" --split test --limit "$limit" --results "$RUNS/results.jsonl" --label "$who" || true
   done
 done
 stamp "all stages and evaluations done"
