@@ -14,10 +14,8 @@ internal static class ProbeCommand
         var data = new Option<DirectoryInfo>("--data") { Description = "ShapesWorld data folder", Required = true };
         var train = new Option<int>("--train") { Description = "\"where\" questions from train to fit the probes on", DefaultValueFactory = _ => 1500 };
         var test = new Option<int>("--test") { Description = "\"where\" questions from test to score them on", DefaultValueFactory = _ => 300 };
-        foreach (var option in new[] { train, test }) option.Validators.Add(r =>
-        {
-            if (r.GetValueOrDefault<int>() < 1) r.AddError($"{option.Name} must be at least 1.");
-        });
+        train.AtLeastOne();
+        test.AtLeastOne();
         var command = new Command("probe",
             "Linear probes for the 3 x 3 cell of objects (in the vision tokens, in the tokens of object patches, in the fused \"where\" questions) " +
             "and the share of cross-attention on the asked-about object.")

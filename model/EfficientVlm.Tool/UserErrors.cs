@@ -1,3 +1,4 @@
+using System.CommandLine;
 using EfficientVlm.Model.Data.Readers;
 using Spectre.Console;
 
@@ -13,5 +14,16 @@ internal static class UserErrors
     {
         AnsiConsole.MarkupLineInterpolated($"[red]error:[/] {e.Message}");
         return 1;
+    }
+}
+
+/// <summary>Checks on option values, reported by the parser before a command runs.</summary>
+internal static class OptionChecks
+{
+    /// <summary>Refuses a value below 1 ("--name must be at least 1."); returns the option.</summary>
+    public static Option<int> AtLeastOne(this Option<int> option)
+    {
+        option.Validators.Add(r => { if (r.GetValueOrDefault<int>() < 1) r.AddError($"{option.Name} must be at least 1."); });
+        return option;
     }
 }
