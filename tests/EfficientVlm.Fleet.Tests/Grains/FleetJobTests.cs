@@ -470,17 +470,22 @@ public sealed class FleetJobTests(AzuriteFixture azurite, TinyDataFixture data, 
         var bad = await Assert.ThrowsAsync<ArgumentException>(() => client.AnswerAsync(ready.Id, [0x89, 0x50, 0x4e, 0x47, 1, 2], "what color?"));
         Assert.Contains("image was rejected", bad.Message);
 
-        using var http = new HttpClient { BaseAddress = new Uri($"http://127.0.0.1:{cpu.HttpPort}") };
-        HttpContent Form(byte[] bytes, string question)
+        // An uploader that may be refused for size sends "Expect: 100-continue" (curl does so for large bodies): the gateway
+        // answers 413 from the headers and the body is never sent. Without it Kestrel answers 413 and closes the connection
+        // while the client may still be writing, and the client sees a broken pipe instead of the answer.
+        using var http = new HttpClient(new SocketsHttpHandler { Expect100ContinueTimeout = TimeSpan.FromSeconds(60) })
+            { BaseAddress = new Uri($"http://127.0.0.1:{cpu.HttpPort}") };
+        HttpContent Form(byte[] bytes, string question, HttpContent? imagePart = null)
         {
             var form = new MultipartFormDataContent();
-            form.Add(new ByteArrayContent(bytes), "image", "image.png");
+            form.Add(imagePart ?? new ByteArrayContent(bytes), "image", "image.png");
             form.Add(new StringContent(question), "question");
             return form;
         }
-        async Task<(int Status, string Body)> Post(string path, HttpContent content, string? key = ApiKey)
+        async Task<(int Status, string Body)> Post(string path, HttpContent content, string? key = ApiKey, bool expectContinue = false)
         {
             using var request = new HttpRequestMessage(HttpMethod.Post, path) { Content = content };
+            request.Headers.ExpectContinue = expectContinue;
             if (key is not null) request.Headers.Add("X-Api-Key", key);
             using var response = await http.SendAsync(request);
             return ((int)response.StatusCode, await response.Content.ReadAsStringAsync());
@@ -503,8 +508,10 @@ public sealed class FleetJobTests(AzuriteFixture azurite, TinyDataFixture data, 
         var wrongTask = await Post($"/v1/variants/{ready.Id}/caption", new MultipartFormDataContent { { new ByteArrayContent(image), "image", "i.png" } });
         Assert.Equal(400, wrongTask.Status);
         Assert.Contains("serves Vqa, not Captioning", wrongTask.Body);
-        var huge = await Post($"/v1/variants/{ready.Id}/vqa", Form(new byte[2 * 1024 * 1024], "what color?"));
+        var hugeImage = new WatchedContent(new byte[2 * 1024 * 1024]);
+        var huge = await Post($"/v1/variants/{ready.Id}/vqa", Form([], "what color?", hugeImage), expectContinue: true);
         Assert.Equal(413, huge.Status);
+        Assert.False(hugeImage.Sent, "the gateway refused the oversize request from its headers, before its body was sent");
         var openApi = await http.GetStringAsync("/openapi/v1.json");
         Assert.Contains("/v1/variants/{id}/vqa", openApi);
         var metrics = await http.GetStringAsync($"http://127.0.0.1:{gpu2.HttpPort}/metrics"); // each silo exports its own replicas
@@ -617,5 +624,29 @@ public sealed class FleetJobTests(AzuriteFixture azurite, TinyDataFixture data, 
         Assert.Contains(load.Answered, a => a.Ended > writable);
         Assert.False(gpu.HasExited);
         Assert.Contains(await client.ListAliasesAsync(), a => a.Alias == "restart-probe" && a.Variant == ready.Id);
+    }
+}
+
+/// <summary>Bytes for a request body that records whether the client ever started sending them.</summary>
+internal sealed class WatchedContent(byte[] bytes) : ByteArrayContent(bytes)
+{
+    public bool Sent { get; private set; }
+
+    protected override Task SerializeToStreamAsync(Stream stream, System.Net.TransportContext? context)
+    {
+        Sent = true;
+        return base.SerializeToStreamAsync(stream, context);
+    }
+
+    protected override Task SerializeToStreamAsync(Stream stream, System.Net.TransportContext? context, CancellationToken cancellationToken)
+    {
+        Sent = true;
+        return base.SerializeToStreamAsync(stream, context, cancellationToken);
+    }
+
+    protected override void SerializeToStream(Stream stream, System.Net.TransportContext? context, CancellationToken cancellationToken)
+    {
+        Sent = true;
+        base.SerializeToStream(stream, context, cancellationToken);
     }
 }
