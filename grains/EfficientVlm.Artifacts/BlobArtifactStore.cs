@@ -170,7 +170,7 @@ public sealed class BlobArtifactStore
     /// </summary>
     public async Task<string> CachedFolderAsync(ArtifactRef artifact, string cacheRoot, CancellationToken ct = default)
     {
-        var target = Path.Combine(cacheRoot, artifact.Kind.Replace('/', '_'), artifact.Hash);
+        var target = CachePath(cacheRoot, artifact);
         if (Directory.Exists(target)) return target;
         Directory.CreateDirectory(Path.GetDirectoryName(target)!);
         try
@@ -182,6 +182,14 @@ public sealed class BlobArtifactStore
             // another job of this silo downloaded it meanwhile
         }
         return target;
+    }
+
+    /// <summary>Where <see cref="CachedFolderAsync"/> keeps its copy of <paramref name="artifact"/>: <c>cacheRoot/kind/hash</c>.</summary>
+    public static string CachePath(string cacheRoot, ArtifactRef artifact)
+    {
+        ValidateKind(artifact.Kind);
+        Identifiers.ValidateHash(artifact.Hash, "artifact hash");
+        return Path.Combine(cacheRoot, artifact.Kind.Replace('/', '_'), artifact.Hash);
     }
 
     /// <summary>Downloads a stored folder into <paramref name="target"/>, checking every file's hash.</summary>

@@ -19,7 +19,7 @@ namespace EfficientVlm.Grains.Jobs;
 /// watchdog makes a new one, which resumes from the owner's last checkpoint.
 /// </summary>
 [GpuPlacement]
-public sealed class FleetJobGrain(DeviceExecutor executor, BlobArtifactStore store, FleetJobOptions options, ILocalSiloDetails silo,
+public sealed class FleetJobGrain(DeviceExecutor executor, BlobArtifactStore store, DiskArtifactCache disk, FleetJobOptions options, ILocalSiloDetails silo,
     TimeProvider clock, ILogger<FleetJobGrain> logger) : Grain, IFleetJobGrain
 {
     private readonly CancellationTokenSource _stop = new();
@@ -131,52 +131,83 @@ public sealed class FleetJobGrain(DeviceExecutor executor, BlobArtifactStore sto
         if (work.ResumeCheckpoint is { } checkpoint)
             await scope.DownloadFolderAsync(new ArtifactRef(JobArtifacts.Checkpoint, checkpoint), run, ct);
         Directory.CreateDirectory(run);
-
-        async Task<string> Input(string role)
-        {
-            if (!work.Inputs.TryGetValue(role, out var hash)) throw new InvalidOperationException($"The {work.Stage} stage has no '{role}' input.");
-            var (kind, scoped) = JobArtifacts.Of(role);
-            return await (scoped ? scope : store).CachedFolderAsync(new ArtifactRef(kind, hash), Path.Combine(options.WorkDirectory, "cache"), ct);
-        }
-
         var hooks = new StageHooks(Progress(owner, runner, work.Stage, superseded), async (step, token) =>
         {
             // everything but the half-written folder the trainer renames into place (it is gone by now)
             var saved = await scope.PutFolderAsync(JobArtifacts.Checkpoint, run, token, include: n => !n.StartsWith("last.saving/", StringComparison.Ordinal));
             if (!await owner.ReportCheckpoint(runner, work.Stage, step, saved.Hash)) await superseded.CancelAsync();
         });
+        var inputs = new List<DiskArtifactCache.Lease>(); // held until the stage is over, so the disk cache keeps them
+        try
+        {
+            var output = await RunStageAsync(work, scope, run, Input, hooks, ct);
+            Discard(run, root); // the outputs are stored; a redo of this stage starts from its stored checkpoint, not from this folder
+            return output;
+        }
+        finally
+        {
+            foreach (var lease in inputs) lease.Dispose();
+        }
+
+        async Task<string> Input(string role)
+        {
+            if (!work.Inputs.TryGetValue(role, out var hash)) throw new InvalidOperationException($"The {work.Stage} stage has no '{role}' input.");
+            var (kind, scoped) = JobArtifacts.Of(role);
+            var lease = await disk.AcquireAsync(scoped ? scope : store, new ArtifactRef(kind, hash), ct);
+            inputs.Add(lease);
+            return lease.Path;
+        }
+    }
+
+    /// <summary>Deletes a finished stage's run folder, and the job's folder once no stage folder is left in it.</summary>
+    private void Discard(string run, string root)
+    {
+        try
+        {
+            Directory.Delete(run, recursive: true);
+            if (!Directory.EnumerateFileSystemEntries(root).Any()) Directory.Delete(root);
+        }
+        catch (IOException e)
+        {
+            logger.LogWarning(e, "Job runner: could not delete the finished run folder {Folder}", run);
+        }
+    }
+
+    private async Task<JobOutput> RunStageAsync(JobWork work, BlobArtifactStore scope, string run, Func<string, Task<string>> input, StageHooks hooks,
+        CancellationToken ct)
+    {
         var settings = work.Settings.ToPipeline();
         var task = work.Task is { } t ? t.ToModel() : VlmTask.Pretrain;
         switch (work.Kind)
         {
             case JobKind.Distill:
             {
-                await Pipeline.DistillAsync(executor, await Input("teacher"), work.StudentPreset ?? "demo", await Input(JobArtifacts.Dataset),
+                await Pipeline.DistillAsync(executor, await input("teacher"), work.StudentPreset ?? "demo", await input(JobArtifacts.Dataset),
                     settings, run, hooks, ct);
                 return new JobOutput((await store.PutFolderAsync(JobArtifacts.Model, Path.Combine(run, "best"), ct)).Hash, null, null, null, null);
             }
             case JobKind.FineTune:
             {
-                await Pipeline.FineTuneAsync(executor, await Input("init"), task, await Input(JobArtifacts.Dataset), settings, run, hooks, ct);
+                await Pipeline.FineTuneAsync(executor, await input("init"), task, await input(JobArtifacts.Dataset), settings, run, hooks, ct);
                 return new JobOutput((await store.PutFolderAsync(JobArtifacts.Model, Path.Combine(run, "best"), ct)).Hash, null, null, null, null);
             }
             case JobKind.Prune:
             {
-                await Pipeline.PruneAsync(executor, await Input("student"), await Input("teacher"), task, work.TargetSparsity,
-                    await Input(JobArtifacts.Dataset), settings, run, hooks, ct);
+                await Pipeline.PruneAsync(executor, await input("student"), await input("teacher"), task, work.TargetSparsity,
+                    await input(JobArtifacts.Dataset), settings, run, hooks, ct);
                 var pruned = await scope.PutFolderAsync(JobArtifacts.Pruned, run, ct,
                     include: n => n == "best-masks.json" || n.StartsWith("best/", StringComparison.Ordinal));
                 return new JobOutput(pruned.Hash, null, null, null, null);
             }
             case JobKind.Shrink:
             {
-                var report = await Pipeline.ShrinkAsync(executor, await Input(JobArtifacts.Pruned), Path.Combine(run, "shrunk"), await Input(JobArtifacts.Dataset));
+                var report = await Pipeline.ShrinkAsync(executor, await input(JobArtifacts.Pruned), Path.Combine(run, "shrunk"), await input(JobArtifacts.Dataset));
                 var shrunk = await store.PutFolderAsync(JobArtifacts.Model, Path.Combine(run, "shrunk"), ct);
                 return new JobOutput(shrunk.Hash, null, report.KeptHeads, report.KeptNeurons, report.ParametersAfter);
             }
             case JobKind.Evaluate:
             {
-                var r = await Pipeline.EvaluateAsync(executor, await Input("model"), await Input("teacher"), task, await Input(JobArtifacts.Dataset),
+                var r = await Pipeline.EvaluateAsync(executor, await input("model"), await input("teacher"), task, await input(JobArtifacts.Dataset),
                     settings, ct);
                 var metrics = new VariantMetrics(r.Metric, r.Score, r.TeacherScore, r.Scores, r.Parameters, r.TeacherParameters,
                     r.SpeedUpBatch1, r.SpeedUpBatch32, new Dictionary<string, double>(), new Dictionary<string, double>());
@@ -207,11 +238,6 @@ public sealed class FleetJobGrain(DeviceExecutor executor, BlobArtifactStore sto
                 else if (t.IsFaulted) logger.LogWarning(t.Exception, "Job runner {Runner}: a progress report was lost", runner);
             }, TaskScheduler.Current);
         });
-    }
-
-    private sealed class Reporter(Action<TrainingProgress> report) : IProgress<TrainingProgress>
-    {
-        public void Report(TrainingProgress value) => report(value);
     }
 }
 

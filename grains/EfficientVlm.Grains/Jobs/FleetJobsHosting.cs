@@ -9,7 +9,7 @@ public static class FleetJobsHosting
 {
     /// <summary>
     /// What the job owners, runners and inference replicas need: their options, the artefact store, the
-    /// silo's model cache, and a reminder minimum
+    /// silo's disk and model caches, and a reminder minimum
     /// no larger than <see cref="FleetJobOptions.ReminderPeriod"/>. The silo must also have a reminder
     /// service, grain storage <see cref="FleetStorage.GrainStateProvider"/>, a device executor and GPU placement.
     /// </summary>
@@ -21,6 +21,7 @@ public static class FleetJobsHosting
         serving.Validate();
         silo.Services.AddSingleton(options);
         silo.Services.AddSingleton(serving);
+        silo.Services.AddSingleton<DiskArtifactCache>();
         silo.Services.AddSingleton<ModelCache>();
         silo.Services.AddSingleton(store);
         silo.Configure<ReminderOptions>(o =>

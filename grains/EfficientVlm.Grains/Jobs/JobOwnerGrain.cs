@@ -13,6 +13,12 @@ public sealed record FleetJobOptions
     /// <summary>Local scratch space of the silo's jobs (datasets and models are cached here, runs written here).</summary>
     public string WorkDirectory { get; init; } = Path.Combine(Path.GetTempPath(), "efficientvlm-fleet");
 
+    /// <summary>
+    /// Most bytes of downloaded folders kept under <see cref="WorkDirectory"/>/cache; beyond it the least recently
+    /// used ones not in use are deleted (<see cref="DiskArtifactCache"/>). Default 20 GiB.
+    /// </summary>
+    public long DiskCacheBudgetBytes { get; init; } = 20L * 1024 * 1024 * 1024;
+
     /// <summary>How often an owner with an unfinished job makes sure a runner is alive (a grain timer, while the owner is active).</summary>
     public TimeSpan WatchdogPeriod { get; init; } = TimeSpan.FromSeconds(10);
 
@@ -30,6 +36,7 @@ public sealed record FleetJobOptions
         if (string.IsNullOrWhiteSpace(WorkDirectory)) throw new ArgumentException("Fleet:Jobs:WorkDirectory is empty.");
         if (WatchdogPeriod < TimeSpan.FromMilliseconds(100) || ReminderPeriod < TimeSpan.FromSeconds(1))
             throw new ArgumentException("Fleet:Jobs:WatchdogPeriod must be at least 0.1 s and ReminderPeriod at least 1 s.");
+        if (DiskCacheBudgetBytes < 1) throw new ArgumentException("Fleet:Jobs:DiskCacheBudgetBytes must be positive.");
         if (MaxTransientFailures < 0) throw new ArgumentException("Fleet:Jobs:MaxTransientFailures must be 0 or more.");
     }
 }

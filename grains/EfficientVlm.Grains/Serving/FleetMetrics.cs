@@ -31,4 +31,10 @@ public static class FleetMetrics
     public static readonly Gauge CacheBytes = Metrics.CreateGauge("fleet_model_cache_bytes", "Bytes of weights loaded in this silo's model cache.");
 
     public static readonly Counter Evictions = Metrics.CreateCounter("fleet_model_evictions_total", "Models evicted from this silo's cache.");
+
+    public static readonly Gauge DiskCacheBytes = Metrics.CreateGauge("fleet_disk_cache_bytes",
+        "Bytes of downloaded datasets, models and galleries in this silo's work folder cache (after the last trim).");
+
+    public static readonly Counter DiskEvictions = Metrics.CreateCounter("fleet_disk_evictions_total",
+        "Folders deleted from this silo's disk cache to stay within Fleet:Jobs:DiskCacheBudgetBytes.");
 }

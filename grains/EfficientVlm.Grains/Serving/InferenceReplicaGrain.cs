@@ -22,7 +22,7 @@ namespace EfficientVlm.Grains.Serving;
 [GpuPlacement]
 [Reentrant]
 public sealed class InferenceReplicaGrain(DeviceExecutor executor, ModelCache cache, ServingOptions options, ILocalSiloDetails silo,
-    BlobArtifactStore store, FleetJobOptions jobs, ILogger<InferenceReplicaGrain> logger) : Grain, IInferenceReplicaGrain
+    BlobArtifactStore store, DiskArtifactCache disk, ILogger<InferenceReplicaGrain> logger) : Grain, IInferenceReplicaGrain
 {
     private enum Kind { Answer, Verify, Caption, RankImages, RankTexts }
 
@@ -127,7 +127,8 @@ public sealed class InferenceReplicaGrain(DeviceExecutor executor, ModelCache ca
 
     private async Task<EmbeddedGallery> EmbedGalleryAsync(string hash, ServingModel model)
     {
-        var folder = await store.CachedFolderAsync(new ArtifactRef(JobArtifacts.Gallery, hash), Path.Combine(jobs.WorkDirectory, "cache"));
+        using var lease = await disk.AcquireAsync(store, new ArtifactRef(JobArtifacts.Gallery, hash));
+        var folder = lease.Path;
         var files = Directory.GetFiles(Path.Combine(folder, GalleryLayout.ImagesFolder)).Where(GalleryLayout.IsImage).Order(StringComparer.Ordinal).ToList();
         var pixels = await Task.Run(() => files.Select(f => _images.Load(File.ReadAllBytes(f), _imageSize)).ToList());
         var textsFile = Path.Combine(folder, GalleryLayout.TextsFile);

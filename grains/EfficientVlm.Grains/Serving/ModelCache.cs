@@ -72,7 +72,7 @@ public sealed record ModelCacheStats(IReadOnlyList<string> Loaded, long Bytes, l
 /// least recently used model that no batch is using is disposed. A model in use is never evicted, so
 /// the budget can be exceeded while every model is busy.
 /// </summary>
-public sealed class ModelCache(DeviceExecutor executor, BlobArtifactStore store, FleetJobOptions jobs, ServingOptions options,
+public sealed class ModelCache(DeviceExecutor executor, BlobArtifactStore store, DiskArtifactCache disk, ServingOptions options,
     ILogger<ModelCache> logger)
 {
     private sealed class Entry
@@ -146,8 +146,9 @@ public sealed class ModelCache(DeviceExecutor executor, BlobArtifactStore store,
     private async Task<ServingModel> LoadAsync(string hash)
     {
         var clock = Stopwatch.StartNew();
-        var folder = await store.CachedFolderAsync(new ArtifactRef(JobArtifacts.Model, hash), Path.Combine(jobs.WorkDirectory, "cache"));
-        var model = await executor.RunAsync(ctx => ServingModel.Load(folder, ctx.Device));
+        ServingModel model;
+        using (var folder = await disk.AcquireAsync(store, new ArtifactRef(JobArtifacts.Model, hash)))
+            model = await executor.RunAsync(ctx => ServingModel.Load(folder.Path, ctx.Device));
         lock (_entries)
         {
             if (_entries.TryGetValue(hash, out var entry)) entry.Bytes = model.Bytes;

@@ -314,7 +314,9 @@ public sealed class FleetJobTests(AzuriteFixture azurite, TinyDataFixture data, 
         }
         using var executor = new DeviceExecutor(new DeviceExecutorOptions { Device = "cpu", TorchThreads = 1 });
         long oneModel = ParameterCounts.Count(new VlmModel(TinyDataFixture.Teacher with { Task = EfficientVlm.Model.Config.VlmTask.Nlvr2 })) * 4;
-        var cache = new EfficientVlm.Grains.Serving.ModelCache(executor, store, new FleetJobOptions { WorkDirectory = Path.Combine(_work, "cache-silo") },
+        var disk = new DiskArtifactCache(new FleetJobOptions { WorkDirectory = Path.Combine(_work, "cache-silo") },
+            Microsoft.Extensions.Logging.Abstractions.NullLogger<DiskArtifactCache>.Instance);
+        var cache = new EfficientVlm.Grains.Serving.ModelCache(executor, store, disk,
             new EfficientVlm.Grains.Serving.ServingOptions { CacheBudgetBytes = 2 * oneModel + oneModel / 2 },
             Microsoft.Extensions.Logging.Abstractions.NullLogger<EfficientVlm.Grains.Serving.ModelCache>.Instance);
 
@@ -461,6 +463,10 @@ public sealed class FleetJobTests(AzuriteFixture azurite, TinyDataFixture data, 
         Assert.True(pruneDone > killedAt, "pruning went on after the resume");
         Assert.Single(ready.History, e => e.Stage == "Prune" && e.What == "started");
         await AssertNoTemporaryBlobs(client.Artifacts);
+        // The stages gpu2 finished left no run folder behind (their outputs and checkpoints are in storage); its inputs stay cached.
+        var gpu2Runs = Path.Combine(_work, "gpu2", "runs");
+        Assert.Empty(Directory.Exists(gpu2Runs) ? Directory.EnumerateFileSystemEntries(gpu2Runs) : []);
+        Assert.NotEmpty(Directory.EnumerateDirectories(Path.Combine(_work, "gpu2", "cache", "dataset")));
 
         // Serving through the SDK (the replica lands on the GPU silo) and through the REST gateway of the CPU silo.
         var image = File.ReadAllBytes(Directory.GetFiles(Path.Combine(data.Root, "images", "test")).Order().First());
