@@ -15,15 +15,38 @@ public sealed record DiskCacheEntry(string Path, long Bytes, DateTime LastUsedUt
 /// budget can be exceeded while every copy is busy (the next release trims again). The last use is the
 /// folder's modification time, so the order survives a silo restart. One silo per work directory.
 /// </summary>
-public sealed class DiskArtifactCache(FleetJobOptions options, ILogger<DiskArtifactCache> logger)
+public sealed class DiskArtifactCache
 {
+    private readonly FleetJobOptions _options;
+    private readonly ILogger<DiskArtifactCache> _logger;
     private readonly Dictionary<string, int> _holders = new(StringComparer.Ordinal); // folder -> leases; guards trims too
     private DateTime _lastStamp;
     private bool _overBudget;
 
-    public string Root { get; } = Path.Combine(options.WorkDirectory, "cache");
+    /// <summary>Removes what an earlier process left half done: downloads cut off and deletions interrupted.</summary>
+    public DiskArtifactCache(FleetJobOptions options, ILogger<DiskArtifactCache> logger)
+    {
+        _options = options;
+        _logger = logger;
+        Root = Path.Combine(options.WorkDirectory, "cache");
+        if (!Directory.Exists(Root)) return;
+        foreach (var leftover in Directory.EnumerateDirectories(Root).SelectMany(Directory.EnumerateDirectories).Where(d => !IsEntry(d)))
+        {
+            try
+            {
+                Directory.Delete(leftover, recursive: true);
+                logger.LogInformation("Disk cache: removed {Folder}, left unfinished by an earlier run", Path.GetRelativePath(Root, leftover));
+            }
+            catch (Exception e) when (e is IOException or UnauthorizedAccessException)
+            {
+                logger.LogWarning(e, "Disk cache: could not remove {Folder}", leftover);
+            }
+        }
+    }
 
-    public long BudgetBytes => options.DiskCacheBudgetBytes;
+    public string Root { get; }
+
+    public long BudgetBytes => _options.DiskCacheBudgetBytes;
 
     /// <summary>A local copy held while it is read; dispose it when done (the copy may then be deleted).</summary>
     public sealed class Lease(DiskArtifactCache cache, string path) : IDisposable
@@ -80,15 +103,18 @@ public sealed class DiskArtifactCache(FleetJobOptions options, ILogger<DiskArtif
             int deleted = 0;
             foreach (var entry in entries.Where(e => e.Holders == 0))
             {
-                if (total <= options.DiskCacheBudgetBytes) break;
-                Directory.Delete(entry.Path, recursive: true);
+                if (total <= _options.DiskCacheBudgetBytes) break;
+                // moved aside first, so a deletion that fails half way never leaves a partial copy that looks complete
+                var doomed = $"{entry.Path}.deleting-{Guid.NewGuid():N}";
+                Directory.Move(entry.Path, doomed);
+                Directory.Delete(doomed, recursive: true);
                 total -= entry.Bytes;
                 deleted++;
                 FleetMetrics.DiskEvictions.Inc();
-                logger.LogInformation("Disk cache: deleted {Folder} ({Megabytes:0.0} MB, least recently used; budget {Budget:0.0} MB)",
-                    Path.GetRelativePath(Root, entry.Path), entry.Bytes / 1e6, options.DiskCacheBudgetBytes / 1e6);
+                _logger.LogInformation("Disk cache: deleted {Folder} ({Megabytes:0.0} MB, least recently used; budget {Budget:0.0} MB)",
+                    Path.GetRelativePath(Root, entry.Path), entry.Bytes / 1e6, _options.DiskCacheBudgetBytes / 1e6);
             }
-            _overBudget = total > options.DiskCacheBudgetBytes;
+            _overBudget = total > _options.DiskCacheBudgetBytes;
             FleetMetrics.DiskCacheBytes.Set(total);
             return deleted;
         }
@@ -115,7 +141,7 @@ public sealed class DiskArtifactCache(FleetJobOptions options, ILogger<DiskArtif
         }
         catch (Exception e) when (e is IOException or UnauthorizedAccessException)
         {
-            logger.LogWarning(e, "Disk cache: a trim failed; the cache may stay over budget until the next download or release");
+            _logger.LogWarning(e, "Disk cache: a trim failed; the cache may stay over budget until the next download or release");
         }
     }
 
@@ -127,13 +153,15 @@ public sealed class DiskArtifactCache(FleetJobOptions options, ILogger<DiskArtif
         return _lastStamp;
     }
 
-    // Complete copies are Root/kind/hash; a download in progress is a sibling named hash.download-guid.
+    /// <summary>Complete copies are Root/kind/hash; downloads in progress (hash.download-id) and deletions (hash.deleting-id) are not.</summary>
+    private static bool IsEntry(string folder) => !Path.GetFileName(folder).Contains('.', StringComparison.Ordinal);
+
     private List<DiskCacheEntry> Scan()
     {
         if (!Directory.Exists(Root)) return [];
         return Directory.EnumerateDirectories(Root)
             .SelectMany(Directory.EnumerateDirectories)
-            .Where(d => !Path.GetFileName(d).Contains('.', StringComparison.Ordinal))
+            .Where(IsEntry)
             .Select(d => new DiskCacheEntry(d,
                 new DirectoryInfo(d).EnumerateFiles("*", SearchOption.AllDirectories).Sum(f => f.Length),
                 Directory.GetLastWriteTimeUtc(d), _holders.GetValueOrDefault(d)))

@@ -84,15 +84,21 @@ public sealed class DiskArtifactCacheTests(AzuriteFixture azurite) : IDisposable
     }
 
     [Fact]
-    public async Task The_order_of_use_survives_a_new_cache_on_the_same_folder_and_partial_downloads_are_not_entries()
+    public async Task The_order_of_use_survives_a_restart_which_clears_what_a_crash_left_half_done()
     {
         var (store, refs, cache) = await Setup();
         (await cache.AcquireAsync(store, refs[1])).Dispose();
         (await cache.AcquireAsync(store, refs[0])).Dispose();
-        Directory.CreateDirectory(Path.Combine(cache.Root, "dataset", refs[2].Hash + ".download-0123"));  // a download cut off by a crash
+        // a download and a deletion cut off by a crash: not entries, and gone after the restart
+        var download = Directory.CreateDirectory(Path.Combine(cache.Root, "dataset", refs[2].Hash + ".download-0123")).FullName;
+        var deletion = Directory.CreateDirectory(Path.Combine(cache.Root, "dataset", refs[2].Hash + ".deleting-4567")).FullName;
+        File.WriteAllText(Path.Combine(download, "a.bin"), "partial");
+        Assert.Equal(2, cache.Entries().Count);
 
         var restarted = new DiskArtifactCache(new FleetJobOptions { WorkDirectory = Path.Combine(_folder, "work"), DiskCacheBudgetBytes = FolderBytes + FolderBytes / 2 },
             NullLogger<DiskArtifactCache>.Instance);
+        Assert.False(Directory.Exists(download));
+        Assert.False(Directory.Exists(deletion));
         Assert.Equal([refs[1].Hash, refs[0].Hash], Cached(restarted));
         Assert.Equal(1, restarted.Trim());                  // a smaller budget after the restart: the older copy goes
         Assert.Equal([refs[0].Hash], Cached(restarted));
