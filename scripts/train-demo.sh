@@ -2,8 +2,9 @@
 # The training pipeline at demo scale, every stage through `vlm`: teacher pre-training, general
 # distillation into the compact student, fine-tuning of both for the four tasks, and test scores
 # appended to $RUNS/results.jsonl. Rerunning resumes finished-or-interrupted stages (each run
-# folder keeps its last checkpoint). Budget knobs (environment): IMAGES (pre-training and
-# distillation images), PRE_EPOCHS, FT_ITEMS (fine-tuning records per task), FT_EPOCHS,
+# folder keeps its last checkpoint) and evaluates only the models that have no row yet. Budget
+# knobs (environment): IMAGES (pre-training and distillation images), PRE_EPOCHS, FT_ITEMS
+# (fine-tuning records per task), FT_EPOCHS,
 # TEST_LIMIT, CAPTION_TEST_LIMIT, DATA, RUNS; ITM_HARD_SHARE (teacher pre-training's share of hard ITM
 # negatives, 1 = the method) and TA_EPOCHS (NLVR2 domain pre-training by text assignment before each
 # NLVR2 fine-tuning, on the pre-training images; 0 = none); POSITION_INIT (the start of the teacher's vision
@@ -36,6 +37,7 @@ stage() { # name, then the vlm arguments; skipped when the run already has a res
   local name=$1; shift
   if [[ -f "$RUNS/$name/result.json" ]]; then stamp "$name: done before"; return; fi
   local t0=$(date +%s)
+  rm -f "$RUNS/$name"/evaluated-* # a model trained (further) here is evaluated again
   # a failed run resumes from its last checkpoint when run again
   if attempts "$name" vlm "$@" --out "$RUNS/$name"; then stamp "$name: $(( $(date +%s) - t0 )) s"; fi
 }
@@ -57,8 +59,12 @@ for task in vqa nlvr2 retrieval captioning; do
   limit=$TEST_LIMIT; [[ $task == captioning ]] && limit=$CAPTION_TEST_LIMIT
   for who in teacher student; do
     [[ -f "$RUNS/$who-$task/result.json" ]] || { stamp "$who-$task: no model to evaluate"; continue; }
+    # one row per model and test size in results.jsonl, however often the script is rerun
+    done_marker="$RUNS/$who-$task/evaluated-test-$limit"
+    if [[ -f "$done_marker" ]]; then stamp "$who-$task evaluation: done before"; continue; fi
     attempts "$who-$task evaluation" \
-      vlm eval --model "$RUNS/$who-$task/best" --data "$DATA" --split test --limit "$limit" --results "$RUNS/results.jsonl" --label "$who" || true
+      vlm eval --model "$RUNS/$who-$task/best" --data "$DATA" --split test --limit "$limit" --results "$RUNS/results.jsonl" --label "$who" \
+      && touch "$done_marker" || true
   done
 done
 stamp "all stages and evaluations done"
