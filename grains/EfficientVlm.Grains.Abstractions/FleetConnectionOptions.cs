@@ -24,6 +24,12 @@ public sealed record FleetConnectionOptions
     /// <summary>Blob container of the model artefacts (datasets, checkpoints, shrunk models), content-addressed.</summary>
     public string ArtifactContainer { get; init; } = "artifacts";
 
+    /// <summary>
+    /// Blob container of the grain state (registry, compact models, variants, job owners). Orleans names state
+    /// blobs by grain type and key, not by service id, so two fleets on one storage account need two containers.
+    /// </summary>
+    public string GrainStateContainer { get; init; } = "grainstate";
+
     /// <summary>Gateway port for <c>Localhost</c> clustering.</summary>
     public int LocalhostGatewayPort { get; init; } = 30000;
 
@@ -33,9 +39,17 @@ public sealed record FleetConnectionOptions
         if (string.IsNullOrWhiteSpace(ServiceId)) throw new ArgumentException("Fleet:ServiceId is empty.");
         if (Clustering is not ("AzureStorage" or "Localhost"))
             throw new ArgumentException($"Fleet:Clustering must be AzureStorage or Localhost (was '{Clustering}').");
-        if (!System.Text.RegularExpressions.Regex.IsMatch(ArtifactContainer ?? "", "^[a-z0-9](?!.*--)[a-z0-9-]{1,61}[a-z0-9]$"))
-            throw new ArgumentException($"Fleet:ArtifactContainer '{ArtifactContainer}' is not a blob container name (3-63 lower-case letters, digits and single hyphens).");
+        ValidateContainer(ArtifactContainer, "Fleet:ArtifactContainer");
+        ValidateContainer(GrainStateContainer, "Fleet:GrainStateContainer");
+        if (ArtifactContainer == GrainStateContainer)
+            throw new ArgumentException($"Fleet:ArtifactContainer and Fleet:GrainStateContainer are both '{ArtifactContainer}'; they must differ.");
         if (Clustering == "AzureStorage" && string.IsNullOrWhiteSpace(StorageConnectionString))
             throw new ArgumentException("Fleet:StorageConnectionString is empty.");
+    }
+
+    private static void ValidateContainer(string? name, string setting)
+    {
+        if (!System.Text.RegularExpressions.Regex.IsMatch(name ?? "", "^[a-z0-9](?!.*--)[a-z0-9-]{1,61}[a-z0-9]$"))
+            throw new ArgumentException($"{setting} '{name}' is not a blob container name (3-63 lower-case letters, digits and single hyphens).");
     }
 }

@@ -60,7 +60,11 @@ public static class FleetSiloHosting
                 orleans.AddMemoryGrainStorage(FleetStorage.GrainStateProvider);
             else
                 orleans.AddAzureBlobGrainStorage(FleetStorage.GrainStateProvider,
-                    o => o.BlobServiceClient = new BlobServiceClient(connection.StorageConnectionString, GrainStateClientOptions()));
+                    o =>
+                    {
+                        o.BlobServiceClient = new BlobServiceClient(connection.StorageConnectionString, GrainStateClientOptions());
+                        o.ContainerName = connection.GrainStateContainer;
+                    });
 
             orleans.AddGpuPlacement(placement, accelerator);
             if (builder.Configuration.GetValue("Fleet:Gateway:Dashboard", true)) Orleans.Dashboard.ServiceCollectionExtensions.AddDashboard(orleans);

@@ -389,6 +389,7 @@ public sealed class FleetJobTests(AzuriteFixture azurite, TinyDataFixture data, 
         ["Fleet__ServiceId"] = "svc-" + container,
         ["Fleet__Silo__Accelerator"] = accelerator,
         ["Fleet__ArtifactContainer"] = container,
+        ["Fleet__GrainStateContainer"] = "state-" + container,
         ["Fleet__Jobs__WorkDirectory"] = Path.Combine(_work, name),
         ["Fleet__Jobs__WatchdogPeriod"] = "00:00:01",
         ["Fleet__Jobs__ReminderPeriod"] = "00:00:05",
@@ -467,6 +468,12 @@ public sealed class FleetJobTests(AzuriteFixture azurite, TinyDataFixture data, 
         var gpu2Runs = Path.Combine(_work, "gpu2", "runs");
         Assert.Empty(Directory.Exists(gpu2Runs) ? Directory.EnumerateFileSystemEntries(gpu2Runs) : []);
         Assert.NotEmpty(Directory.EnumerateDirectories(Path.Combine(_work, "gpu2", "cache", "dataset")));
+        // The fleet's grain state went to the container it was given, not to Orleans's default shared by every fleet on the account.
+        var stateBlobs = new List<string>();
+        await foreach (var blob in new BlobServiceClient(azurite.ConnectionString).GetBlobContainerClient("state-" + container).GetBlobsAsync())
+            stateBlobs.Add(blob.Name);
+        output.WriteLine($"grain state blobs: {string.Join(", ", stateBlobs)}");
+        Assert.Contains(stateBlobs, n => n.Contains(spec.VariantId, StringComparison.Ordinal));
 
         // Serving through the SDK (the replica lands on the GPU silo) and through the REST gateway of the CPU silo.
         var image = File.ReadAllBytes(Directory.GetFiles(Path.Combine(data.Root, "images", "test")).Order().First());
