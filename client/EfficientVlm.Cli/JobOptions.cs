@@ -17,11 +17,15 @@ internal sealed class JobOptions
     private readonly Option<int?> _evalLimit = new("--eval-limit") { Description = "use only the first N validation/test records" };
     private readonly Option<int> _checkpointEvery = new("--checkpoint-every") { Description = "upload a resumable checkpoint every N steps", DefaultValueFactory = _ => Defaults.CheckpointEvery };
 
+    private Option[] All => [_distillEpochs, _finetuneEpochs, _pruneEpochs, _warmup, _batch, _maskLr, _trainLimit, _evalLimit, _checkpointEvery];
+
     public void AddTo(Command command)
     {
-        foreach (var option in new Option[] { _distillEpochs, _finetuneEpochs, _pruneEpochs, _warmup, _batch, _maskLr, _trainLimit, _evalLimit, _checkpointEvery })
-            command.Options.Add(option);
+        foreach (var option in All) command.Options.Add(option);
     }
+
+    /// <summary>The budgets when at least one option was given, else null (a variant that exists keeps the budgets it was made with).</summary>
+    public JobSettings? GivenOrNull(ParseResult parse) => All.Any(o => parse.GetResult(o) is { Implicit: false }) ? From(parse) : null;
 
     public JobSettings From(ParseResult parse) => Defaults with
     {

@@ -29,7 +29,7 @@ internal static class VariantsCommand
             VariantInfo info;
             try
             {
-                info = await client.EnsureVariantAsync(spec, jobs.From(parse), ct);
+                info = await client.EnsureVariantAsync(spec, jobs.GivenOrNull(parse), ct);
             }
             catch (NoGpuSiloException e)
             {

@@ -40,6 +40,29 @@ public sealed record JobSettings
     /// <summary>Upload a resumable checkpoint every this many steps.</summary>
     [Id(10)] public int CheckpointEvery { get; init; } = 50;
     [Id(11)] public int Seed { get; init; } = 1;
+
+    /// <summary>The budgets that differ from <paramref name="other"/>'s, as "name this (other)"; empty when they are equal.</summary>
+    public IReadOnlyList<string> Differences(JobSettings other) =>
+    [
+        .. Differs(nameof(DistillEpochs), DistillEpochs, other.DistillEpochs),
+        .. Differs(nameof(FineTuneEpochs), FineTuneEpochs, other.FineTuneEpochs),
+        .. Differs(nameof(PruneEpochs), PruneEpochs, other.PruneEpochs),
+        .. Differs(nameof(PruneWarmupEpochs), PruneWarmupEpochs, other.PruneWarmupEpochs),
+        .. Differs(nameof(BatchSize), BatchSize, other.BatchSize),
+        .. Differs(nameof(LearningRate), LearningRate, other.LearningRate),
+        .. Differs(nameof(PruneLearningRate), PruneLearningRate, other.PruneLearningRate),
+        .. Differs(nameof(MaskLearningRate), MaskLearningRate, other.MaskLearningRate),
+        .. Differs(nameof(TrainLimit), TrainLimit, other.TrainLimit),
+        .. Differs(nameof(EvalLimit), EvalLimit, other.EvalLimit),
+        .. Differs(nameof(CheckpointEvery), CheckpointEvery, other.CheckpointEvery),
+        .. Differs(nameof(Seed), Seed, other.Seed),
+    ];
+
+    private static IEnumerable<string> Differs<T>(string name, T mine, T theirs)
+    {
+        if (!EqualityComparer<T>.Default.Equals(mine, theirs))
+            yield return $"{name} {(object?)mine ?? "all"} ({(object?)theirs ?? "all"})";
+    }
 }
 
 /// <summary>
@@ -121,9 +144,13 @@ public sealed record VariantInfo(
 /// </summary>
 public interface IVariantGrain : IGrainWithStringKey
 {
-    /// <summary>Starts the variant for <paramref name="spec"/> if it has not started (or retries it when it failed); returns where it is.</summary>
-    /// <exception cref="ArgumentException">The spec does not match this grain's key, or it is invalid.</exception>
-    Task<VariantInfo> Start(VariantSpec spec, JobSettings settings);
+    /// <summary>
+    /// Starts the variant for <paramref name="spec"/> if it has not started (or retries it when it failed); returns where it is.
+    /// A variant's budgets are fixed by its first request: <paramref name="settings"/> null takes the defaults for a new
+    /// variant and whatever an existing one was made with.
+    /// </summary>
+    /// <exception cref="ArgumentException">The spec does not match this grain's key, or it is invalid, or the variant exists with other budgets.</exception>
+    Task<VariantInfo> Start(VariantSpec spec, JobSettings? settings);
 
     /// <summary>Null when no variant was ever started under this id.</summary>
     Task<VariantInfo?> Get();

@@ -75,7 +75,7 @@ public sealed class FleetRegistryGrain(
             VariantInfo info;
             try
             {
-                info = await variant.Start(spec, settings ?? new JobSettings()); // validates first
+                info = await variant.Start(spec, settings); // validates first
             }
             catch (Exception e) when (e is not ArgumentException)
             {
@@ -92,7 +92,7 @@ public sealed class FleetRegistryGrain(
             await state.WriteStateAsync();
             return info;
         }
-        return await variant.Start(spec, settings ?? new JobSettings()); // idempotent: returns where it is
+        return await variant.Start(spec, settings); // idempotent: returns where it is; refuses other budgets
     }
 
     public Task<VariantInfo?> GetVariant(string id) =>

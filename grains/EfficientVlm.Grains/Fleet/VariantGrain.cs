@@ -45,19 +45,22 @@ public sealed class VariantGrain(
         return state.WriteStateAsync();
     }
 
-    public async Task<VariantInfo> Start(VariantSpec spec, JobSettings settings)
+    public async Task<VariantInfo> Start(VariantSpec spec, JobSettings? settings)
     {
         ArgumentNullException.ThrowIfNull(spec);
-        settings ??= new JobSettings();
         if (spec.VariantId != this.GetPrimaryKeyString())
             throw new ArgumentException($"Variant '{this.GetPrimaryKeyString()}' cannot hold the spec of '{spec.VariantId}'.");
         if (state.State.Spec is { } existing)
         {
             if (existing != spec) throw new ArgumentException($"Variant '{spec.VariantId}' already holds a different spec ({existing}).");
+            if (settings?.Differences(state.State.Settings) is [_, ..] differences)
+                throw new ArgumentException($"Variant '{spec.VariantId}' was made with other budgets; asked (made with): {string.Join(", ", differences)}. " +
+                                            "A variant's budgets are fixed by its first request: ask without budgets to get it, or ask for another variant.");
             // asking again for a failed variant retries it from the failed stage's last checkpoint
             await RetryIfFailedAsync(() => state.State.Stage = Enum.Parse<VariantStage>(state.State.Job!.Stage));
             return Info()!;
         }
+        settings ??= new JobSettings();
         if (spec.TargetSparsity is <= 0 or >= 1) throw new ArgumentException($"Target sparsity {spec.TargetSparsity} must lie strictly between 0 and 1.");
         Identifiers.ValidateHash(spec.Dataset, "dataset hash");
         settings.ToPipeline(); // validates

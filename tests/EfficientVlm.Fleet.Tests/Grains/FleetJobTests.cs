@@ -294,6 +294,11 @@ public sealed class FleetJobTests(AzuriteFixture azurite, TinyDataFixture data, 
         var again = await registry.EnsureVariant(spec, Tiny);
         Assert.Equal(VariantStage.Ready, again.Stage);
         Assert.Equal(ready.History.Count, again.History.Count);
+        // Its budgets were fixed by the first request: other budgets are refused, each difference named; none at all get it as it is.
+        var otherBudgets = await Assert.ThrowsAsync<ArgumentException>(() => registry.EnsureVariant(spec, Tiny with { BatchSize = 16, EvalLimit = null }));
+        Assert.Contains("BatchSize 16 (8), EvalLimit all (8)", otherBudgets.Message);
+        var asIs = await registry.EnsureVariant(spec, null);
+        Assert.Equal((VariantStage.Ready, again.History.Count, Tiny), (asIs.Stage, asIs.History.Count, asIs.Settings));
         await store.Scope($"compactmodel.{broken.Id}").DeleteAllAsync(); // a failed job keeps its scope for a retry
         await AssertNoTemporaryBlobs(store);
     }
