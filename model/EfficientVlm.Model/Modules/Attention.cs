@@ -1,3 +1,4 @@
+using EfficientVlm.Model.Runtime;
 using TorchSharp;
 using TorchSharp.Modules;
 using static TorchSharp.torch;
@@ -68,8 +69,8 @@ public sealed class Attention : Module
         var (kp, vp) = ProjectKeyValue(source);
         var k = kp.view(b, s, Heads, _headSize).transpose(1, 2);                     // (B, nh, S, hs)
         var v = vp.view(b, s, Heads, _headSize).transpose(1, 2);                     // (B, nh, S, hs)
-        var scores = q.matmul(k.transpose(-2, -1)).div(Math.Sqrt(_headSize));        // (B, nh, T, S)
-        if (mask is not null) scores = scores.add(mask);
+        var scores = q.matmul(k.transpose(-2, -1)).div(Scalars.Of(Math.Sqrt(_headSize))); // (B, nh, T, S)
+        if (mask is not null) scores = scores.add(mask, Scalars.One);
         var attention = scores.softmax(-1);
         probs = keepProbs ? attention : null;
         var context = attention.matmul(v);                                            // (B, nh, T, hs)

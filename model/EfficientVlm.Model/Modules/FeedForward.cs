@@ -1,3 +1,4 @@
+using EfficientVlm.Model.Runtime;
 using TorchSharp;
 using TorchSharp.Modules;
 using static TorchSharp.torch;
@@ -38,7 +39,7 @@ public sealed class FeedForward : Module
     {
         if (Width == 0) throw new InvalidOperationException("An FFN with no neurons is an identity; the layer skips it.");
         var h = fc1!.forward(x);                                                       // (B, T, F)
-        h = _activation == Activation.QuickGelu ? h.mul(torch.sigmoid(h.mul(1.702))) : functional.gelu(h);
+        h = _activation == Activation.QuickGelu ? h.mul(torch.sigmoid(h.mul(Scalars.Of(1.702)))) : functional.gelu(h);
         if (neuronGate is not null) h = h.mul(neuronGate);
         return fc2!.forward(h);
     }

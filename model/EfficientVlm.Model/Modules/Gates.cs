@@ -1,3 +1,4 @@
+using EfficientVlm.Model.Runtime;
 using TorchSharp;
 using static TorchSharp.torch;
 
@@ -25,7 +26,7 @@ internal static class GateMath
     /// </summary>
     public static Tensor IdentityWhenClosed(Tensor gate, Tensor output, Tensor input)
     {
-        var open = gate.abs().sum().gt(0);
+        var open = gate.abs().sum().gt(Scalars.Of(0));
         return torch.where(open, output, input);
     }
 }

@@ -1,4 +1,5 @@
 using EfficientVlm.Model.Config;
+using EfficientVlm.Model.Runtime;
 using TorchSharp;
 using TorchSharp.Modules;
 using static TorchSharp.torch;
@@ -37,8 +38,8 @@ public sealed class TextEmbeddings : Module
         if (t > position_embeddings.weight!.shape[0])
             throw new ArgumentException($"Text of {t} tokens is longer than the model's {position_embeddings.weight!.shape[0]} positions.");
         var positions = torch.arange(t, device: ids.device).unsqueeze(0);            // (1, T)
-        var x = word_embeddings.forward(ids).add(position_embeddings.forward(positions))
-            .add(token_type_embeddings.forward(torch.zeros_like(ids)));
+        var x = word_embeddings.forward(ids).add(position_embeddings.forward(positions), Scalars.One)
+            .add(token_type_embeddings.forward(torch.zeros_like(ids)), Scalars.One);
         return functional.dropout(layer_norm.forward(x), _dropout, training);
     }
 }
@@ -89,20 +90,20 @@ public sealed class BertLayer : Module
         if (self_attn.Heads > 0)
         {
             var a = self_attn.Forward(x, x, selfMask, gates?.Heads, keepProbs, out selfProbs);
-            var y = self_ln.forward(x.add(functional.dropout(a, _dropout, training)));
+            var y = self_ln.forward(x.add(functional.dropout(a, _dropout, training), Scalars.One));
             x = gates?.Heads is { } g ? GateMath.IdentityWhenClosed(g, y, x) : y;
         }
         if (cross_attn is not null && cross_attn.Heads > 0)
         {
             if (image is null) throw new ArgumentException("A fusion layer needs image tokens.");
             var a = cross_attn.Forward(x, image, imageMask, gates?.CrossHeads, keepProbs, out crossProbs);
-            var y = cross_ln!.forward(x.add(functional.dropout(a, _dropout, training)));
+            var y = cross_ln!.forward(x.add(functional.dropout(a, _dropout, training), Scalars.One));
             x = gates?.CrossHeads is { } g ? GateMath.IdentityWhenClosed(g, y, x) : y;
         }
         if (ffn.Width > 0)
         {
             var f = ffn.Forward(x, gates?.Ffn);
-            var y = ffn_ln.forward(x.add(functional.dropout(f, _dropout, training)));
+            var y = ffn_ln.forward(x.add(functional.dropout(f, _dropout, training), Scalars.One));
             x = gates?.Ffn is { } g ? GateMath.IdentityWhenClosed(g, y, x) : y;
         }
         return x;
@@ -169,13 +170,13 @@ public static class Masks
 
     /// <summary>padding [B, T] of 1 (token) / 0 (pad) -> [B, 1, 1, T]</summary>
     public static Tensor FromPadding(Tensor padding) =>
-        padding.to(ScalarType.Float32).neg().add(1).mul(Drop).view(padding.shape[0], 1, 1, padding.shape[1]);
+        padding.to(ScalarType.Float32).neg().add(Scalars.One, Scalars.One).mul(Scalars.Of(Drop)).view(padding.shape[0], 1, 1, padding.shape[1]);
 
     /// <summary>padding [B, T] -> causal + padding [B, 1, T, T]</summary>
     public static Tensor Causal(Tensor padding)
     {
         long t = padding.shape[1];
-        var causal = torch.ones(t, t, device: padding.device).tril().neg().add(1).mul(Drop);   // (T, T)
-        return FromPadding(padding).add(causal.view(1, 1, t, t));
+        var causal = torch.ones(t, t, device: padding.device).tril().neg().add(Scalars.One, Scalars.One).mul(Scalars.Of(Drop));   // (T, T)
+        return FromPadding(padding).add(causal.view(1, 1, t, t), Scalars.One);
     }
 }

@@ -1,4 +1,5 @@
 using EfficientVlm.Model.Config;
+using EfficientVlm.Model.Runtime;
 using TorchSharp;
 using TorchSharp.Modules;
 using static TorchSharp.torch;
@@ -30,12 +31,12 @@ public sealed class VisionLayer : Module
         if (attn.Heads > 0)
         {
             var h = ln_1.forward(x);
-            var y = x.add(attn.Forward(h, h, null, gates?.Heads, keepProbs, out probs));
+            var y = x.add(attn.Forward(h, h, null, gates?.Heads, keepProbs, out probs), Scalars.One);
             x = gates?.Heads is { } g ? GateMath.IdentityWhenClosed(g, y, x) : y;
         }
         if (mlp.Width > 0)
         {
-            var y = x.add(mlp.Forward(ln_2.forward(x), gates?.Ffn));
+            var y = x.add(mlp.Forward(ln_2.forward(x), gates?.Ffn), Scalars.One);
             x = gates?.Ffn is { } g ? GateMath.IdentityWhenClosed(g, y, x) : y;
         }
         return x;
@@ -86,7 +87,7 @@ public sealed class VisionEncoder : Module
         x = torch.cat([cls, x], 1);                                                     // (B, N, D)
         if (x.shape[1] != positional_embedding.shape[0])
             throw new ArgumentException($"Images give {x.shape[1]} tokens but the model has {positional_embedding.shape[0]} positions (image size mismatch).");
-        x = ln_pre.forward(x.add(positional_embedding));
+        x = ln_pre.forward(x.add(positional_embedding, Scalars.One));
         var output = new EncoderOutput { Last = x };
         var result = Run(x, gates, collect, output);
         return new EncoderOutput { Last = ln_post.forward(result) }.CopyCollected(output);

@@ -27,4 +27,21 @@ public sealed class TorchLoadTests
         x.pow(3).sum().backward();
         Assert.Equal(new float[] { 3, 12, 27 }, x.grad!.data<float>().ToArray());
     }
+
+    [Fact]
+    public void Held_scalars_are_one_per_value_and_still_valid_after_collections()
+    {
+        TorchRuntime.EnsureLoaded();
+        using var scope = torch.NewDisposeScope();
+        var scale = Scalars.Of(0.125);
+        Assert.Same(scale, Scalars.Of(0.125));
+        Assert.Same(Scalars.One, Scalars.Of(1.0));
+        scale = null!;
+        GC.Collect();
+        GC.WaitForPendingFinalizers();
+        GC.Collect();
+        // a finalised Scalar would free its native value; the held one still works
+        var x = torch.tensor(new float[] { 8, 16 });
+        Assert.Equal(new float[] { 2, 3 }, x.mul(Scalars.Of(0.125)).add(Scalars.One, Scalars.One).data<float>().ToArray());
+    }
 }
