@@ -23,8 +23,8 @@ internal static class VariantsCommand
         jobs.AddTo(create);
         create.SetAction((parse, ct) => CliConnection.RunAsync(parse, ct, async client =>
         {
-            var which = ParseTask(parse.GetValue(task)!);
-            var spec = new VariantSpec(which, parse.GetValue(model)!, parse.GetValue(target) ?? (which == FleetTask.Vqa ? 0.35 : 0.25),
+            var which = VariantSpec.ParseTask(parse.GetValue(task));
+            var spec = new VariantSpec(which, parse.GetValue(model)!, parse.GetValue(target) ?? VariantSpec.DefaultTargetSparsity(which),
                 parse.GetValue(dataset)!);
             VariantInfo info;
             try
@@ -80,12 +80,4 @@ internal static class VariantsCommand
         if (info.Stage == VariantStage.Failed) throw new ArgumentException($"variant {id} failed: {info.Error}");
     }
 
-    internal static FleetTask ParseTask(string name) => name.ToLowerInvariant() switch
-    {
-        "vqa" => FleetTask.Vqa,
-        "nlvr2" or "nlvr" => FleetTask.Nlvr2,
-        "retrieval" => FleetTask.Retrieval,
-        "captioning" or "caption" => FleetTask.Captioning,
-        _ => throw new ArgumentException($"Unknown task '{name}': vqa, nlvr2, retrieval or captioning."),
-    };
 }

@@ -82,6 +82,20 @@ public sealed record VariantSpec(
     /// </summary>
     public string VariantId =>
         $"{Task.ToString().ToLowerInvariant()}-{CompactModel}-s{Math.Round(TargetSparsity * 100):0}-{Dataset[..Math.Min(8, Dataset.Length)]}";
+
+    /// <summary>The paper's global target sparsity for <paramref name="task"/>: 0.35 for VQA, 0.25 for the others.</summary>
+    public static double DefaultTargetSparsity(FleetTask task) => task == FleetTask.Vqa ? 0.35 : 0.25;
+
+    /// <summary>A task by the name users type (vqa, nlvr2 or nlvr, retrieval, captioning or caption; any case).</summary>
+    /// <exception cref="ArgumentException">Not one of them.</exception>
+    public static FleetTask ParseTask(string? name) => name?.ToLowerInvariant() switch
+    {
+        "vqa" => FleetTask.Vqa,
+        "nlvr2" or "nlvr" => FleetTask.Nlvr2,
+        "retrieval" => FleetTask.Retrieval,
+        "captioning" or "caption" => FleetTask.Captioning,
+        _ => throw new ArgumentException($"Unknown task '{name}': vqa, nlvr2, retrieval or captioning."),
+    };
 }
 
 /// <summary>What a training stage is doing now.</summary>

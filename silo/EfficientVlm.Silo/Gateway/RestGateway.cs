@@ -24,6 +24,12 @@ public sealed record GatewayOptions
 }
 
 /// <summary>
+/// Body of <c>POST /v1/variants</c>: task (vqa, nlvr2, retrieval, captioning), compact model id, target sparsity
+/// (default: the paper's for the task), dataset hash, and the training budgets (default: those of <see cref="JobSettings"/>).
+/// </summary>
+public sealed record CreateVariantRequest(string? Task, string? Model, double? Target, string? Dataset, JobSettings? Budgets);
+
+/// <summary>
 /// The REST gateway hosted with the silo: the SDK's calls over HTTP (JSON, multipart image upload),
 /// API-key authentication, problem-details errors, request size limits, an OpenAPI document
 /// (/openapi/v1.json), Prometheus metrics (/metrics) and the Orleans dashboard (/dashboard).
@@ -79,6 +85,27 @@ public static class RestGateway
                 await Guard(async () => await grains.GetGrain<IFleetRegistryGrain>(IFleetRegistryGrain.DefaultKey).GetVariant(id) is { } v
                     ? Results.Ok(v) : NotFound($"No variant '{id}'.")))
             .WithSummary("One variant: stage, progress, history, metrics.");
+        v1.MapPost("/variants", async (CreateVariantRequest request, IGrainFactory grains) =>
+                await Guard(async () =>
+                {
+                    var task = VariantSpec.ParseTask(request.Task);
+                    if (request.Dataset is null) throw new ArgumentException("The request names no dataset (its hash, from `fleet data list`).");
+                    var spec = new VariantSpec(task, request.Model ?? throw new ArgumentException("The request names no compact model."),
+                        request.Target ?? VariantSpec.DefaultTargetSparsity(task), request.Dataset);
+                    VariantInfo info;
+                    try
+                    {
+                        info = await grains.GetGrain<IFleetRegistryGrain>(IFleetRegistryGrain.DefaultKey).EnsureVariant(spec, request.Budgets);
+                    }
+                    catch (NoGpuSiloException e)
+                    {
+                        return Results.Problem(title: "no GPU silo", statusCode: 503, detail:
+                            $"{e.Message} Variant '{spec.VariantId}' is saved and starts when a GPU silo joins; follow it at /v1/variants/{spec.VariantId}.");
+                    }
+                    return info.Stage == VariantStage.Ready ? Results.Ok(info) : Results.Accepted($"/v1/variants/{info.Id}", info);
+                }))
+            .WithSummary("Get the variant for (task, model, target, dataset): the existing one (200 when ready), or one started on a GPU silo " +
+                         "(202; follow it at the Location). Budgets, when given, must match an existing variant's.");
         v1.MapGet("/aliases", async (IGrainFactory grains) =>
                 Results.Ok(await grains.GetGrain<IFleetRegistryGrain>(IFleetRegistryGrain.DefaultKey).ListAliases()))
             .WithSummary("List the aliases (the {id} of the calls below may be an alias).");

@@ -433,6 +433,18 @@ public sealed class FleetJobTests(AzuriteFixture azurite, TinyDataFixture data, 
         var waiting = await client.GetVariantAsync(spec.VariantId);
         Assert.Equal(VariantStage.Pending, waiting!.Stage);
         Assert.Contains("No GPU silo", waiting.Error);
+        // Asked for over REST while it waits: 202, and where to follow it.
+        using (var rest = new HttpClient { BaseAddress = new Uri($"http://127.0.0.1:{cpu.HttpPort}") })
+        using (var ask = new HttpRequestMessage(HttpMethod.Post, "/v1/variants")
+               {
+                   Content = System.Net.Http.Json.JsonContent.Create(new { task = "vqa", model, target = 0.35, dataset = dataset.Hash }),
+                   Headers = { { "X-Api-Key", ApiKey } },
+               })
+        using (var accepted = await rest.SendAsync(ask))
+        {
+            Assert.Equal(202, (int)accepted.StatusCode);
+            Assert.Equal($"/v1/variants/{spec.VariantId}", accepted.Headers.Location?.ToString());
+        }
 
         // A GPU silo joins: the waiting variant starts by itself (its watchdog), on that silo.
         var gpu = await SiloProcess.StartAsync(TestPaths.SiloAssembly, clusterId, azurite.ConnectionString, SiloSettings("gpu", "cuda", container));
@@ -526,6 +538,22 @@ public sealed class FleetJobTests(AzuriteFixture azurite, TinyDataFixture data, 
         var wrongTask = await Post($"/v1/variants/{ready.Id}/caption", new MultipartFormDataContent { { new ByteArrayContent(image), "image", "i.png" } });
         Assert.Equal(400, wrongTask.Status);
         Assert.Contains("serves Vqa, not Captioning", wrongTask.Body);
+        // Variants on demand over REST: the same spec gets the ready variant (200); other budgets, an unknown task or an
+        // unknown compact model are refused (400) with the reason.
+        HttpContent Spec(string task, string model, object? budgets = null) => System.Net.Http.Json.JsonContent.Create(
+            new { task, model, target = spec.TargetSparsity, dataset = spec.Dataset, budgets });
+        var existing = await Post("/v1/variants", Spec("vqa", spec.CompactModel));
+        Assert.Equal(200, existing.Status);
+        Assert.Equal(ready.Id, System.Text.Json.JsonDocument.Parse(existing.Body).RootElement.GetProperty("id").GetString());
+        var otherBudgets = await Post("/v1/variants", Spec("vqa", spec.CompactModel, new { batchSize = 3 }));
+        Assert.Equal(400, otherBudgets.Status);
+        Assert.Contains("BatchSize 3 (", otherBudgets.Body);
+        var unknownTask = await Post("/v1/variants", Spec("ocr", spec.CompactModel));
+        Assert.Equal(400, unknownTask.Status);
+        Assert.Contains("Unknown task 'ocr'", unknownTask.Body);
+        var unknownModel = await Post("/v1/variants", Spec("vqa", "no-such-model"));
+        Assert.Equal(400, unknownModel.Status);
+        Assert.Contains("No compact model 'no-such-model'", unknownModel.Body);
         var hugeImage = new WatchedContent(new byte[2 * 1024 * 1024]);
         var huge = await Post($"/v1/variants/{ready.Id}/vqa", Form([], "what color?", hugeImage), expectContinue: true);
         Assert.Equal(413, huge.Status);
