@@ -132,6 +132,11 @@ public sealed class FleetClient : IAsyncDisposable
     public Task<VariantInfo?> GetVariantAsync(string id, CancellationToken cancellationToken = default) =>
         CallAsync(() => Registry.GetVariant(id), cancellationToken);
 
+    /// <summary>Removes a variant, running or not (its job stops, its replicas retire, its state goes; stored models stay).</summary>
+    /// <exception cref="ArgumentException">No such variant, or an alias points at it.</exception>
+    public Task RemoveVariantAsync(string id, CancellationToken cancellationToken = default) =>
+        CallAsync(async () => { await Registry.RemoveVariant(id); return true; }, cancellationToken);
+
     public Task<IReadOnlyList<VariantInfo>> ListVariantsAsync(CancellationToken cancellationToken = default) =>
         CallAsync(() => Registry.ListVariants(), cancellationToken);
 

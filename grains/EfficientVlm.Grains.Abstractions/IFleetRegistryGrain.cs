@@ -45,6 +45,10 @@ public interface IFleetRegistryGrain : IGrainWithStringKey
     /// <exception cref="ArgumentException">Malformed alias, an alias that is a variant id, or a variant that is not ready.</exception>
     Task<AliasInfo> SetAlias(string alias, string variant);
 
+    /// <summary>Removes a variant, running or not (see <see cref="IVariantGrain.Remove"/>); asking for its spec again makes it anew.</summary>
+    /// <exception cref="ArgumentException">No such variant, or an alias points at it (move the alias first).</exception>
+    Task RemoveVariant(string id);
+
     Task<IReadOnlyList<AliasInfo>> ListAliases();
 
     /// <summary>Registers an uploaded retrieval gallery under a name (a new upload under the same name replaces it).</summary>

@@ -169,6 +169,13 @@ public interface IVariantGrain : IGrainWithStringKey
     /// <summary>Null when no variant was ever started under this id.</summary>
     Task<VariantInfo?> Get();
 
+    /// <summary>
+    /// Forgets the variant: its job stops (the runner is refused at its next report), its intermediate artefacts are
+    /// deleted, its replicas retire and its state is cleared. The models it stored stay (content-addressed, maybe shared).
+    /// </summary>
+    /// <exception cref="ArgumentException">No variant under this id.</exception>
+    Task Remove();
+
     /// <summary>How to call the variant.</summary>
     /// <exception cref="ArgumentException">No such variant, or it is not ready.</exception>
     [Orleans.Concurrency.AlwaysInterleave] // read-only; a replica activated by the variant's own scaler calls it back

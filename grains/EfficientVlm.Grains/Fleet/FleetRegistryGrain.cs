@@ -101,6 +101,18 @@ public sealed class FleetRegistryGrain(
     public async Task<IReadOnlyList<VariantInfo>> ListVariants() =>
         (await Task.WhenAll(state.State.Variants.Select(id => GrainFactory.GetGrain<IVariantGrain>(id).Get()))).OfType<VariantInfo>().ToList();
 
+    public async Task RemoveVariant(string id)
+    {
+        Identifiers.Validate(id, "variant id");
+        if (!state.State.Variants.Contains(id)) throw new ArgumentException($"No variant '{id}'.");
+        var aliases = state.State.Aliases.Values.Where(a => a.Variant == id).Select(a => $"'{a.Alias}'").ToList();
+        if (aliases.Count > 0)
+            throw new ArgumentException($"Variant '{id}' is behind alias {string.Join(", ", aliases)}: move the alias to another variant first.");
+        await GrainFactory.GetGrain<IVariantGrain>(id).Remove();
+        state.State.Variants.Remove(id);
+        await state.WriteStateAsync();
+    }
+
     public async Task<AliasInfo> SetAlias(string alias, string variant)
     {
         Identifiers.Validate(alias, "alias");

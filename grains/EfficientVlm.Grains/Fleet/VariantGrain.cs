@@ -85,6 +85,32 @@ public sealed class VariantGrain(
 
     public Task<VariantInfo?> Get() => Task.FromResult(Info());
 
+    public async Task Remove()
+    {
+        var s = state.State;
+        if (s.Spec is null) throw new ArgumentException($"No variant '{this.GetPrimaryKeyString()}'.");
+        await DiscardJobAsync("removed");
+        _scaler?.Dispose();
+        _scaler = null;
+        if (s.Stage == VariantStage.Ready)
+        {
+            for (int i = 0; i < ReplicaCount; i++)
+            {
+                try
+                {
+                    await Replica(i).Retire(); // unloads when idle; a call that still reaches it learns the variant is gone
+                }
+                catch (Exception e)
+                {
+                    logger.LogWarning(e, "Variant {Variant}: replica {Index} could not be retired; it deactivates when idle", this.GetPrimaryKeyString(), i);
+                }
+            }
+        }
+        logger.LogInformation("Variant {Variant} removed (was {Stage})", this.GetPrimaryKeyString(), s.Stage);
+        await state.ClearStateAsync();
+        DeactivateOnIdle();
+    }
+
     public Task<ServingInfo> Serving()
     {
         var s = state.State;

@@ -131,10 +131,11 @@ public sealed class FleetJobGrain(DeviceExecutor executor, BlobArtifactStore sto
         if (work.ResumeCheckpoint is { } checkpoint)
             await scope.DownloadFolderAsync(new ArtifactRef(JobArtifacts.Checkpoint, checkpoint), run, ct);
         Directory.CreateDirectory(run);
-        var hooks = new StageHooks(Progress(owner, runner, work.Stage, superseded), async (step, token) =>
+        var hooks = new StageHooks(Progress(owner, runner, work.Stage, superseded), async (step, _) =>
         {
-            // everything but the half-written folder the trainer renames into place (it is gone by now)
-            var saved = await scope.PutFolderAsync(JobArtifacts.Checkpoint, run, token, include: n => !n.StartsWith("last.saving/", StringComparison.Ordinal));
+            // everything but the half-written folder the trainer renames into place (it is gone by now); not cancelled
+            // half way (see Uploads), and a refused one is deleted by the owner when its job is gone
+            var saved = await scope.PutFolderAsync(JobArtifacts.Checkpoint, run, Uploads, include: n => !n.StartsWith("last.saving/", StringComparison.Ordinal));
             if (!await owner.ReportCheckpoint(runner, work.Stage, step, saved.Hash)) await superseded.CancelAsync();
         });
         var inputs = new List<DiskArtifactCache.Lease>(); // held until the stage is over, so the disk cache keeps them
@@ -158,6 +159,12 @@ public sealed class FleetJobGrain(DeviceExecutor executor, BlobArtifactStore sto
             return lease.Path;
         }
     }
+
+    /// <summary>
+    /// Uploads are never cancelled half way: a stop (silo shutdown, superseded or discarded job) that cut one would leave
+    /// content blobs that no manifest names. A finished upload is either taken by the owner or deleted by it when its job is gone.
+    /// </summary>
+    private static CancellationToken Uploads => CancellationToken.None;
 
     /// <summary>Deletes a finished stage's run folder, and the job's folder once no stage folder is left in it.</summary>
     private void Discard(string run, string root)
@@ -184,25 +191,25 @@ public sealed class FleetJobGrain(DeviceExecutor executor, BlobArtifactStore sto
             {
                 await Pipeline.DistillAsync(executor, await input("teacher"), work.StudentPreset ?? "demo", await input(JobArtifacts.Dataset),
                     settings, run, hooks, ct);
-                return new JobOutput((await store.PutFolderAsync(JobArtifacts.Model, Path.Combine(run, "best"), ct)).Hash, null, null, null, null);
+                return new JobOutput((await store.PutFolderAsync(JobArtifacts.Model, Path.Combine(run, "best"), Uploads)).Hash, null, null, null, null);
             }
             case JobKind.FineTune:
             {
                 await Pipeline.FineTuneAsync(executor, await input("init"), task, await input(JobArtifacts.Dataset), settings, run, hooks, ct);
-                return new JobOutput((await store.PutFolderAsync(JobArtifacts.Model, Path.Combine(run, "best"), ct)).Hash, null, null, null, null);
+                return new JobOutput((await store.PutFolderAsync(JobArtifacts.Model, Path.Combine(run, "best"), Uploads)).Hash, null, null, null, null);
             }
             case JobKind.Prune:
             {
                 await Pipeline.PruneAsync(executor, await input("student"), await input("teacher"), task, work.TargetSparsity,
                     await input(JobArtifacts.Dataset), settings, run, hooks, ct);
-                var pruned = await scope.PutFolderAsync(JobArtifacts.Pruned, run, ct,
+                var pruned = await scope.PutFolderAsync(JobArtifacts.Pruned, run, Uploads,
                     include: n => n == "best-masks.json" || n.StartsWith("best/", StringComparison.Ordinal));
                 return new JobOutput(pruned.Hash, null, null, null, null);
             }
             case JobKind.Shrink:
             {
                 var report = await Pipeline.ShrinkAsync(executor, await input(JobArtifacts.Pruned), Path.Combine(run, "shrunk"), await input(JobArtifacts.Dataset));
-                var shrunk = await store.PutFolderAsync(JobArtifacts.Model, Path.Combine(run, "shrunk"), ct);
+                var shrunk = await store.PutFolderAsync(JobArtifacts.Model, Path.Combine(run, "shrunk"), Uploads);
                 return new JobOutput(shrunk.Hash, null, report.KeptHeads, report.KeptNeurons, report.ParametersAfter);
             }
             case JobKind.Evaluate:

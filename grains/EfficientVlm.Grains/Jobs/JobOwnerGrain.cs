@@ -214,16 +214,41 @@ public abstract class JobOwnerGrain(BlobArtifactStore store, FleetJobOptions opt
     private bool IsCurrent(Guid runner, string? stage = null) =>
         Job is { Finished: false } job && job.Runner == runner && (stage is null || stage == job.Stage);
 
-    public Task<bool> ReportProgress(Guid runner, JobProgress progress)
+    public async Task<bool> ReportProgress(Guid runner, JobProgress progress)
     {
-        if (!IsCurrent(runner, progress.Stage)) return Task.FromResult(false);
+        if (!IsCurrent(runner, progress.Stage))
+        {
+            await SweepIfDiscardedAsync();
+            return false;
+        }
         Job!.Progress = progress;
-        return Task.FromResult(true);
+        return true;
+    }
+
+    /// <summary>
+    /// A runner that had not heard yet that its job was discarded (no job state left) may have stored artefacts in the
+    /// job's scope after it was swept; nothing else writes there now, so each of its refused calls sweeps it again.
+    /// </summary>
+    private async Task SweepIfDiscardedAsync()
+    {
+        if (Job is not null) return;
+        try
+        {
+            await Scope.DeleteAllAsync();
+        }
+        catch (Exception e)
+        {
+            logger.LogWarning(e, "{Owner}: could not sweep the discarded job's artefacts", this.GetGrainId());
+        }
     }
 
     public async Task<bool> ReportCheckpoint(Guid runner, string stage, int step, string checkpoint)
     {
-        if (!IsCurrent(runner, stage)) return false;
+        if (!IsCurrent(runner, stage))
+        {
+            await SweepIfDiscardedAsync(); // while the job runs, a superseded runner's checkpoint stays until the job's end sweeps it
+            return false;
+        }
         var job = Job!;
         var previous = job.CheckpointStage == stage ? job.Checkpoint : null;
         (job.Checkpoint, job.CheckpointStage, job.CheckpointStep) = (checkpoint, stage, step);
@@ -235,7 +260,11 @@ public abstract class JobOwnerGrain(BlobArtifactStore store, FleetJobOptions opt
 
     public async Task<bool> CompleteStage(Guid runner, string stage, JobOutput output)
     {
-        if (!IsCurrent(runner, stage)) return false;
+        if (!IsCurrent(runner, stage))
+        {
+            await SweepIfDiscardedAsync();
+            return false;
+        }
         var job = Job!;
         string? next;
         try
@@ -268,7 +297,11 @@ public abstract class JobOwnerGrain(BlobArtifactStore store, FleetJobOptions opt
 
     public async Task Fail(Guid runner, string stage, string reason, bool transient)
     {
-        if (!IsCurrent(runner, stage)) return;
+        if (!IsCurrent(runner, stage))
+        {
+            await SweepIfDiscardedAsync();
+            return;
+        }
         var job = Job!;
         job.Runner = null;
         if (transient && ++job.TransientFailures <= options.MaxTransientFailures)
@@ -289,6 +322,21 @@ public abstract class JobOwnerGrain(BlobArtifactStore store, FleetJobOptions opt
         OnFailed(job.Error);
         await SaveAsync();
         await FinishAsync(deleteScope: false); // a retry resumes from the checkpoint and intermediates kept here
+    }
+
+    /// <summary>
+    /// Ends the job for good, running or not: the runner is refused at its next report and stops, and the job's
+    /// intermediate artefacts (checkpoints, pruned masks) are deleted. The owner then clears its own state.
+    /// </summary>
+    protected async Task DiscardJobAsync(string reason)
+    {
+        if (Job is { Finished: false } job)
+        {
+            (job.Runner, job.Finished, job.Error) = (null, true, $"{job.Stage}: {reason}");
+            job.History.Add(new JobEvent(Now, job.Stage, reason, null, job.Progress?.Step));
+            await SaveAsync();
+        }
+        await FinishAsync(deleteScope: true);
     }
 
     /// <summary>

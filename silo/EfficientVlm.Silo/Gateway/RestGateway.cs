@@ -106,6 +106,13 @@ public static class RestGateway
                 }))
             .WithSummary("Get the variant for (task, model, target, dataset): the existing one (200 when ready), or one started on a GPU silo " +
                          "(202; follow it at the Location). Budgets, when given, must match an existing variant's.");
+        v1.MapDelete("/variants/{id}", async (string id, IGrainFactory grains) =>
+                await Guard(async () =>
+                {
+                    await grains.GetGrain<IFleetRegistryGrain>(IFleetRegistryGrain.DefaultKey).RemoveVariant(id);
+                    return Results.NoContent();
+                }))
+            .WithSummary("Remove a variant, running or not (204): its job stops, its replicas retire, its state goes; stored models stay.");
         v1.MapGet("/aliases", async (IGrainFactory grains) =>
                 Results.Ok(await grains.GetGrain<IFleetRegistryGrain>(IFleetRegistryGrain.DefaultKey).ListAliases()))
             .WithSummary("List the aliases (the {id} of the calls below may be an alias).");

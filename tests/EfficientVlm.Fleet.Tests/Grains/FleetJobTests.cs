@@ -299,6 +299,29 @@ public sealed class FleetJobTests(AzuriteFixture azurite, TinyDataFixture data, 
         Assert.Contains("BatchSize 16 (8), EvalLimit all (8)", otherBudgets.Message);
         var asIs = await registry.EnsureVariant(spec, null);
         Assert.Equal((VariantStage.Ready, again.History.Count, Tiny), (asIs.Stage, asIs.History.Count, asIs.Settings));
+
+        // Removing variants: refused while an alias points at one; a ready one goes with its replicas; a running one's job
+        // stops; neither leaves job artefacts behind.
+        Assert.Contains("behind alias 'vqa-default'", (await Assert.ThrowsAsync<ArgumentException>(() => registry.RemoveVariant(ready2.Id))).Message);
+        await registry.RemoveVariant(ready.Id);
+        Assert.Null(await registry.GetVariant(ready.Id));
+        Assert.DoesNotContain(await registry.ListVariants(), v => v.Id == ready.Id);
+        Assert.Contains($"No variant '{ready.Id}'", (await Assert.ThrowsAsync<ArgumentException>(() => registry.RemoveVariant(ready.Id))).Message);
+        var running = spec with { TargetSparsity = 0.5 };
+        await registry.EnsureVariant(running, Tiny);
+        var underWay = await Until(() => registry.GetVariant(running.VariantId), v => v.Progress is not null || v.IsTerminal, TimeSpan.FromMinutes(1), "a job under way");
+        Assert.False(underWay.IsTerminal, $"removed while its job runs ({underWay.Stage} at step {underWay.Progress?.Step})");
+        await registry.RemoveVariant(running.VariantId);
+        Assert.Null(await registry.GetVariant(running.VariantId));
+        // its runner hears at its next report (every 100 ms here) and stops; what it stored meanwhile is swept
+        var scopePrefix = $"jobs/variant.{running.VariantId}/";
+        for (int quiet = 0, waited = 0; quiet < 3; waited++)
+        {
+            Assert.True(waited < 60, "the removed variant's job stopped writing");
+            await Task.Delay(1000);
+            quiet = (await store.ListAsync()).Any(n => n.StartsWith(scopePrefix, StringComparison.Ordinal)) ? 0 : quiet + 1;
+        }
+
         await store.Scope($"compactmodel.{broken.Id}").DeleteAllAsync(); // a failed job keeps its scope for a retry
         await AssertNoTemporaryBlobs(store);
     }
@@ -551,6 +574,8 @@ public sealed class FleetJobTests(AzuriteFixture azurite, TinyDataFixture data, 
         var unknownTask = await Post("/v1/variants", Spec("ocr", spec.CompactModel));
         Assert.Equal(400, unknownTask.Status);
         Assert.Contains("Unknown task 'ocr'", unknownTask.Body);
+        using (var removeUnknown = new HttpRequestMessage(HttpMethod.Delete, "/v1/variants/no-such-variant") { Headers = { { "X-Api-Key", ApiKey } } })
+            Assert.Equal(404, (int)(await http.SendAsync(removeUnknown)).StatusCode);
         var unknownModel = await Post("/v1/variants", Spec("vqa", "no-such-model"));
         Assert.Equal(400, unknownModel.Status);
         Assert.Contains("No compact model 'no-such-model'", unknownModel.Body);
