@@ -33,6 +33,19 @@ internal static class CliConnection
     }
 
     /// <summary>Connects, runs <paramref name="action"/>, and turns SDK errors into one red line and exit code 1.</summary>
+    /// <summary>A <c>remove &lt;id&gt;</c> subcommand that calls <paramref name="remove"/> and says what went.</summary>
+    public static Command RemoveCommand(string what, string description, Func<FleetClient, string, CancellationToken, Task> remove)
+    {
+        var id = new Argument<string>("id");
+        var command = new Command("remove", description) { id };
+        command.SetAction((parse, ct) => RunAsync(parse, ct, async client =>
+        {
+            await remove(client, parse.GetValue(id)!, ct);
+            AnsiConsole.MarkupLineInterpolated($"{what} [green]{parse.GetValue(id)}[/] removed");
+        }));
+        return command;
+    }
+
     public static async Task<int> RunAsync(ParseResult parse, CancellationToken ct, Func<FleetClient, Task> action)
     {
         try

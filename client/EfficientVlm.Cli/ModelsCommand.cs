@@ -58,9 +58,13 @@ internal static class ModelsCommand
             }
         }));
 
+        var remove = CliConnection.RemoveCommand("compact model", "Remove a compact model that no variant is made from, distilling or not " +
+            "(its job stops, its state goes; the models it stored stay).", (client, id, ct) => client.RemoveCompactModelAsync(id, ct));
+
         models.Subcommands.Add(list);
         models.Subcommands.Add(show);
         models.Subcommands.Add(create);
+        models.Subcommands.Add(remove);
         return models;
     }
 

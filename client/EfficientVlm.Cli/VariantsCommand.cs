@@ -65,14 +65,8 @@ internal static class VariantsCommand
         var watchCommand = new Command("watch", "Follow a variant until it is ready or failed (progress bar), then show it.") { watchId };
         watchCommand.SetAction((parse, ct) => CliConnection.RunAsync(parse, ct, client => WatchAsync(client, parse.GetValue(watchId)!, ct)));
 
-        var removeId = new Argument<string>("id");
-        var remove = new Command("remove", "Remove a variant, running or not: its job stops, its replicas retire, its state goes " +
-                                           "(the models it stored stay). Asking for its spec again makes it anew.") { removeId };
-        remove.SetAction((parse, ct) => CliConnection.RunAsync(parse, ct, async client =>
-        {
-            await client.RemoveVariantAsync(parse.GetValue(removeId)!, ct);
-            AnsiConsole.MarkupLineInterpolated($"variant [green]{parse.GetValue(removeId)}[/] removed");
-        }));
+        var remove = CliConnection.RemoveCommand("variant", "Remove a variant, running or not: its job stops, its replicas retire, its state " +
+            "goes (the models it stored stay). Asking for its spec again makes it anew.", (client, id, ct) => client.RemoveVariantAsync(id, ct));
 
         variants.Subcommands.Add(create);
         variants.Subcommands.Add(list);

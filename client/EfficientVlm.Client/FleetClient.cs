@@ -120,6 +120,11 @@ public sealed class FleetClient : IAsyncDisposable
     public Task<IReadOnlyList<CompactModelInfo>> ListCompactModelsAsync(CancellationToken cancellationToken = default) =>
         CallAsync(() => Registry.ListCompactModels(), cancellationToken);
 
+    /// <summary>Removes a compact model that no variant is made from (its distillation job stops; stored models stay).</summary>
+    /// <exception cref="ArgumentException">No such model, or variants are made from it.</exception>
+    public Task RemoveCompactModelAsync(string id, CancellationToken cancellationToken = default) =>
+        CallAsync(async () => { await Registry.RemoveCompactModel(id); return true; }, cancellationToken);
+
     public Task<CompactModelInfo?> GetCompactModelAsync(string id, CancellationToken cancellationToken = default) =>
         CallAsync(() => Registry.GetCompactModel(id), cancellationToken);
 

@@ -27,6 +27,10 @@ public interface IFleetRegistryGrain : IGrainWithStringKey
 
     Task<IReadOnlyList<CompactModelInfo>> ListCompactModels();
 
+    /// <summary>Removes a compact model, distilling or not (see <see cref="ICompactModelGrain.Remove"/>).</summary>
+    /// <exception cref="ArgumentException">No such model, or variants are made from it (remove them first).</exception>
+    Task RemoveCompactModel(string id);
+
     /// <summary>
     /// Returns the variant for <paramref name="spec"/>, ready or in progress, or starts it. Concurrent
     /// identical requests meet at one variant (its id is derived from the spec).
@@ -131,4 +135,8 @@ public interface ICompactModelGrain : IGrainWithStringKey
 
     /// <summary>Null when nothing was registered under this id.</summary>
     Task<CompactModelInfo?> Get();
+
+    /// <summary>Forgets the model: its distillation job is discarded (if any) and its state cleared; stored models stay.</summary>
+    /// <exception cref="ArgumentException">Nothing registered under this id.</exception>
+    Task Remove();
 }

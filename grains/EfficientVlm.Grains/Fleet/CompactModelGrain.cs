@@ -33,6 +33,15 @@ public sealed class CompactModelGrain(
 
     protected override Task SaveAsync() => state.WriteStateAsync();
 
+    public async Task Remove()
+    {
+        if (state.State.Registration is null) throw new ArgumentException($"No compact model '{this.GetPrimaryKeyString()}'.");
+        await DiscardJobAsync("removed");
+        logger.LogInformation("Compact model {Model} removed (was {Status})", this.GetPrimaryKeyString(), state.State.Status);
+        await state.ClearStateAsync();
+        DeactivateOnIdle();
+    }
+
     public async Task<CompactModelInfo> Create(CompactModelRegistration registration)
     {
         ArgumentNullException.ThrowIfNull(registration);

@@ -101,6 +101,18 @@ public sealed class FleetRegistryGrain(
     public async Task<IReadOnlyList<VariantInfo>> ListVariants() =>
         (await Task.WhenAll(state.State.Variants.Select(id => GrainFactory.GetGrain<IVariantGrain>(id).Get()))).OfType<VariantInfo>().ToList();
 
+    public async Task RemoveCompactModel(string id)
+    {
+        Identifiers.Validate(id, "compact model id");
+        if (!state.State.CompactModels.Contains(id)) throw new ArgumentException($"No compact model '{id}'.");
+        var variants = (await ListVariants()).Where(v => v.Spec.CompactModel == id).Select(v => $"'{v.Id}'").ToList();
+        if (variants.Count > 0)
+            throw new ArgumentException($"Compact model '{id}' has variants {string.Join(", ", variants)}: remove them first.");
+        await GrainFactory.GetGrain<ICompactModelGrain>(id).Remove();
+        state.State.CompactModels.Remove(id);
+        await state.WriteStateAsync();
+    }
+
     public async Task RemoveVariant(string id)
     {
         Identifiers.Validate(id, "variant id");

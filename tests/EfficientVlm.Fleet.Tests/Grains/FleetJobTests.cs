@@ -322,7 +322,13 @@ public sealed class FleetJobTests(AzuriteFixture azurite, TinyDataFixture data, 
             quiet = (await store.ListAsync()).Any(n => n.StartsWith(scopePrefix, StringComparison.Ordinal)) ? 0 : quiet + 1;
         }
 
-        await store.Scope($"compactmodel.{broken.Id}").DeleteAllAsync(); // a failed job keeps its scope for a retry
+        // Compact models: one that variants are made from is refused; the failed one goes (with the scope its job kept for a retry).
+        var inUse = await Assert.ThrowsAsync<ArgumentException>(() => registry.RemoveCompactModel(model));
+        Assert.Contains("has variants", inUse.Message);
+        Assert.Contains($"'{ready2.Id}'", inUse.Message);
+        await registry.RemoveCompactModel(broken.Id);
+        Assert.Null(await registry.GetCompactModel(broken.Id));
+        Assert.DoesNotContain(await registry.ListCompactModels(), m => m.Id == broken.Id);
         await AssertNoTemporaryBlobs(store);
     }
 
