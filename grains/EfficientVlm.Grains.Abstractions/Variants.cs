@@ -41,28 +41,20 @@ public sealed record JobSettings
     [Id(10)] public int CheckpointEvery { get; init; } = 50;
     [Id(11)] public int Seed { get; init; } = 1;
 
-    /// <summary>The budgets that differ from <paramref name="other"/>'s, as "name this (other)"; empty when they are equal.</summary>
+    /// <summary>
+    /// The budgets that differ from <paramref name="other"/>'s, in declaration order, as "name this (other)" (a missing
+    /// limit reads "all"); empty when they are equal. Every budget counts, including any added later.
+    /// </summary>
     public IReadOnlyList<string> Differences(JobSettings other) =>
-    [
-        .. Differs(nameof(DistillEpochs), DistillEpochs, other.DistillEpochs),
-        .. Differs(nameof(FineTuneEpochs), FineTuneEpochs, other.FineTuneEpochs),
-        .. Differs(nameof(PruneEpochs), PruneEpochs, other.PruneEpochs),
-        .. Differs(nameof(PruneWarmupEpochs), PruneWarmupEpochs, other.PruneWarmupEpochs),
-        .. Differs(nameof(BatchSize), BatchSize, other.BatchSize),
-        .. Differs(nameof(LearningRate), LearningRate, other.LearningRate),
-        .. Differs(nameof(PruneLearningRate), PruneLearningRate, other.PruneLearningRate),
-        .. Differs(nameof(MaskLearningRate), MaskLearningRate, other.MaskLearningRate),
-        .. Differs(nameof(TrainLimit), TrainLimit, other.TrainLimit),
-        .. Differs(nameof(EvalLimit), EvalLimit, other.EvalLimit),
-        .. Differs(nameof(CheckpointEvery), CheckpointEvery, other.CheckpointEvery),
-        .. Differs(nameof(Seed), Seed, other.Seed),
-    ];
+        Budgets.Select(p => (p.Name, Mine: p.GetValue(this), Theirs: p.GetValue(other)))
+            .Where(d => !Equals(d.Mine, d.Theirs))
+            .Select(d => $"{d.Name} {d.Mine ?? "all"} ({d.Theirs ?? "all"})")
+            .ToList();
 
-    private static IEnumerable<string> Differs<T>(string name, T mine, T theirs)
-    {
-        if (!EqualityComparer<T>.Default.Equals(mine, theirs))
-            yield return $"{name} {(object?)mine ?? "all"} ({(object?)theirs ?? "all"})";
-    }
+    private static readonly System.Reflection.PropertyInfo[] Budgets = typeof(JobSettings)
+        .GetProperties(System.Reflection.BindingFlags.Public | System.Reflection.BindingFlags.Instance)
+        .OrderBy(p => p.MetadataToken)
+        .ToArray();
 }
 
 /// <summary>
