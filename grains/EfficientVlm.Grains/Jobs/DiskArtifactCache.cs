@@ -29,8 +29,7 @@ public sealed class DiskArtifactCache
         _options = options;
         _logger = logger;
         Root = Path.Combine(options.WorkDirectory, "cache");
-        if (!Directory.Exists(Root)) return;
-        foreach (var leftover in Directory.EnumerateDirectories(Root).SelectMany(Directory.EnumerateDirectories).Where(d => !IsEntry(d)))
+        foreach (var leftover in Folders().Where(d => !IsEntry(d)))
         {
             try
             {
@@ -156,16 +155,16 @@ public sealed class DiskArtifactCache
     /// <summary>Complete copies are Root/kind/hash; downloads in progress (hash.download-id) and deletions (hash.deleting-id) are not.</summary>
     private static bool IsEntry(string folder) => !Path.GetFileName(folder).Contains('.', StringComparison.Ordinal);
 
-    private List<DiskCacheEntry> Scan()
-    {
-        if (!Directory.Exists(Root)) return [];
-        return Directory.EnumerateDirectories(Root)
-            .SelectMany(Directory.EnumerateDirectories)
+    /// <summary>Every folder at Root/kind/*: the copies, and whatever a download or deletion left there.</summary>
+    private IEnumerable<string> Folders() =>
+        Directory.Exists(Root) ? Directory.EnumerateDirectories(Root).SelectMany(Directory.EnumerateDirectories) : [];
+
+    private List<DiskCacheEntry> Scan() =>
+        Folders()
             .Where(IsEntry)
             .Select(d => new DiskCacheEntry(d,
                 new DirectoryInfo(d).EnumerateFiles("*", SearchOption.AllDirectories).Sum(f => f.Length),
                 Directory.GetLastWriteTimeUtc(d), _holders.GetValueOrDefault(d)))
             .OrderBy(e => e.LastUsedUtc).ThenBy(e => e.Path, StringComparer.Ordinal)
             .ToList();
-    }
 }

@@ -25,7 +25,8 @@ public sealed record GatewayOptions
 
 /// <summary>
 /// Body of <c>POST /v1/variants</c>: task (vqa, nlvr2, retrieval, captioning), compact model id, target sparsity
-/// (default: the paper's for the task), dataset hash, and the training budgets (default: those of <see cref="JobSettings"/>).
+/// (default: the paper's for the task), dataset hash, and the training budgets (none: the defaults of
+/// <see cref="JobSettings"/> for a new variant, whatever an existing one was made with).
 /// </summary>
 public sealed record CreateVariantRequest(string? Task, string? Model, double? Target, string? Dataset, JobSettings? Budgets);
 
