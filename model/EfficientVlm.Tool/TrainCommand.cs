@@ -23,10 +23,14 @@ internal static class TrainCommand
     private static readonly Option<int?> TrainLimitOption = new("--train-limit") { Description = "use only the first N training records (short runs)" };
     private static readonly Option<int?> EvalLimitOption = new("--eval-limit") { Description = "use only the first N validation records" };
     private static readonly Option<int> CheckpointOption = new("--checkpoint-every") { DefaultValueFactory = _ => 200 };
+    private static readonly Option<int> EvaluateOption = new("--evaluate-every") { Description = "validate every N steps as well as at epoch ends (0: epoch ends only)", DefaultValueFactory = _ => 0 };
+    private static readonly Option<string> DecayOption = new("--decay") { Description = "learning-rate decay after warm-up: linear | cosine", DefaultValueFactory = _ => "linear" };
+    private static readonly Option<double> WarmupOption = new("--warmup") { Description = "warm-up as a share of all steps", DefaultValueFactory = _ => 0.1 };
 
     private static void AddCommon(Command c)
     {
-        foreach (var o in new Option[] { DataOption, OutOption, EpochsOption, BatchOption, LrOption, SeedOption, Torch.Threads, TrainLimitOption, EvalLimitOption, CheckpointOption })
+        foreach (var o in new Option[] { DataOption, OutOption, EpochsOption, BatchOption, LrOption, SeedOption, Torch.Threads, TrainLimitOption, EvalLimitOption, CheckpointOption,
+                     EvaluateOption, DecayOption, WarmupOption })
             c.Options.Add(o);
     }
 
@@ -39,11 +43,21 @@ internal static class TrainCommand
         {
             Description = "standard deviation of the vision encoder's positional embedding at the start (default: the preset's, CLIP's D^-0.5; docs/training.md, \"Position\")",
         };
-        var pretrain = new Command("pretrain", "Teacher vision-language pre-training: ITC + ITM (hard negatives) + MLM.") { preset, hardShare, positionInit };
+        var pretrainInit = new Option<DirectoryInfo?>("--init")
+        {
+            Description = "continue from this checkpoint (any task but NLVR2; its task heads are dropped) instead of a new model of --preset",
+        };
+        var pretrain = new Command("pretrain", "Teacher vision-language pre-training: ITC + ITM (hard negatives) + MLM.") { preset, hardShare, positionInit, pretrainInit };
         AddCommon(pretrain);
         pretrain.SetAction((parse, ct) => Run(parse, ct, "pretrain", (data, seed, batch) =>
         {
             torch.manual_seed(seed);
+            if (parse.GetValue(pretrainInit) is { } from)
+            {
+                using var start = Checkpoint.Load(from.FullName);
+                var converted = TaskConversion.ToTask(start, VlmTask.Pretrain);
+                return (converted, () => new PretrainStage(converted, data(converted.Config), batch, seed, parse.GetValue(hardShare)).Train(), converted.Config);
+            }
             var config = Presets.Get(parse.GetValue(preset)!);
             if (parse.GetValue(positionInit) is double std) config = (config with { PositionInit = std }).Validated();
             var model = Scopes.Keep(new VlmModel(config));
@@ -100,8 +114,48 @@ internal static class TrainCommand
             return (model, () => new TextAssignmentStage(model, data(model.Config), batch, seed, parse.GetValue(taHardShare)).Train(), model.Config);
         }));
 
-        return new Command("train", "Train: teacher pre-training, general distillation, NLVR2 domain pre-training, task fine-tuning.")
-            { pretrain, distill, nlvrPretrain, finetune };
+        var teacherPreset = new Option<string>("--preset") { Description = "model preset", DefaultValueFactory = _ => "cpu-teacher" };
+        var teacherInit = new Option<DirectoryInfo?>("--init") { Description = "start from this checkpoint (converted to VQA) instead of a random model" };
+        var stem = new Option<string?>("--stem") { Description = "override the preset's vision stem: patch | conv" };
+        var positions = new Option<string?>("--positions") { Description = "override the preset's vision positions: random | sincos" };
+        var patchWeight = new Option<double>("--patch-weight") { Description = "weight of the per-patch object-category loss (0: off)", DefaultValueFactory = _ => 1.0 };
+        var boxWeight = new Option<double>("--box-weight") { Description = "weight of the described-object box loss, L1 + GIoU (0: off)", DefaultValueFactory = _ => 1.0 };
+        var attentionWeight = new Option<double>("--attention-weight")
+            { Description = "weight of the attention grounding loss: the first fusion layer's cross-attention on the described object (0: off; off by default, docs/training.md)", DefaultValueFactory = _ => 0.0 };
+        var teacher = new Command("teacher",
+            "The CPU teacher's supervised stage: VQA with object grounding (per-patch categories and the box of a described object, " +
+            "from annotations/instances_*.json) on one vision pass; per-question-type validation in <out>/val-by-type.tsv.")
+            { teacherPreset, teacherInit, stem, positions, patchWeight, boxWeight, attentionWeight, positionInit };
+        AddCommon(teacher);
+        teacher.SetAction((parse, ct) => Run(parse, ct, "teacher", (data, seed, batch) =>
+        {
+            torch.manual_seed(seed);
+            VlmModel model;
+            HashSet<string>? fresh = null;
+            if (parse.GetValue(teacherInit) is { } from)
+            {
+                using var start = Checkpoint.Load(from.FullName);
+                model = start.Config.Task == VlmTask.Vqa ? Scopes.Keep(Checkpoint.Load(from.FullName)) : TaskConversion.ToTask(start, VlmTask.Vqa, out fresh);
+            }
+            else
+            {
+                var config = Presets.Get(parse.GetValue(teacherPreset)!);
+                if (parse.GetValue(stem) is string s) config = config with { Stem = ParseEnum<VisionStem>(s, "--stem") };
+                if (parse.GetValue(positions) is string p) config = config with { Positions = ParseEnum<VisionPositions>(p, "--positions") };
+                if (parse.GetValue(positionInit) is double std) config = config with { PositionInit = std };
+                model = Scopes.Keep(new VlmModel(config.Validated() with { Task = VlmTask.Vqa }));
+            }
+            var log = Path.Combine(parse.GetValue(OutOption)!.FullName, "val-by-type.tsv");
+            var weights = new GroundingWeights(parse.GetValue(patchWeight), parse.GetValue(boxWeight), parse.GetValue(attentionWeight));
+            return (model, () => new GroundedVqaStage(model, data(model.Config), batch, seed, weights, fresh, scores =>
+            {
+                if (!File.Exists(log)) File.WriteAllText(log, "time\t" + string.Join("\t", scores.Select(s => s.Form)) + "\n");
+                File.AppendAllText(log, $"{DateTime.UtcNow:O}\t" + string.Join("\t", scores.Select(s => s.Accuracy.ToString("0.0"))) + "\n");
+            }).Train(), model.Config);
+        }));
+
+        return new Command("train", "Train: teacher pre-training, general distillation, NLVR2 domain pre-training, task fine-tuning, the CPU teacher.")
+            { pretrain, distill, nlvrPretrain, finetune, teacher };
     }
 
     /// <summary>A share in [0, 1], 1 by default; anything else is refused with the option's name.</summary>
@@ -111,6 +165,11 @@ internal static class TrainCommand
         option.Validators.Add(r => { if (r.GetValueOrDefault<double>() is not (>= 0 and <= 1)) r.AddError($"{name} must be between 0 and 1."); });
         return option;
     }
+
+    private static T ParseEnum<T>(string value, string option) where T : struct, Enum =>
+        Enum.TryParse<T>(value, ignoreCase: true, out var parsed) && Enum.IsDefined(parsed)
+            ? parsed
+            : throw new ArgumentException($"{option} must be one of {string.Join(", ", Enum.GetNames<T>().Select(n => n.ToLowerInvariant()))}; got '{value}'.");
 
     internal static VlmTask ParseTask(string name) => name.ToLowerInvariant() switch
     {
@@ -146,6 +205,9 @@ internal static class TrainCommand
             LearningRate = parse.GetValue(LrOption),
             Seed = seed,
             CheckpointEvery = parse.GetValue(CheckpointOption),
+            EvaluateEvery = parse.GetValue(EvaluateOption),
+            Decay = ParseEnum<LrDecay>(parse.GetValue(DecayOption)!, "--decay"),
+            WarmupFraction = parse.GetValue(WarmupOption),
         };
         using var executor = Torch.Executor(parse);
         try

@@ -36,6 +36,25 @@ public static class Presets
         VisionLayers = 3, TextLayers = 2, FusionLayers = 2, DecoderLayers = 2,
     };
 
+    /// <summary>
+    /// The CPU-sized teacher for ShapesWorld: the demo depths at D 128 (thousands of steps an hour on 2 cores),
+    /// a convolutional stem before the 8x8 patch grid and 2-D sine-cosine positions at content scale
+    /// (docs/training.md, "The CPU teacher").
+    /// </summary>
+    public static readonly VlmConfig CpuTeacher = DemoTeacher with
+    {
+        Name = "cpu-teacher",
+        Hidden = 128, Heads = 4, Intermediate = 512, EmbedDim = 128,
+        Stem = VisionStem.Conv, Positions = VisionPositions.SinCos,
+    };
+
+    /// <summary>The CPU teacher's compact student: half of every depth (method.md section 2).</summary>
+    public static readonly VlmConfig Cpu = CpuTeacher with
+    {
+        Name = "cpu",
+        VisionLayers = 3, TextLayers = 2, FusionLayers = 2, DecoderLayers = 2,
+    };
+
     /// <summary>Odd sizes on purpose (hidden 32, FFN 37, image 24 with patch 8).</summary>
     public static readonly VlmConfig Tiny = new VlmConfig
     {
@@ -51,6 +70,8 @@ public static class Presets
         ["paper-student"] = PaperStudent,
         ["demo-teacher"] = DemoTeacher,
         ["demo"] = Demo,
+        ["cpu-teacher"] = CpuTeacher,
+        ["cpu"] = Cpu,
         ["tiny"] = Tiny,
     };
 

@@ -60,6 +60,20 @@ public sealed record VlmConfig
     public double? PositionInit { get; init; }
 
     /// <summary>
+    /// How pixels become patch tokens: <see cref="VisionStem.Patch"/>, CLIP's one linear PxP stride-P projection
+    /// (the paper presets), or <see cref="VisionStem.Conv"/>, a small convolutional stem (3x3 convolutions down to
+    /// the patch grid) that sees shapes which straddle patch borders (the CPU presets; docs/training.md).
+    /// </summary>
+    public VisionStem Stem { get; init; } = VisionStem.Patch;
+
+    /// <summary>
+    /// How the vision positions start: <see cref="VisionPositions.Random"/> (Gaussian, <see cref="PositionInit"/>) or
+    /// <see cref="VisionPositions.SinCos"/> (2-D sine-cosine of the patch row and column, at the scale of the
+    /// content; still learnt). Only the start, as <see cref="PositionInit"/>.
+    /// </summary>
+    public VisionPositions Positions { get; init; } = VisionPositions.Random;
+
+    /// <summary>
     /// Which heads the model carries. Pre-training and retrieval use the shared ITC/ITM/MLM heads;
     /// captioning reuses text + fusion as a causal decoder with the MLM head as its LM head; VQA adds
     /// the answer decoder (<see cref="DecoderLayers"/>); NLVR2 doubles the fusion layers and adds a
@@ -89,6 +103,8 @@ public sealed record VlmConfig
         Require(EmbedDim > 0, "EmbedDim must be positive");
         Require(Dropout is >= 0 and < 1, "Dropout must be in [0, 1)");
         Require(PositionInit is null or (> 0 and <= 10), "PositionInit must be in (0, 10] when given");
+        Require(Positions != VisionPositions.SinCos || Hidden % 4 == 0, $"SinCos positions need Hidden ({Hidden}) divisible by 4");
+        Require(Stem != VisionStem.Conv || PatchSize is 4 or 8 or 16, $"the conv stem reaches patch sizes 4, 8 or 16, not {PatchSize}");
         Pruned?.Validate(this);
         return this;
     }
@@ -149,6 +165,20 @@ public enum VlmTask
     Nlvr2,
     Retrieval,
     Captioning,
+}
+
+/// <summary>How the vision encoder turns pixels into patch tokens (<see cref="VlmConfig.Stem"/>).</summary>
+public enum VisionStem
+{
+    Patch,
+    Conv,
+}
+
+/// <summary>How the vision positions are started (<see cref="VlmConfig.Positions"/>).</summary>
+public enum VisionPositions
+{
+    Random,
+    SinCos,
 }
 
 /// <summary>The transformer stacks of the model.</summary>

@@ -46,10 +46,13 @@ public sealed class VisionLayer : Module
 /// <summary>
 /// CLIP-style ViT: conv patch embedding (no bias), class token, learned positions, ln_pre, L
 /// pre-LN blocks, ln_post on every token (X-VLM keeps all tokens for the fusion encoder).
+/// With <see cref="VisionStem.Conv"/> the patch embedding is a small convolutional stem instead
+/// (<see cref="ConvStem"/>); the rest is the same.
 /// </summary>
 public sealed class VisionEncoder : Module
 {
-    private readonly Conv2d conv1;
+    private readonly Conv2d? conv1;
+    private readonly ConvStem? stem;
     private readonly Parameter class_embedding;
     private readonly Parameter positional_embedding;
     private readonly LayerNorm ln_pre;
@@ -60,14 +63,18 @@ public sealed class VisionEncoder : Module
     public VisionEncoder(string name, VlmConfig config, Device? device) : base(name)
     {
         _patch = config.PatchSize;
-        conv1 = Conv2d(3, config.Hidden, config.PatchSize, stride: config.PatchSize, bias: false, device: device);
+        if (config.Stem == VisionStem.Conv) stem = new ConvStem("stem", config.Hidden, config.PatchSize, device);
+        else conv1 = Conv2d(3, config.Hidden, config.PatchSize, stride: config.PatchSize, bias: false, device: device);
         class_embedding = Parameter(torch.randn(config.Hidden, device: device).mul_(Math.Pow(config.Hidden, -0.5)));
         // By default CLIP's scale, D^-0.5. At 0.01 (a sixth of it at D = 256) the tokens of object patches did not
         // say where they were. At D^-0.5 they do, but the cell is still only ~0.4% of their variance and the fusion
         // did not learn to read it at demo budgets; from a 0.5 start (config.PositionInit) it did on single objects,
         // not with several objects in view, nor in ordinary VQA (docs/training.md, "Position").
-        positional_embedding = Parameter(torch.randn(config.ImageTokens, config.Hidden, device: device)
-            .mul_(config.PositionInit ?? Math.Pow(config.Hidden, -0.5)));
+        // SinCos (the CPU presets): each patch's row and column as sines and cosines, entries of size 1 like the
+        // content after ln_pre, so a token says where it is from the first step.
+        positional_embedding = Parameter(config.Positions == VisionPositions.SinCos
+            ? SinCos2d(config.ImageSize / config.PatchSize, config.Hidden).to(device ?? torch.CPU)
+            : torch.randn(config.ImageTokens, config.Hidden, device: device).mul_(config.PositionInit ?? Math.Pow(config.Hidden, -0.5)));
         ln_pre = LayerNorm(config.Hidden, 1e-5, device: device);
         layers = new ModuleList<VisionLayer>(Enumerable.Range(0, config.VisionLayers)
             .Select(i => new VisionLayer($"{i}", config, config.Shape(Stack.Vision, i), device)).ToArray());
@@ -80,7 +87,7 @@ public sealed class VisionEncoder : Module
     {
         if (images.dim() != 4 || images.shape[1] != 3 || images.shape[2] % _patch != 0 || images.shape[3] % _patch != 0)
             throw new ArgumentException($"Images must be [B, 3, H, W] with H and W multiples of {_patch}; got [{string.Join(", ", images.shape)}].");
-        var x = conv1.forward(images);                                                  // (B, D, P, P)
+        var x = stem is not null ? stem.Forward(images) : conv1!.forward(images);        // (B, D, P, P)
         long b = x.shape[0], d = x.shape[1];
         x = x.flatten(2).transpose(1, 2);                                               // (B, P*P, D)
         var cls = class_embedding.view(1, 1, d).expand(b, 1, d);
@@ -91,6 +98,31 @@ public sealed class VisionEncoder : Module
         var output = new EncoderOutput { Last = x };
         var result = Run(x, gates, collect, output);
         return new EncoderOutput { Last = ln_post.forward(result) }.CopyCollected(output);
+    }
+
+    /// <summary>
+    /// 2-D sine-cosine positions [1 + G*G, D] for a G x G patch grid (row-major, after a zero row for the class
+    /// token): the first D/2 features encode the row, the rest the column, each as D/4 sines and D/4 cosines
+    /// at geometric frequencies (MAE's layout).
+    /// </summary>
+    public static Tensor SinCos2d(int grid, int hidden)
+    {
+        int quarter = hidden / 4;
+        var table = new float[(1 + grid * grid) * hidden];
+        for (int r = 0; r < grid; r++)
+            for (int c = 0; c < grid; c++)
+            {
+                int row = 1 + r * grid + c;
+                for (int k = 0; k < quarter; k++)
+                {
+                    double frequency = 1.0 / Math.Pow(100.0, (double)k / quarter);
+                    table[row * hidden + k] = (float)Math.Sin(r * frequency);
+                    table[row * hidden + quarter + k] = (float)Math.Cos(r * frequency);
+                    table[row * hidden + 2 * quarter + k] = (float)Math.Sin(c * frequency);
+                    table[row * hidden + 3 * quarter + k] = (float)Math.Cos(c * frequency);
+                }
+            }
+        return torch.tensor(table).view(1 + grid * grid, hidden);
     }
 
     private Tensor Run(Tensor x, LayerGates[]? gates, bool collect, EncoderOutput output)
@@ -104,6 +136,39 @@ public sealed class VisionEncoder : Module
                 output.Hidden.Add(x);
                 output.SelfAttentions.Add(probs);
             }
+        }
+        return x;
+    }
+}
+
+/// <summary>
+/// A small convolutional stem in place of the PxP patch projection: 3x3 convolutions with GELU, the first at
+/// full resolution and each later one halving it, to the P-times-smaller patch grid at D channels (receptive
+/// field 17 px at P = 8), so a shape that straddles patch borders is still seen whole by one token.
+/// </summary>
+public sealed class ConvStem : Module
+{
+    private readonly ModuleList<Conv2d> convs;
+
+    public ConvStem(string name, int hidden, int patch, Device? device) : base(name)
+    {
+        int halvings = (int)Math.Round(Math.Log2(patch));
+        int[] widths = [.. Enumerable.Range(0, halvings).Select(i => Math.Min(hidden, 16 << i)), hidden];
+        var layers = new List<Conv2d> { Conv2d(3, widths[0], 3, padding: 1, device: device) };
+        for (int i = 0; i < halvings; i++)
+            layers.Add(Conv2d(widths[i], widths[i + 1], 3, stride: 2, padding: 1, device: device));
+        convs = new ModuleList<Conv2d>(layers.ToArray());
+        RegisterComponents();
+    }
+
+    /// <summary>images [B, 3, H, W] -> [B, D, H/P, W/P]</summary>
+    public Tensor Forward(Tensor images)
+    {
+        var x = images;
+        for (int i = 0; i < convs.Count; i++)
+        {
+            x = convs[i].forward(x);
+            if (i < convs.Count - 1) x = functional.gelu(x);
         }
         return x;
     }

@@ -17,6 +17,9 @@ public static class Scalars
 
     public static readonly Scalar One = Of(1.0);
 
+    /// <summary>The alpha of a subtraction: <c>a.add(b, MinusOne)</c> is a - b (Tensor.sub takes no alpha).</summary>
+    public static readonly Scalar MinusOne = Of(-1.0);
+
     /// <summary>The held Scalar of <paramref name="value"/> (a double; for float tensors).</summary>
     public static Scalar Of(double value) => Held.GetOrAdd(value, v => v);
 }

@@ -36,6 +36,19 @@ public abstract class StageBase<TBatch>(VlmModel model, TaskData data, int batch
 
     protected static int Count(int items, int batch) => (items + batch - 1) / batch;
 
+    /// <summary>Writes the weights of a head the stage owns (saved with the resumable checkpoint, not with the model).</summary>
+    protected static void SaveHead(torch.nn.Module head, string file) =>
+        TorchSharp.PyBridge.Safetensors.SaveStateDict(file, head.state_dict().ToDictionary(kv => kv.Key, kv => kv.Value.detach().cpu().contiguous()));
+
+    /// <summary>Reads what <see cref="SaveHead"/> wrote into <paramref name="head"/>.</summary>
+    protected static void LoadHead(torch.nn.Module head, string file)
+    {
+        using var scope = torch.NewDisposeScope();
+        var state = TorchSharp.PyBridge.Safetensors.LoadStateDict(file);
+        using (torch.no_grad())
+            foreach (var (name, tensor) in head.state_dict()) tensor.copy_(state[name]);
+    }
+
     /// <summary>Batches of an epoch collated in the background, from <paramref name="skip"/> on.</summary>
     protected IEnumerable<TBatch> Prefetched<T>(IReadOnlyList<T> items, int epoch, int skip, Func<IReadOnlyList<T>, TBatch> collate) =>
         Batching.Prefetch(Batching.Shuffle(items, seed, epoch).Skip(skip * batchSize).ToList(), batchSize, seed, epoch, collate, shuffle: false);
@@ -121,17 +134,9 @@ public sealed class TextAssignmentStage : CaptionPairStage<ImageTextBatchData>, 
     public override double Validate(Device device) =>
         Evaluation.TextAssignment(Model, _head, Data.Captions("val"), Data.Collate, device, BatchSize, _hardShare);
 
-    public override void SaveState(string folder) =>
-        TorchSharp.PyBridge.Safetensors.SaveStateDict(Path.Combine(folder, HeadFile),
-            _head.state_dict().ToDictionary(kv => kv.Key, kv => kv.Value.detach().cpu().contiguous()));
+    public override void SaveState(string folder) => SaveHead(_head, Path.Combine(folder, HeadFile));
 
-    public override void LoadState(string folder)
-    {
-        using var scope = torch.NewDisposeScope();
-        var state = TorchSharp.PyBridge.Safetensors.LoadStateDict(Path.Combine(folder, HeadFile));
-        using (torch.no_grad())
-            foreach (var (name, tensor) in _head.state_dict()) tensor.copy_(state[name]);
-    }
+    public override void LoadState(string folder) => LoadHead(_head, Path.Combine(folder, HeadFile));
 
     public void Dispose() => _head.Dispose();
 }

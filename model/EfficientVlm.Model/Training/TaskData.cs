@@ -16,14 +16,20 @@ public sealed class TaskData
     private readonly int? _trainLimit;
     private readonly int? _evalLimit;
     private readonly Dictionary<string, object> _cache = new();
+    private readonly IReadOnlyList<string>? _answers;
 
-    public TaskData(string root, VlmConfig config, int? trainLimit = null, int? evalLimit = null)
+    /// <param name="model">
+    /// A checkpoint folder whose own vocabulary and answer list (<see cref="Checkpoints.ModelPackage"/>) take the place of the
+    /// data folder's, so its word ids stay its own on any data folder, one with only a test split included.
+    /// </param>
+    public TaskData(string root, VlmConfig config, int? trainLimit = null, int? evalLimit = null, string? model = null)
     {
         _root = root;
         _trainLimit = trainLimit;
         _evalLimit = evalLimit;
-        var vocab = Path.Combine(root, "vocab.txt");
-        if (!File.Exists(vocab)) throw new FileNotFoundException($"{vocab} is missing: generate the data with `vlm data generate` (it writes the vocabulary).", vocab);
+        _answers = model is null ? null : Checkpoints.ModelPackage.Answers(model);
+        var vocab = (model is null ? null : Checkpoints.ModelPackage.Vocabulary(model)) ?? Path.Combine(root, "vocab.txt");
+        if (!File.Exists(vocab)) throw new FileNotFoundException($"{vocab} is missing: generate the data with `vlm data generate` (it writes the vocabulary), or use a model that carries its own.", vocab);
         Tokenizer = VlmTokenizer.FromVocabFile(vocab);
         if (Tokenizer.VocabSize > config.VocabSize)
             throw new ArgumentException($"The vocabulary has {Tokenizer.VocabSize} pieces; the model only {config.VocabSize}.");
@@ -60,8 +66,18 @@ public sealed class TaskData
     public IReadOnlyList<NlvrItem> Nlvr(string split) => Cached($"nlvr/{split}", () =>
         Limit(split, NlvrReaders.ReadJsonl(Path.Combine(_root, "nlvr2", $"{split}.json"), Path.Combine(_root, "nlvr2", "images")).Items));
 
-    /// <summary>The closed answer list: every answer seen in train (the candidates VQA ranks).</summary>
-    public IReadOnlyList<string> AnswerList => Cached("answers", () =>
+    /// <summary>Object annotations of a split (COCO <c>annotations/instances_&lt;split&gt;.json</c>), for the grounding objectives.</summary>
+    public InstanceSet Instances(string split) => Cached($"instances/{split}", () =>
+    {
+        var path = Path.Combine(_root, "annotations", $"instances_{split}.json");
+        if (!File.Exists(path))
+            throw new FileNotFoundException($"{path} is missing: the grounding objectives need object annotations (COCO instances); " +
+                "data generated before 2026-12-07 lacks them, generate it again with `vlm data generate`.", path);
+        return InstanceReaders.ReadCoco(path);
+    });
+
+    /// <summary>The closed answer list (the candidates VQA ranks): the model's own when it carries one, else every answer seen in train.</summary>
+    public IReadOnlyList<string> AnswerList => _answers ?? Cached("answers", () =>
         (IReadOnlyList<string>)Vqa("train").SelectMany(q => q.Answers).Distinct(StringComparer.Ordinal).Order(StringComparer.Ordinal).ToList());
 
     /// <summary>(image, caption) pairs of an epoch: every image once, with one of its captions chosen by the epoch.</summary>

@@ -18,8 +18,10 @@ public sealed record TrainerOptions
     public double WeightDecay { get; init; } = 0.01;
     public double Beta1 { get; init; } = 0.9;
     public double Beta2 { get; init; } = 0.98;
-    /// <summary>Linear warm-up as a fraction of all steps, then linear decay to zero.</summary>
+    /// <summary>Linear warm-up as a fraction of all steps, then decay to zero (<see cref="Decay"/>).</summary>
     public double WarmupFraction { get; init; } = 0.1;
+    /// <summary>The decay after warm-up: linear (the method's) or cosine (half a cosine period to zero).</summary>
+    public LrDecay Decay { get; init; } = LrDecay.Linear;
     public double ClipNorm { get; init; } = 1.0;
     /// <summary>Write a resumable checkpoint every this many steps (0: only at epoch ends).</summary>
     public int CheckpointEvery { get; init; } = 200;
@@ -34,6 +36,13 @@ public sealed record TrainerOptions
         if (WarmupFraction is < 0 or > 1) throw new ArgumentException("WarmupFraction must be in [0, 1].");
         if (CheckpointEvery < 0 || EvaluateEvery < 0) throw new ArgumentException("Intervals must be 0 or more.");
     }
+}
+
+/// <summary>How the learning rate falls after warm-up.</summary>
+public enum LrDecay
+{
+    Linear,
+    Cosine,
 }
 
 /// <summary>The loss of one step: the total to minimise and its named parts (for progress and logs).</summary>
@@ -129,7 +138,7 @@ public sealed class Trainer<TBatch>(ITrainingStage<TBatch> stage, TrainerOptions
             foreach (var batch in stage.Batches(epoch, step % perEpoch))
             {
                 cancellationToken.ThrowIfCancellationRequested();
-                double lr = Schedule(step, total, warmup);
+                double lr = Schedule(step, total, warmup, options.Decay);
                 var (loss, parts) = await executor.RunAsync(ctx =>
                 {
                     stage.Model.train();
@@ -182,11 +191,12 @@ public sealed class Trainer<TBatch>(ITrainingStage<TBatch> stage, TrainerOptions
     private TrainingResult Result(State state, int step) =>
         new(step, state.BestValidation, state.BestStep, BestCheckpoint, state.Losses, TimeSpan.FromSeconds(state.ElapsedSeconds));
 
-    /// <summary>Linear warm-up to the peak, then linear decay to zero at the last step.</summary>
-    public static double Schedule(int step, int total, int warmup)
+    /// <summary>Linear warm-up to the peak, then linear (or cosine) decay to zero at the last step.</summary>
+    public static double Schedule(int step, int total, int warmup, LrDecay decay = LrDecay.Linear)
     {
         if (warmup > 0 && step < warmup) return (step + 1) / (double)warmup;
-        return Math.Max(0, (total - step) / (double)Math.Max(1, total - warmup));
+        double left = Math.Max(0, (total - step) / (double)Math.Max(1, total - warmup)); // 1 at the end of warm-up, 0 at the end
+        return decay == LrDecay.Cosine ? 0.5 * (1 - Math.Cos(Math.PI * left)) : left;
     }
 
     private AdamW CreateOptimizer()

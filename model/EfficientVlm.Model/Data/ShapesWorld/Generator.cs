@@ -170,6 +170,53 @@ public static class Generator
 
     private static JsonArray Array(IEnumerable<JsonNode?> items) => new(items.ToArray());
 
+    /// <summary>
+    /// The object categories of the COCO instances files: one per description, "&lt;size&gt; &lt;color&gt; &lt;shape&gt;",
+    /// with the shape as its supercategory; ids from 1 in size, colour, shape order.
+    /// </summary>
+    public static IReadOnlyList<(int Id, string Name, string Supercategory)> Categories { get; } =
+        (from size in Enum.GetValues<ObjectSize>()
+         from colour in Scene.Colours
+         from shape in Scene.Shapes
+         select (Size: size, Colour: colour, Shape: shape))
+        .Select((k, i) => (i + 1, Language.Describe(new SceneObject(k.Shape, k.Colour, k.Size, 0, 0, 0, 0, 0)), Language.Word(k.Shape)))
+        .ToList();
+
+    private static int CategoryId(SceneObject o) => Categories.First(c => c.Name == Language.Describe(o)).Id;
+
+    /// <summary>
+    /// COCO instances (the object-annotation format of COCO detection, which X-VLM's object grounding reads):
+    /// each object's bounding box [x, y, w, h] in pixels, its area, a four-corner polygon and its category.
+    /// </summary>
+    private static JsonObject Instances(ImageItem[] items) => new()
+    {
+        ["info"] = Info("ShapesWorld objects (COCO instances format)"),
+        ["licenses"] = new JsonArray(new JsonObject { ["url"] = "http://creativecommons.org/licenses/by/4.0/", ["id"] = 1, ["name"] = "CC BY 4.0" }),
+        ["images"] = Array(items.Select(i => (JsonNode)new JsonObject
+        {
+            ["license"] = 1, ["file_name"] = i.File, ["coco_url"] = "", ["height"] = Scene.Canvas, ["width"] = Scene.Canvas,
+            ["date_captured"] = "2026-11-27 00:00:00", ["flickr_url"] = "", ["id"] = i.Id,
+        })),
+        ["annotations"] = Array(items.SelectMany(i => i.Scene.Objects.Select((o, k) =>
+        {
+            double x = Math.Round(o.X - o.Side / 2, 2), y = Math.Round(o.Y - o.Side / 2, 2), side = Math.Round(o.Side, 2);
+            return (JsonNode)new JsonObject
+            {
+                ["segmentation"] = new JsonArray(new JsonArray(x, y, x + side, y, x + side, y + side, x, y + side)),
+                ["area"] = Math.Round(side * side, 2),
+                ["iscrowd"] = 0,
+                ["image_id"] = i.Id,
+                ["bbox"] = new JsonArray(x, y, side, side),
+                ["category_id"] = CategoryId(o),
+                ["id"] = i.Id * 10 + k,
+            };
+        }))),
+        ["categories"] = Array(Categories.Select(c => (JsonNode)new JsonObject
+        {
+            ["supercategory"] = c.Supercategory, ["id"] = c.Id, ["name"] = c.Name,
+        })),
+    };
+
     private static void WriteAnnotations(string outDir, Dictionary<string, ImageItem[]> images, Dictionary<string, PairItem[]> pairs)
     {
         var annotations = Path.Combine(outDir, "annotations");
@@ -216,6 +263,9 @@ public static class Generator
                 });
                 imgid++;
             }
+
+            // COCO instances: every object's box, its category the object's description
+            PyJson.WriteFileAtomic(Path.Combine(annotations, $"instances_{split}.json"), PyJson.Serialize(Instances(items)));
 
             // VQAv2
             var questions = items.SelectMany(i => i.Questions.Select((q, k) => (Image: i, Q: q, Id: i.Id * 1000 + k))).ToList();
