@@ -45,7 +45,8 @@ internal static class EvalCommand
                         : m.Config.Task == VlmTask.Pretrain ? VlmTask.Retrieval : m.Config.Task; // a task-agnostic model is scored by retrieval
                     if (parse.GetValue(byForm) && which is not (VlmTask.Vqa or VlmTask.Nlvr2))
                         throw new ArgumentException($"--by-form applies to vqa and nlvr2, not {which}.");
-                    var taskData = new TaskData(parse.GetValue(data)!.FullName, m.Config, evalLimit: parse.GetValue(limit), trainLimit: null);
+                    var taskData = new TaskData(parse.GetValue(data)!.FullName, m.Config, evalLimit: parse.GetValue(limit), trainLimit: null,
+                        model: parse.GetValue(model)!.FullName);
                     var s = parse.GetValue(split)!;
                     var watch = Stopwatch.StartNew();
                     var (scores, forms) = parse.GetValue(byForm)

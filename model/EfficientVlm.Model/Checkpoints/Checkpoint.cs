@@ -52,10 +52,14 @@ public static class Checkpoint
         }
     }
 
-    /// <summary>Reads a checkpoint folder into a new model on <paramref name="device"/>.</summary>
-    /// <exception cref="InvalidDataException">Missing files, a bad config, or weights that do not fit the config.</exception>
+    /// <summary>
+    /// Reads a checkpoint folder into a new model on <paramref name="device"/> (float32, whatever dtype the file holds);
+    /// a folder with a manifest (<see cref="ModelPackage"/>) is checked against it first.
+    /// </summary>
+    /// <exception cref="InvalidDataException">Missing or damaged files, a bad config, or weights that do not fit the config.</exception>
     public static VlmModel Load(string folder, Device? device = null)
     {
+        ModelPackage.Verify(folder);
         var configPath = Path.Combine(folder, ConfigFile);
         var weightsPath = Path.Combine(folder, WeightsFile);
         if (!File.Exists(configPath) || !File.Exists(weightsPath))
