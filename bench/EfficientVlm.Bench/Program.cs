@@ -7,6 +7,7 @@ return name switch
 {
     "executor" => await ExecutorBench.RunAsync(args.Skip(1).ToArray()),
     "model-latency" => ModelLatencyBench.Run(args.Skip(1).ToArray()),
+    "train-step" => TrainStepBench.Run(args.Skip(1).ToArray()),
     "serving-executor" => await ServingExecutorBench.RunAsync(args.Skip(1).ToArray()),
     _ => Usage(),
 };
@@ -17,6 +18,7 @@ static int Usage()
     Console.WriteLine("  executor [--items N] [--threads T]   device-executor overhead: direct calls vs executor, sequential and concurrent");
     Console.WriteLine("  model-latency [--threads T] [--no-paper]   teacher vs student forward latency, batch 1 and 32 (demo and paper presets)");
     Console.WriteLine("  model-latency --checkpoints A,B,...        the same for trained checkpoints (speed-up against the first)");
+    Console.WriteLine("  train-step [--presets a,b] [--steps N] [--batch B] [--threads T]   VQA training-step time side by side (demo-teacher vs cpu-teacher)");
     Console.WriteLine("  serving-executor --bundle DIR --images DIR [--batches 1,2,...] [--seconds S] [--threads T] [--cpus 0,..]");
     Console.WriteLine("                                             the serving ceiling: a VQA bundle's answers/s per batch size, straight on the executor");
     Console.WriteLine("  (through the SDK: scripts/bench-serving.sh, which drives `fleet load` against a silo with and without batching)");
