@@ -122,10 +122,12 @@ internal static class TrainCommand
         var boxWeight = new Option<double>("--box-weight") { Description = "weight of the described-object box loss, L1 + GIoU (0: off)", DefaultValueFactory = _ => 1.0 };
         var attentionWeight = new Option<double>("--attention-weight")
             { Description = "weight of the attention grounding loss: the first fusion layer's cross-attention on the described object (0: off; off by default, docs/training.md)", DefaultValueFactory = _ => 0.0 };
+        var mlmWeight = new Option<double>("--mlm-weight")
+            { Description = "weight of MLM on one caption of each image, through the fusion (0: off)", DefaultValueFactory = _ => 0.0 };
         var teacher = new Command("teacher",
             "The CPU teacher's supervised stage: VQA with object grounding (per-patch categories and the box of a described object, " +
             "from annotations/instances_*.json) on one vision pass; per-question-type validation in <out>/val-by-type.tsv.")
-            { teacherPreset, teacherInit, stem, positions, patchWeight, boxWeight, attentionWeight, positionInit };
+            { teacherPreset, teacherInit, stem, positions, patchWeight, boxWeight, attentionWeight, mlmWeight, positionInit };
         AddCommon(teacher);
         teacher.SetAction((parse, ct) => Run(parse, ct, "teacher", (data, seed, batch) =>
         {
@@ -146,7 +148,7 @@ internal static class TrainCommand
                 model = Scopes.Keep(new VlmModel(config.Validated() with { Task = VlmTask.Vqa }));
             }
             var log = Path.Combine(parse.GetValue(OutOption)!.FullName, "val-by-type.tsv");
-            var weights = new GroundingWeights(parse.GetValue(patchWeight), parse.GetValue(boxWeight), parse.GetValue(attentionWeight));
+            var weights = new GroundingWeights(parse.GetValue(patchWeight), parse.GetValue(boxWeight), parse.GetValue(attentionWeight), parse.GetValue(mlmWeight));
             return (model, () => new GroundedVqaStage(model, data(model.Config), batch, seed, weights, fresh, scores =>
             {
                 if (!File.Exists(log)) File.WriteAllText(log, "time\t" + string.Join("\t", scores.Select(s => s.Form)) + "\n");

@@ -16,8 +16,16 @@ namespace EfficientVlm.Model.Training;
 /// (<see cref="Grounding.PatchTargets"/>), one described object's description and its box (cx, cy, w, h),
 /// and whether the image has an object at all (images without any give no box loss).
 /// </summary>
-public sealed record GroundedVqaBatchData(VqaBatchData Vqa, long[] PatchTargets, long[][] Descriptions, float[] Boxes, float[] Inside, float[] HasObject)
+public sealed record GroundedVqaBatchData(VqaBatchData Vqa, long[] PatchTargets, long[][] Descriptions, float[] Boxes, float[] Inside, float[] HasObject,
+    long[][] Captions)
 {
+    /// <summary>One caption of each image [B, T] and its padding, for the masked-language term.</summary>
+    public (Tensor Ids, Tensor Padding) CaptionTensors(Device device)
+    {
+        var (ids, padding) = VlmTokenizer.Pad(Captions, Vqa.Pad);
+        return (ids.to(device), padding.to(device));
+    }
+
     public (Tensor Patches, Tensor Descriptions, Tensor DescriptionPadding, Tensor Boxes, Tensor Inside, Tensor HasObject) TargetTensors(Device device)
     {
         var (ids, padding) = VlmTokenizer.Pad(Descriptions, Vqa.Pad);
@@ -28,16 +36,16 @@ public sealed record GroundedVqaBatchData(VqaBatchData Vqa, long[] PatchTargets,
 }
 
 /// <summary>Weights of the grounding terms beside the VQA loss (0 turns a term off).</summary>
-public sealed record GroundingWeights(double Patch = 1.0, double Box = 1.0, double Attention = 0.0)
+public sealed record GroundingWeights(double Patch = 1.0, double Box = 1.0, double Attention = 0.0, double Mlm = 0.0)
 {
     public GroundingWeights Validated() =>
-        new[] { Patch, Box, Attention }.All(w => w is >= 0 and <= 100) ? this : throw new ArgumentException("Grounding weights must be in [0, 100].");
+        new[] { Patch, Box, Attention, Mlm }.All(w => w is >= 0 and <= 100) ? this : throw new ArgumentException("Grounding weights must be in [0, 100].");
 }
 
 /// <summary>
 /// The CPU teacher's supervised stage (docs/training.md, "The CPU teacher"): VQA (the answer decoder's
-/// weighted NLL) plus the object-level grounding of <see cref="GroundingHeads"/> on the same images, one
-/// vision pass for both: the patch term on every patch token, the box term for one described object per
+/// weighted NLL) plus the object-level grounding of <see cref="GroundingHeads"/> and, optionally, MLM on a
+/// caption of each image, all on one vision pass: the patch term on every patch token, the box term for one described object per
 /// image (X-VLM's objective). The heads belong to the stage, are saved with its resumable checkpoint, and
 /// are dropped afterwards. Validated by VQA accuracy on val; <paramref name="onValidation"/> gets the score
 /// per question type each time.
@@ -77,8 +85,13 @@ public sealed class GroundedVqaStage : StageBase<GroundedVqaBatchData>, IDisposa
         var boxes = new float[items.Count * 4];
         var has = new float[items.Count];
         var inside = new float[items.Count * cells];
+        var captions = new long[items.Count][];
+        var captionsOf = CaptionsByImage();
         for (int i = 0; i < items.Count; i++)
         {
+            var own = captionsOf.TryGetValue(items[i].ImageId, out var c) && c.Count > 0 ? c : [""];
+            captions[i] = Data.Tokenizer.Encode(own[EfficientVlm.Model.Data.ShapesWorld.Seeds.For(Seed, "mlm-caption", items[i].QuestionId).Next(own.Count)],
+                config.MaxTextLength);
             if (!instances.Images.TryGetValue(items[i].ImageId, out var image))
                 throw new DatasetFormatException($"Image {items[i].ImageId} of VQA question {items[i].QuestionId} has no entry in instances_train.json.");
             Grounding.PatchTargets(image, config.ImageSize, config.PatchSize, _categoryIndex).CopyTo(patches, i * cells);
@@ -94,7 +107,14 @@ public sealed class GroundedVqaStage : StageBase<GroundedVqaBatchData>, IDisposa
             Grounding.PatchesInside(chosen, image.Width, image.Height, config.ImageSize, config.PatchSize).CopyTo(inside, i * cells);
             has[i] = 1;
         }
-        return new GroundedVqaBatchData(Data.Collate.Vqa(items), patches, descriptions, boxes, inside, has);
+        return new GroundedVqaBatchData(Data.Collate.Vqa(items), patches, descriptions, boxes, inside, has, captions);
+    }
+
+    private Dictionary<long, IReadOnlyList<string>>? _captions;
+
+    private Dictionary<long, IReadOnlyList<string>> CaptionsByImage()
+    {
+        lock (this) return _captions ??= _weights.Mlm > 0 ? Data.Captions("train").ToDictionary(c => c.ImageId, c => c.Captions) : [];
     }
 
     /// <summary>The model's groups, and the stage's heads at twice the rate (weights decay, biases and norms do not).</summary>
@@ -147,6 +167,18 @@ public sealed class GroundedVqaStage : StageBase<GroundedVqaBatchData>, IDisposa
                 parts["giou"] = giou;
                 total = total.add(l1.add(giou, Runtime.Scalars.One), Runtime.Scalars.Of(_weights.Box));
             }
+        }
+        if (_weights.Mlm > 0)
+        {
+            // MLM on a caption of the same image (X-VLM's objective): a masked attribute is found by binding the rest of
+            // its description to an object, many such problems per caption
+            var (captionIds, captionPadding) = batch.CaptionTensors(device);
+            var (masked, positions, targets) = Pretraining.MaskTokens(captionIds, captionPadding, Data.Tokenizer.Special);
+            var fusedCaption = Model.Fuse(Model.EncodeText(masked, captionPadding).Last, captionPadding, vision).Last;
+            var states = fusedCaption.reshape(-1, fusedCaption.shape[2]).index_select(0, positions);
+            var mlm = torch.nn.functional.cross_entropy(Model.LmLogits(states), targets);
+            parts["mlm"] = mlm;
+            total = total.add(mlm, Runtime.Scalars.Of(_weights.Mlm));
         }
         return new StepLoss(total, parts);
     }

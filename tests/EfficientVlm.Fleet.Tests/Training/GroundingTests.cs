@@ -163,7 +163,7 @@ public sealed class GroundingTests(TinyDataFixture fixture) : IClassFixture<Tiny
         torch.manual_seed(6);
         using var model = new VlmModel(ConvTeacher);
         var reported = new List<int>();
-        var stage = new GroundedVqaStage(model, data, 8, 1, new GroundingWeights(Attention: 1.0), onValidation: s => reported.Add(s.Count));
+        var stage = new GroundedVqaStage(model, data, 8, 1, new GroundingWeights(Attention: 1.0, Mlm: 1.0), onValidation: s => reported.Add(s.Count));
         var parts = new List<IReadOnlyDictionary<string, double>>();
         var result = await new Trainer<GroundedVqaBatchData>(stage, options, _executor, Path.Combine(_runs, "grounded"))
             .RunAsync(new Progress<TrainingProgress>(p => { lock (parts) parts.Add(p.Parts); }));
@@ -173,7 +173,7 @@ public sealed class GroundingTests(TinyDataFixture fixture) : IClassFixture<Tiny
         double First(string k) => parts.Take(3).Average(p => p[k]);
         double Last(string k) => parts.TakeLast(3).Average(p => p[k]);
         lock (parts)
-            foreach (var k in new[] { "vqa", "patch", "attn", "l1" })
+            foreach (var k in new[] { "vqa", "patch", "attn", "l1", "mlm" })
                 Assert.True(Last(k) < First(k) * 0.9, $"{k}: {First(k):0.000} -> {Last(k):0.000}");
         Assert.True(File.Exists(Path.Combine(_runs, "grounded", "last", "grounding-heads.safetensors")));
     }
