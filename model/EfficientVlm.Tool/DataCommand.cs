@@ -20,9 +20,15 @@ internal static class DataCommand
         var trainPairs = new Option<int>("--train-pairs") { Description = "NLVR2 pairs in train (even)", DefaultValueFactory = _ => defaults.TrainPairs };
         var evalPairs = new Option<int>("--eval-pairs") { Description = "NLVR2 pairs in val and in test (even)", DefaultValueFactory = _ => defaults.EvalPairs };
 
+        var renderer = new Option<string>("--renderer")
+        {
+            Description = "coverage (default) | supersampled: a second renderer of the spec, for checking models on images another renderer drew",
+            DefaultValueFactory = _ => "coverage",
+        };
+        renderer.AcceptOnlyFromAmong("coverage", "supersampled");
         var generate = new Command("generate", "Write a ShapesWorld dataset in the official COCO / VQAv2 / NLVR2 / X-VLM formats.")
         {
-            output, seed, trainImages, evalImages, questions, trainPairs, evalPairs,
+            output, seed, trainImages, evalImages, questions, trainPairs, evalPairs, renderer,
         };
         generate.SetAction((parse, ct) =>
         {
@@ -59,7 +65,8 @@ internal static class DataCommand
                             task.Value = p.Done;
                         }
                     });
-                    summary = Generator.Generate(dir, parse.GetValue(seed), sizes, progress, ct);
+                    summary = Generator.Generate(dir, parse.GetValue(seed), sizes, progress, ct,
+                        parse.GetValue(renderer) == "supersampled" ? RenderStyle.Supersampled : RenderStyle.Coverage);
                 });
             var table = new Table().AddColumns("split", "images", "captions", "questions", "NLVR2 pairs");
             foreach (var (split, c) in summary.Splits)

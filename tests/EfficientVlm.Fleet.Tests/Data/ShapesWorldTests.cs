@@ -17,6 +17,33 @@ public sealed class ShapesWorldTests : IDisposable
     private static readonly GeneratorSizes Small = new() { TrainImages = 40, EvalImages = 12, TrainPairs = 20, EvalPairs = 10 };
 
     [Fact]
+    public void The_second_renderer_draws_the_same_scenes_with_other_pixels_and_the_same_text()
+    {
+        string a = Path.Combine(_folder, "coverage"), b = Path.Combine(_folder, "supersampled");
+        Generator.Generate(a, 5, Small);
+        Generator.Generate(b, 5, Small, style: RenderStyle.Supersampled);
+        foreach (var file in new[] { "annotations/captions_test.json", "annotations/v2_OpenEnded_mscoco_test_questions.json",
+                     "annotations/v2_mscoco_test_annotations.json", "annotations/instances_test.json", "nlvr2/test.json", "vocab.txt" })
+            Assert.Equal(File.ReadAllBytes(Path.Combine(a, file)), File.ReadAllBytes(Path.Combine(b, file)));
+        var image = Path.Combine("images", "test", $"COCO_test_{Generator.ImageId("test", 0):D12}.png");
+        Assert.NotEqual(File.ReadAllBytes(Path.Combine(a, image)), File.ReadAllBytes(Path.Combine(b, image)));
+
+        // the hard inside test agrees with the signed-distance coverage away from the outline
+        var rng = new Random(9);
+        foreach (var shape in Scene.Shapes)
+        {
+            var o = new SceneObject(shape, Colour.Red, ObjectSize.Large, 1, 1, 32.3, 31.7, 15.5);
+            for (int i = 0; i < 2000; i++)
+            {
+                double x = 20 + 24 * rng.NextDouble(), y = 20 + 24 * rng.NextDouble();
+                double c = Renderer.Coverage(o, x, y);
+                if (c >= 1) Assert.True(Renderer.Inside(o, x, y), $"{shape} ({x:0.00}, {y:0.00}) is covered but not inside");
+                if (c <= 0) Assert.False(Renderer.Inside(o, x, y), $"{shape} ({x:0.00}, {y:0.00}) is inside but not covered");
+            }
+        }
+    }
+
+    [Fact]
     public void Captions_follow_the_fixed_language()
     {
         var scene = new Scene([

@@ -57,8 +57,9 @@ public static class Generator
     private sealed record ImageItem(long Id, string File, Scene Scene, string[] Captions, List<GeneratedQuestion> Questions);
     private sealed record PairItem(int Index, string Sentence, bool Label);
 
+    /// <param name="style">The renderer: the default, or the second one of the check sets (the text is the same for both).</param>
     public static GeneratorSummary Generate(string outDir, int seed, GeneratorSizes sizes, IProgress<GeneratorProgress>? progress = null,
-        CancellationToken cancellationToken = default)
+        CancellationToken cancellationToken = default, RenderStyle style = RenderStyle.Coverage)
     {
         sizes.Validate();
         var started = DateTime.UtcNow;
@@ -85,7 +86,7 @@ public static class Generator
                 var questions = Questions.Generate(scene, rng, sizes.QuestionsPerImage);
                 long id = ImageId(split, i);
                 var file = $"COCO_{split}_{id:D12}.png";
-                using (var image = Renderer.Render(scene, rng))
+                using (var image = Renderer.Render(scene, rng, style))
                     image.Save(Path.Combine(outDir, "images", split, file), png);
                 items[i] = new ImageItem(id, file, scene, captions, questions);
                 var d = Interlocked.Increment(ref done);
@@ -113,7 +114,7 @@ public static class Generator
                 {
                     for (int side = 0; side < 2; side++)
                     {
-                        using var image = Renderer.Render(side == 0 ? scenes.Left : scenes.Right, rng);
+                        using var image = Renderer.Render(side == 0 ? scenes.Left : scenes.Right, rng, style);
                         image.Save(Path.Combine(outDir, "nlvr2", "images", split, $"{split}-{index}-0-img{side}.png"), png);
                     }
                     pairItems[index] = new PairItem(index, statement.Sentence, label);

@@ -3,6 +3,16 @@ using SixLabors.ImageSharp.PixelFormats;
 
 namespace EfficientVlm.Model.Data.ShapesWorld;
 
+/// <summary>Which of the project's two renderers of the spec draws the images.</summary>
+public enum RenderStyle
+{
+    /// <summary>Signed-distance coverage (the default, every data set the project trains on).</summary>
+    Coverage,
+
+    /// <summary>4 x 4 supersampling, reverse draw order, Box-Muller noise: the check set of another renderer.</summary>
+    Supersampled,
+}
+
 /// <summary>
 /// Draws a scene on a 64 x 64 canvas by hand (ImageSharp.Drawing is not available): gray background
 /// with per-channel offsets and Gaussian noise on the background only, then each object in its
@@ -11,6 +21,10 @@ namespace EfficientVlm.Model.Data.ShapesWorld;
 /// </summary>
 public static class Renderer
 {
+    /// <summary>Draws <paramref name="scene"/> in the given style (both within the spec's freedom: docs/data.md).</summary>
+    public static Image<Rgb24> Render(Scene scene, Random rng, RenderStyle style) =>
+        style == RenderStyle.Supersampled ? RenderSupersampled(scene, rng) : Render(scene, rng);
+
     private static readonly Dictionary<Colour, (int R, int G, int B)> Base = new()
     {
         [Colour.Red] = (220, 40, 40),
@@ -69,6 +83,74 @@ public static class Renderer
             }
         }
 
+        return ToImage(canvas);
+    }
+
+    /// <summary>
+    /// A second renderer of the spec, for checking that models do not learn one renderer's pixels: the same
+    /// background law drawn with Box-Muller normals, objects in reverse order, and coverage counted on a 4 x 4
+    /// grid of sub-pixel samples with hard inside tests instead of a signed distance.
+    /// </summary>
+    public static Image<Rgb24> RenderSupersampled(Scene scene, Random rng)
+    {
+        const int n = Scene.Canvas, sub = 4;
+        int gray = rng.Next(200, 251);
+        var background = new double[3];
+        for (int c = 0; c < 3; c++) background[c] = gray + rng.Next(-5, 6);
+        double sigma = Scene.Uniform(rng, 0, 6);
+        var colours = scene.Objects.Select(o =>
+        {
+            var b = Base[o.Colour];
+            return new[] { Clamp(b.R + rng.Next(-15, 16)), Clamp(b.G + rng.Next(-15, 16)), Clamp(b.B + rng.Next(-15, 16)) };
+        }).ToArray();
+
+        var canvas = new double[n * n * 3];
+        for (int i = 0; i < canvas.Length; i += 2)
+        {
+            double u1 = 1 - rng.NextDouble(), u2 = rng.NextDouble();
+            double r = Math.Sqrt(-2 * Math.Log(u1));
+            canvas[i] = background[i % 3] + sigma * r * Math.Cos(2 * Math.PI * u2);
+            canvas[i + 1] = background[(i + 1) % 3] + sigma * r * Math.Sin(2 * Math.PI * u2);
+        }
+
+        for (int o = scene.Objects.Count - 1; o >= 0; o--)
+        {
+            var obj = scene.Objects[o];
+            double half = obj.Side / 2 + 1;
+            int x0 = Math.Max(0, (int)Math.Floor(obj.X - half)), x1 = Math.Min(n - 1, (int)Math.Ceiling(obj.X + half));
+            int y0 = Math.Max(0, (int)Math.Floor(obj.Y - half)), y1 = Math.Min(n - 1, (int)Math.Ceiling(obj.Y + half));
+            for (int y = y0; y <= y1; y++)
+            for (int x = x0; x <= x1; x++)
+            {
+                int hits = 0;
+                for (int sy = 0; sy < sub; sy++)
+                    for (int sx = 0; sx < sub; sx++)
+                        if (Inside(obj, x + (sx + 0.5) / sub, y + (sy + 0.5) / sub)) hits++;
+                if (hits == 0) continue;
+                double a = (double)hits / (sub * sub);
+                int at = (y * n + x) * 3;
+                for (int c = 0; c < 3; c++) canvas[at + c] = canvas[at + c] * (1 - a) + colours[o][c] * a;
+            }
+        }
+        return ToImage(canvas);
+    }
+
+    /// <summary>Whether the point (px, py) is inside the object (its outline included).</summary>
+    public static bool Inside(SceneObject o, double px, double py)
+    {
+        double half = o.Side / 2, dx = px - o.X, dy = py - o.Y;
+        return o.Shape switch
+        {
+            Shape.Circle => dx * dx + dy * dy <= half * half,
+            Shape.Square => Math.Abs(dx) <= half && Math.Abs(dy) <= half,
+            // apex at (0, -half), base at y = +half from -half to +half: |dx| grows from 0 to half as y goes down
+            _ => dy >= -half && dy <= half && Math.Abs(dx) <= (dy + half) / 2,
+        };
+    }
+
+    private static Image<Rgb24> ToImage(double[] canvas)
+    {
+        const int n = Scene.Canvas;
         var image = new Image<Rgb24>(n, n);
         image.ProcessPixelRows(rows =>
         {
