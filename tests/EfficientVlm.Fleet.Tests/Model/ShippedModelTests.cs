@@ -1,0 +1,55 @@
+using System.Text.Json;
+using EfficientVlm.Fleet.Tests.Infrastructure;
+using EfficientVlm.Model.Checkpoints;
+using EfficientVlm.Model.Config;
+using EfficientVlm.Model.Data.ShapesWorld;
+using EfficientVlm.Model.Jobs;
+using EfficientVlm.Model.Training;
+using TorchSharp;
+
+namespace EfficientVlm.Fleet.Tests.Model;
+
+/// <summary>
+/// The models that ship under models/shapesworld: each one listed in its card's scores.json loads, passes its manifest
+/// check, and scores at least 5 points under its card on a small generated set (another seed than the card's test split).
+/// </summary>
+[Collection(TorchCollection.Name)]
+public sealed class ShippedModelTests : IDisposable
+{
+    private static readonly string Shipped = Path.Combine(TestPaths.RepositoryRoot, "models", "shapesworld");
+    private readonly string _data = Directory.CreateTempSubdirectory("fleet-shipped-").FullName;
+
+    public void Dispose() => Directory.Delete(_data, recursive: true);
+
+    /// <summary>The card's machine-readable scores: package name -> (task, metric, test score x100).</summary>
+    public static IEnumerable<object[]> Packages()
+    {
+        using var doc = JsonDocument.Parse(File.ReadAllText(Path.Combine(Shipped, "scores.json")));
+        foreach (var p in doc.RootElement.EnumerateObject())
+            yield return [p.Name, p.Value.GetProperty("task").GetString()!, p.Value.GetProperty("metric").GetString()!, p.Value.GetProperty("test").GetDouble()];
+    }
+
+    [Theory]
+    [MemberData(nameof(Packages))]
+    public void A_shipped_model_loads_checks_its_manifest_and_scores_near_its_card(string package, string task, string metric, double card)
+    {
+        var folder = Path.Combine(Shipped, package);
+        Assert.True(File.Exists(Path.Combine(folder, ModelPackage.ManifestFile)), $"{folder} has no manifest");
+        // only the evaluated split is needed: the package brings its own vocabulary and answers
+        Generator.Generate(_data, 77, new GeneratorSizes { TrainImages = 1, EvalImages = 150, QuestionsPerImage = 2, TrainPairs = 0, EvalPairs = 300 });
+        torch.set_num_threads(1);
+        using var model = Checkpoint.Load(folder);
+        model.eval();
+        var data = new TaskData(_data, model.Config, model: folder);
+        var which = Enum.Parse<VlmTask>(task, ignoreCase: true);
+        var scores = Pipeline.Score(model, which, data, "val", null, torch.CPU);
+        Assert.True(scores[metric] >= card - 5, $"{package}: {metric} {scores[metric]:0.0} on 300 generated items, card says {card:0.0}");
+    }
+
+    [Fact]
+    public void The_shipped_models_stay_within_40_MB()
+    {
+        long bytes = Directory.GetFiles(Shipped, "*", SearchOption.AllDirectories).Sum(f => new FileInfo(f).Length);
+        Assert.True(bytes <= 40_000_000, $"models/shapesworld holds {bytes:N0} bytes");
+    }
+}
