@@ -38,16 +38,7 @@ public static class Renderer
     public static Image<Rgb24> Render(Scene scene, Random rng)
     {
         const int n = Scene.Canvas;
-        int gray = rng.Next(200, 251);
-        var background = new double[3];
-        for (int c = 0; c < 3; c++) background[c] = gray + rng.Next(-5, 6);
-        double sigma = Scene.Uniform(rng, 0, 6);
-
-        var colours = scene.Objects.Select(o =>
-        {
-            var b = Base[o.Colour];
-            return new[] { Clamp(b.R + rng.Next(-15, 16)), Clamp(b.G + rng.Next(-15, 16)), Clamp(b.B + rng.Next(-15, 16)) };
-        }).ToArray();
+        var (background, sigma, colours) = Palette(scene, rng);
 
         // background: gray + per-image channel offsets + Gaussian noise (Marsaglia's polar method, two normals per draw)
         var canvas = new double[n * n * 3];
@@ -94,15 +85,7 @@ public static class Renderer
     public static Image<Rgb24> RenderSupersampled(Scene scene, Random rng)
     {
         const int n = Scene.Canvas, sub = 4;
-        int gray = rng.Next(200, 251);
-        var background = new double[3];
-        for (int c = 0; c < 3; c++) background[c] = gray + rng.Next(-5, 6);
-        double sigma = Scene.Uniform(rng, 0, 6);
-        var colours = scene.Objects.Select(o =>
-        {
-            var b = Base[o.Colour];
-            return new[] { Clamp(b.R + rng.Next(-15, 16)), Clamp(b.G + rng.Next(-15, 16)), Clamp(b.B + rng.Next(-15, 16)) };
-        }).ToArray();
+        var (background, sigma, colours) = Palette(scene, rng);
 
         var canvas = new double[n * n * 3];
         for (int i = 0; i < canvas.Length; i += 2)
@@ -165,6 +148,24 @@ public static class Renderer
             }
         });
         return image;
+    }
+
+    /// <summary>
+    /// The spec's random draws of an image, in this order: the gray level, its per-channel offsets, the noise sigma,
+    /// then each object's jittered colour.
+    /// </summary>
+    private static (double[] Background, double Sigma, int[][] Colours) Palette(Scene scene, Random rng)
+    {
+        int gray = rng.Next(200, 251);
+        var background = new double[3];
+        for (int c = 0; c < 3; c++) background[c] = gray + rng.Next(-5, 6);
+        double sigma = Scene.Uniform(rng, 0, 6);
+        var colours = scene.Objects.Select(o =>
+        {
+            var b = Base[o.Colour];
+            return new[] { Clamp(b.R + rng.Next(-15, 16)), Clamp(b.G + rng.Next(-15, 16)), Clamp(b.B + rng.Next(-15, 16)) };
+        }).ToArray();
+        return (background, sigma, colours);
     }
 
     private static byte ToByte(double v) => (byte)Math.Clamp(Math.Round(v), 0, 255);
