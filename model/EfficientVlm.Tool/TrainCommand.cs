@@ -136,8 +136,12 @@ internal static class TrainCommand
             HashSet<string>? fresh = null;
             if (parse.GetValue(teacherInit) is { } from)
             {
-                using var start = Checkpoint.Load(from.FullName);
-                model = start.Config.Task == VlmTask.Vqa ? Scopes.Keep(Checkpoint.Load(from.FullName)) : TaskConversion.ToTask(start, VlmTask.Vqa, out fresh);
+                var start = Checkpoint.Load(from.FullName);
+                if (start.Config.Task == VlmTask.Vqa) model = start;
+                else
+                {
+                    using (start) model = TaskConversion.ToTask(start, VlmTask.Vqa, out fresh);
+                }
             }
             else
             {

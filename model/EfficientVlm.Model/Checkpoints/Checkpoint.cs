@@ -29,8 +29,7 @@ public static class Checkpoint
         try
         {
             var weights = Path.Combine(temp, WeightsFile);
-            var state = model.state_dict().ToDictionary(kv => kv.Key, kv => kv.Value.detach().cpu().contiguous());
-            Safetensors.SaveStateDict(weights, state);
+            SaveStateDict(model, weights);
             File.WriteAllText(Path.Combine(temp, ConfigFile), model.Config.ToJson());
             var hash = Hash(weights);
             if (Directory.Exists(full))
@@ -91,6 +90,21 @@ public static class Checkpoint
             foreach (var (name, tensor) in expected)
                 tensor.copy_(state[name]);
         return model;
+    }
+
+    /// <summary>
+    /// Writes a module's state dict as safetensors, floating-point tensors in <paramref name="dtype"/> when given
+    /// (the model's own otherwise); the copies live only for the write.
+    /// </summary>
+    public static void SaveStateDict(torch.nn.Module module, string file, ScalarType? dtype = null)
+    {
+        using var scope = torch.NewDisposeScope();
+        var state = module.state_dict().ToDictionary(kv => kv.Key, kv =>
+        {
+            var t = kv.Value.detach().cpu();
+            return (dtype is ScalarType d && t.is_floating_point() ? t.to(d) : t).contiguous();
+        });
+        Safetensors.SaveStateDict(file, state);
     }
 
     public static string Hash(string file)

@@ -3,7 +3,6 @@ using System.Text.Json.Nodes;
 using EfficientVlm.Model.Config;
 using EfficientVlm.Model.Modules;
 using TorchSharp;
-using TorchSharp.PyBridge;
 using static TorchSharp.torch;
 
 namespace EfficientVlm.Model.Checkpoints;
@@ -48,12 +47,7 @@ public static class ModelPackage
         if (model.Config.Task == VlmTask.Vqa && answers is null) throw new ArgumentException("A VQA model package needs its answer list.");
         Directory.CreateDirectory(folder);
         foreach (var stale in new[] { AnswersFile, ManifestFile }) File.Delete(Path.Combine(folder, stale));
-        using (var scope = torch.NewDisposeScope())
-        {
-            var state = model.state_dict().ToDictionary(kv => kv.Key,
-                kv => kv.Value.is_floating_point() ? kv.Value.detach().cpu().to(dtype).contiguous() : kv.Value.detach().cpu().contiguous());
-            Safetensors.SaveStateDict(Path.Combine(folder, Checkpoint.WeightsFile), state);
-        }
+        Checkpoint.SaveStateDict(model, Path.Combine(folder, Checkpoint.WeightsFile), dtype);
         File.WriteAllText(Path.Combine(folder, Checkpoint.ConfigFile), model.Config.ToJson());
         File.Copy(vocabulary, Path.Combine(folder, VocabFile), overwrite: true);
         if (answers is not null)

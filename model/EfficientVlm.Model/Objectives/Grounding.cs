@@ -53,23 +53,13 @@ public static class Grounding
     /// </summary>
     public static long[] PatchTargets(ImageObjects image, int imageSize, int patch, IReadOnlyDictionary<int, int> categoryIndex)
     {
-        int grid = imageSize / patch;
-        var targets = new long[grid * grid];
-        float sx = (float)imageSize / image.Width, sy = (float)imageSize / image.Height;
-        var smallestFirst = image.Objects.OrderBy(o => o.Width * o.Height).ToList();
-        for (int r = 0; r < grid; r++)
-            for (int c = 0; c < grid; c++)
-            {
-                float px = (c + 0.5f) * patch, py = (r + 0.5f) * patch;
-                foreach (var o in smallestFirst)
-                {
-                    if (px >= o.X * sx && px < (o.X + o.Width) * sx && py >= o.Y * sy && py < (o.Y + o.Height) * sy)
-                    {
-                        targets[r * grid + c] = 1 + categoryIndex[o.CategoryId];
-                        break;
-                    }
-                }
-            }
+        var targets = new long[(imageSize / patch) * (imageSize / patch)];
+        foreach (var o in image.Objects.OrderBy(o => o.Width * o.Height))
+        {
+            var inside = PatchesInside(o, image.Width, image.Height, imageSize, patch);
+            for (int i = 0; i < targets.Length; i++)
+                if (targets[i] == 0 && inside[i] > 0) targets[i] = 1 + categoryIndex[o.CategoryId];
+        }
         return targets;
     }
 

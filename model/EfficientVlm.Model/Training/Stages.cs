@@ -37,8 +37,7 @@ public abstract class StageBase<TBatch>(VlmModel model, TaskData data, int batch
     protected static int Count(int items, int batch) => (items + batch - 1) / batch;
 
     /// <summary>Writes the weights of a head the stage owns (saved with the resumable checkpoint, not with the model).</summary>
-    protected static void SaveHead(torch.nn.Module head, string file) =>
-        TorchSharp.PyBridge.Safetensors.SaveStateDict(file, head.state_dict().ToDictionary(kv => kv.Key, kv => kv.Value.detach().cpu().contiguous()));
+    protected static void SaveHead(torch.nn.Module head, string file) => Checkpoints.Checkpoint.SaveStateDict(head, file);
 
     /// <summary>Reads what <see cref="SaveHead"/> wrote into <paramref name="head"/>.</summary>
     protected static void LoadHead(torch.nn.Module head, string file)

@@ -171,6 +171,17 @@ public static class Generator
 
     private static JsonArray Array(IEnumerable<JsonNode?> items) => new(items.ToArray());
 
+    /// <summary>The <c>images</c> list of a COCO file (captions and instances alike).</summary>
+    private static JsonArray CocoImages(IEnumerable<ImageItem> items) => Array(items.Select(i => (JsonNode)new JsonObject
+    {
+        ["license"] = 1, ["file_name"] = i.File, ["coco_url"] = "", ["height"] = Scene.Canvas, ["width"] = Scene.Canvas,
+        ["date_captured"] = "2026-11-27 00:00:00", ["flickr_url"] = "", ["id"] = i.Id,
+    }));
+
+    /// <summary>The <c>licenses</c> list of a COCO file.</summary>
+    private static JsonArray CocoLicenses() =>
+        new(new JsonObject { ["url"] = "http://creativecommons.org/licenses/by/4.0/", ["id"] = 1, ["name"] = "CC BY 4.0" });
+
     /// <summary>
     /// The object categories of the COCO instances files: one per description, "&lt;size&gt; &lt;color&gt; &lt;shape&gt;",
     /// with the shape as its supercategory; ids from 1 in size, colour, shape order.
@@ -192,12 +203,8 @@ public static class Generator
     private static JsonObject Instances(ImageItem[] items) => new()
     {
         ["info"] = Info("ShapesWorld objects (COCO instances format)"),
-        ["licenses"] = new JsonArray(new JsonObject { ["url"] = "http://creativecommons.org/licenses/by/4.0/", ["id"] = 1, ["name"] = "CC BY 4.0" }),
-        ["images"] = Array(items.Select(i => (JsonNode)new JsonObject
-        {
-            ["license"] = 1, ["file_name"] = i.File, ["coco_url"] = "", ["height"] = Scene.Canvas, ["width"] = Scene.Canvas,
-            ["date_captured"] = "2026-11-27 00:00:00", ["flickr_url"] = "", ["id"] = i.Id,
-        })),
+        ["licenses"] = CocoLicenses(),
+        ["images"] = CocoImages(items),
         ["annotations"] = Array(items.SelectMany(i => i.Scene.Objects.Select((o, k) =>
         {
             double x = Math.Round(o.X - o.Side / 2, 2), y = Math.Round(o.Y - o.Side / 2, 2), side = Math.Round(o.Side, 2);
@@ -233,12 +240,8 @@ public static class Generator
             var coco = new JsonObject
             {
                 ["info"] = Info("ShapesWorld captions"),
-                ["images"] = Array(items.Select(i => (JsonNode)new JsonObject
-                {
-                    ["license"] = 1, ["file_name"] = i.File, ["coco_url"] = "", ["height"] = Scene.Canvas, ["width"] = Scene.Canvas,
-                    ["date_captured"] = "2026-11-27 00:00:00", ["flickr_url"] = "", ["id"] = i.Id,
-                })),
-                ["licenses"] = new JsonArray(new JsonObject { ["url"] = "http://creativecommons.org/licenses/by/4.0/", ["id"] = 1, ["name"] = "CC BY 4.0" }),
+                ["images"] = CocoImages(items),
+                ["licenses"] = CocoLicenses(),
                 ["annotations"] = Array(items.SelectMany(i => i.Captions.Select((c, k) => (JsonNode)new JsonObject
                 {
                     ["image_id"] = i.Id, ["id"] = i.Id * 10 + k, ["caption"] = c,

@@ -61,17 +61,7 @@ public static class Renderer
         for (int o = 0; o < scene.Objects.Count; o++)
         {
             var obj = scene.Objects[o];
-            double half = obj.Side / 2 + 1;
-            int x0 = Math.Max(0, (int)Math.Floor(obj.X - half)), x1 = Math.Min(n - 1, (int)Math.Ceiling(obj.X + half));
-            int y0 = Math.Max(0, (int)Math.Floor(obj.Y - half)), y1 = Math.Min(n - 1, (int)Math.Ceiling(obj.Y + half));
-            for (int y = y0; y <= y1; y++)
-            for (int x = x0; x <= x1; x++)
-            {
-                double a = Coverage(obj, x + 0.5, y + 0.5);
-                if (a <= 0) continue;
-                int at = (y * n + x) * 3;
-                for (int c = 0; c < 3; c++) canvas[at + c] = canvas[at + c] * (1 - a) + colours[o][c] * a;
-            }
+            Paint(canvas, obj, colours[o], (x, y) => Coverage(obj, x + 0.5, y + 0.5));
         }
 
         return ToImage(canvas);
@@ -99,21 +89,14 @@ public static class Renderer
         for (int o = scene.Objects.Count - 1; o >= 0; o--)
         {
             var obj = scene.Objects[o];
-            double half = obj.Side / 2 + 1;
-            int x0 = Math.Max(0, (int)Math.Floor(obj.X - half)), x1 = Math.Min(n - 1, (int)Math.Ceiling(obj.X + half));
-            int y0 = Math.Max(0, (int)Math.Floor(obj.Y - half)), y1 = Math.Min(n - 1, (int)Math.Ceiling(obj.Y + half));
-            for (int y = y0; y <= y1; y++)
-            for (int x = x0; x <= x1; x++)
+            Paint(canvas, obj, colours[o], (x, y) =>
             {
                 int hits = 0;
                 for (int sy = 0; sy < sub; sy++)
                     for (int sx = 0; sx < sub; sx++)
                         if (Inside(obj, x + (sx + 0.5) / sub, y + (sy + 0.5) / sub)) hits++;
-                if (hits == 0) continue;
-                double a = (double)hits / (sub * sub);
-                int at = (y * n + x) * 3;
-                for (int c = 0; c < 3; c++) canvas[at + c] = canvas[at + c] * (1 - a) + colours[o][c] * a;
-            }
+                return (double)hits / (sub * sub);
+            });
         }
         return ToImage(canvas);
     }
@@ -148,6 +131,26 @@ public static class Renderer
             }
         });
         return image;
+    }
+
+    /// <summary>
+    /// Blends one object's colour over its bounding box (plus a pixel) of the canvas, each pixel by
+    /// <paramref name="alpha"/>(x, y), the share of the pixel it covers; uncovered pixels are left as they are.
+    /// </summary>
+    private static void Paint(double[] canvas, SceneObject obj, int[] colour, Func<int, int, double> alpha)
+    {
+        const int n = Scene.Canvas;
+        double half = obj.Side / 2 + 1;
+        int x0 = Math.Max(0, (int)Math.Floor(obj.X - half)), x1 = Math.Min(n - 1, (int)Math.Ceiling(obj.X + half));
+        int y0 = Math.Max(0, (int)Math.Floor(obj.Y - half)), y1 = Math.Min(n - 1, (int)Math.Ceiling(obj.Y + half));
+        for (int y = y0; y <= y1; y++)
+        for (int x = x0; x <= x1; x++)
+        {
+            double a = alpha(x, y);
+            if (a <= 0) continue;
+            int at = (y * n + x) * 3;
+            for (int c = 0; c < 3; c++) canvas[at + c] = canvas[at + c] * (1 - a) + colour[c] * a;
+        }
     }
 
     /// <summary>
