@@ -80,7 +80,7 @@ internal static class TrainCommand
 
         var task = new Option<string>("--task") { Description = "vqa | nlvr2 | retrieval | captioning", Required = true };
         var init = new Option<DirectoryInfo>("--init") { Description = "pre-trained or distilled checkpoint folder", Required = true };
-        var finetune = new Command("finetune", "Fine-tune a pre-trained or distilled model for one task (no pruning).") { task, init };
+        var finetune = new Command("finetune", "Fine-tune a pre-trained or distilled model for one task (no pruning).") { task, init, FreezeOption };
         AddCommon(finetune);
         finetune.SetAction((parse, ct) => Run(parse, ct, $"finetune-{parse.GetValue(task)}", (data, seed, batch) =>
         {
@@ -88,6 +88,7 @@ internal static class TrainCommand
             using var pretrained = Checkpoint.Load(parse.GetValue(init)!.FullName);
             var which = ParseTask(parse.GetValue(task)!);
             var model = TaskConversion.ToTask(pretrained, which, out var fresh);
+            Freeze(parse, model);
             var taskData = data(model.Config);
             Func<ITrainer> stage = which switch
             {
@@ -104,13 +105,14 @@ internal static class TrainCommand
             "share of the other images drawn by similarity (1: X-VLM, all hard; below 1 mixes uniform ones in)");
         var nlvrPretrain = new Command("nlvr-pretrain",
             "NLVR2 domain pre-training: text assignment (which of two images a caption describes, or neither) on the doubled fusion stack; " +
-            "fine-tune NLVR2 from its best checkpoint.") { taInit, taHardShare };
+            "fine-tune NLVR2 from its best checkpoint.") { taInit, taHardShare, FreezeOption };
         AddCommon(nlvrPretrain);
         nlvrPretrain.SetAction((parse, ct) => Run(parse, ct, "nlvr-pretrain", (data, seed, batch) =>
         {
             torch.manual_seed(seed);
             using var pretrained = Checkpoint.Load(parse.GetValue(taInit)!.FullName);
             var model = TaskConversion.ToTask(pretrained, VlmTask.Nlvr2);
+            Freeze(parse, model);
             return (model, () => new TextAssignmentStage(model, data(model.Config), batch, seed, parse.GetValue(taHardShare)).Train(), model.Config);
         }));
 
@@ -165,6 +167,18 @@ internal static class TrainCommand
     }
 
     /// <summary>A share in [0, 1], 1 by default; anything else is refused with the option's name.</summary>
+    private static readonly Option<string[]> FreezeOption = new("--freeze")
+    {
+        Description = $"parts left as they are, not trained ({string.Join(" | ", ParameterGroups.Freezable.Keys)}; e.g. --freeze vision)",
+        AllowMultipleArgumentsPerToken = true,
+    };
+
+    private static void Freeze(ParseResult parse, VlmModel model)
+    {
+        if (parse.GetValue(FreezeOption) is { Length: > 0 } parts)
+            AnsiConsole.MarkupLineInterpolated($"frozen: {string.Join(", ", parts)} ({ParameterGroups.Freeze(model, parts):N0} parameters)");
+    }
+
     private static Option<double> ShareOption(string name, string description)
     {
         var option = new Option<double>(name) { Description = description, DefaultValueFactory = _ => 1.0 };

@@ -3,12 +3,41 @@ using TorchSharp.Modules;
 
 namespace EfficientVlm.Model.Training;
 
-/// <summary>AdamW groups: matrices decay, biases / LayerNorm / scalars do not; parameters named in <c>fresh</c> learn at twice the rate.</summary>
+/// <summary>
+/// AdamW groups: matrices decay, biases / LayerNorm / scalars do not; parameters named in <c>fresh</c> learn at twice the rate;
+/// frozen parameters (<see cref="Freeze"/>) are left out.
+/// </summary>
 public static class ParameterGroups
 {
+    /// <summary>The parts <see cref="Freeze"/> knows, by the parameter-name prefixes each covers.</summary>
+    public static readonly IReadOnlyDictionary<string, string[]> Freezable = new Dictionary<string, string[]>
+    {
+        ["vision"] = ["vision."],
+        ["text"] = ["embeddings.", "text."],
+    };
+
+    /// <summary>
+    /// Stops training the named parts (<see cref="Freezable"/>): their parameters no longer require grad, so autograd
+    /// records nothing through them and the optimiser does not hold them. Returns how many parameters were frozen.
+    /// </summary>
+    public static long Freeze(VlmModel model, IEnumerable<string> parts)
+    {
+        var prefixes = parts.SelectMany(p => p.Split(',', StringSplitOptions.RemoveEmptyEntries)).SelectMany(part => Freezable.TryGetValue(part.Trim().ToLowerInvariant(), out var p)
+            ? p
+            : throw new ArgumentException($"Cannot freeze '{part}': choose from {string.Join(", ", Freezable.Keys)}.")).ToList();
+        long frozen = 0;
+        foreach (var (name, parameter) in model.named_parameters())
+        {
+            if (!prefixes.Any(name.StartsWith)) continue;
+            parameter.requires_grad = false;
+            frozen += parameter.numel();
+        }
+        return frozen;
+    }
+
     public static IEnumerable<(IEnumerable<Parameter> Parameters, double LrMultiplier, bool Decay)> For(VlmModel model, ISet<string>? fresh = null)
     {
-        var all = model.named_parameters().ToList();
+        var all = model.named_parameters().Where(p => p.parameter.requires_grad).ToList();
         foreach (var isFresh in new[] { false, true })
         foreach (var decay in new[] { true, false })
         {

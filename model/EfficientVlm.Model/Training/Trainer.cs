@@ -147,7 +147,7 @@ public sealed class Trainer<TBatch>(ITrainingStage<TBatch> stage, TrainerOptions
                     optimizer.zero_grad();
                     var result = stage.Loss(batch, ctx.Device, step);
                     result.Total.backward();
-                    if (options.ClipNorm > 0) nn.utils.clip_grad_norm_(stage.Model.parameters(), options.ClipNorm);
+                    if (options.ClipNorm > 0) nn.utils.clip_grad_norm_(stage.Model.parameters().Where(p => p.requires_grad), options.ClipNorm);
                     optimizer.step();
                     stage.AfterStep();
                     return (result.Total.item<float>(), result.Parts.ToDictionary(p => p.Key, p => (double)p.Value.item<float>()));

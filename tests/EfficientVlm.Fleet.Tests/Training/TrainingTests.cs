@@ -176,6 +176,27 @@ public sealed class TrainingTests(TinyDataFixture fixture) : IClassFixture<TinyD
     }
 
     [Fact]
+    public async Task A_frozen_encoder_is_left_out_of_the_optimiser_and_keeps_its_weights()
+    {
+        torch.manual_seed(9);
+        using var pretrained = new VlmModel(TinyDataFixture.Teacher);
+        using var nlvr = TaskConversion.ToTask(pretrained, VlmTask.Nlvr2, out var fresh);
+        long frozen = ParameterGroups.Freeze(nlvr, ["vision"]);
+        long vision = nlvr.named_parameters().Where(p => p.name.StartsWith("vision.")).Sum(p => p.parameter.numel());
+        Assert.Equal(vision, frozen);
+        var before = nlvr.state_dict().ToDictionary(kv => kv.Key, kv => kv.Value.clone());
+        var stage = new NlvrStage(nlvr, fixture.Data(TinyDataFixture.Teacher), 8, 1, fresh);
+        Assert.DoesNotContain(stage.ParameterGroups().SelectMany(g => g.Parameters), p => !p.requires_grad);
+        await Train(stage, "frozen", Fast with { Epochs = 2 });
+        var after = nlvr.state_dict();
+        bool Same(string name) => before[name].equal(after[name]).all().item<bool>();
+        Assert.All(before.Keys.Where(n => n.StartsWith("vision.")), n => Assert.True(Same(n), $"{n} changed while frozen"));
+        Assert.False(Same("fusion.layers.0.ffn.fc1.weight"), "the fusion did not train");
+        Assert.False(Same("nlvr_out.weight"), "the NLVR2 head did not train");
+        Assert.Throws<ArgumentException>(() => ParameterGroups.Freeze(nlvr, ["decoder"]));
+    }
+
+    [Fact]
     public void The_schedule_warms_up_linearly_then_decays_to_zero()
     {
         Assert.Equal(0.25, Trainer<int>.Schedule(0, 100, 4));
