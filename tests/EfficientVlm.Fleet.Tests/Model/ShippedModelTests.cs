@@ -11,7 +11,9 @@ namespace EfficientVlm.Fleet.Tests.Model;
 
 /// <summary>
 /// The models that ship under models/shapesworld: each one listed in its card's scores.json loads, passes its manifest
-/// check, and scores at least 5 points under its card on a small generated set (another seed than the card's test split).
+/// check, and scores no more than 5 points under its card on a small generated set (another seed than the card's test
+/// split). Retrieval and captioning scores depend on the size of the set (1,000 images in the card's protocol, 150 here),
+/// so their entries also carry "check": the card's score on this very set, which is what they are held to.
 /// </summary>
 [Collection(TorchCollection.Name)]
 public sealed class ShippedModelTests : IDisposable
@@ -21,12 +23,15 @@ public sealed class ShippedModelTests : IDisposable
 
     public void Dispose() => Directory.Delete(_data, recursive: true);
 
-    /// <summary>The card's machine-readable scores: package name -> (task, metric, test score x100).</summary>
+    /// <summary>The card's machine-readable scores: package name -> (task, metric, score x100 on the set this test makes).</summary>
     public static IEnumerable<object[]> Packages()
     {
         using var doc = JsonDocument.Parse(File.ReadAllText(Path.Combine(Shipped, "scores.json")));
         foreach (var p in doc.RootElement.EnumerateObject())
-            yield return [p.Name, p.Value.GetProperty("task").GetString()!, p.Value.GetProperty("metric").GetString()!, p.Value.GetProperty("test").GetDouble()];
+        {
+            var card = p.Value.TryGetProperty("check", out var check) ? check : p.Value.GetProperty("test");
+            yield return [p.Name, p.Value.GetProperty("task").GetString()!, p.Value.GetProperty("metric").GetString()!, card.GetDouble()];
+        }
     }
 
     [Theory]
@@ -44,6 +49,19 @@ public sealed class ShippedModelTests : IDisposable
         var which = Enum.Parse<VlmTask>(task, ignoreCase: true);
         var scores = Pipeline.Score(model, which, data, "val", null, torch.CPU);
         Assert.True(scores[metric] >= card - 5, $"{package}: {metric} {scores[metric]:0.0} on 300 generated items, card says {card:0.0}");
+    }
+
+    [Fact]
+    public void Every_shipped_package_has_a_manifest_and_loads_with_it_checked()
+    {
+        var folders = Directory.GetDirectories(Shipped);
+        Assert.Contains(folders, f => Path.GetFileName(f) == "teacher");
+        foreach (var folder in folders)
+        {
+            Assert.True(File.Exists(Path.Combine(folder, ModelPackage.ManifestFile)), $"{folder} has no manifest");
+            using var model = Checkpoint.Load(folder);
+            Assert.True(model.parameters().Any(), $"{folder} loaded no parameters");
+        }
     }
 
     [Fact]
