@@ -166,19 +166,20 @@ internal static class TrainCommand
             { pretrain, distill, nlvrPretrain, finetune, teacher };
     }
 
-    /// <summary>A share in [0, 1], 1 by default; anything else is refused with the option's name.</summary>
     private static readonly Option<string[]> FreezeOption = new("--freeze")
     {
         Description = $"parts left as they are, not trained ({string.Join(" | ", ParameterGroups.Freezable.Keys)}; e.g. --freeze vision)",
         AllowMultipleArgumentsPerToken = true,
     };
 
+    /// <summary>Applies <c>--freeze</c> to the model before its stage collects the parameter groups.</summary>
     private static void Freeze(ParseResult parse, VlmModel model)
     {
         if (parse.GetValue(FreezeOption) is { Length: > 0 } parts)
             AnsiConsole.MarkupLineInterpolated($"frozen: {string.Join(", ", parts)} ({ParameterGroups.Freeze(model, parts):N0} parameters)");
     }
 
+    /// <summary>A share in [0, 1], 1 by default; anything else is refused with the option's name.</summary>
     private static Option<double> ShareOption(string name, string description)
     {
         var option = new Option<double>(name) { Description = description, DefaultValueFactory = _ => 1.0 };

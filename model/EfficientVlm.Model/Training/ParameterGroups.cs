@@ -22,9 +22,11 @@ public static class ParameterGroups
     /// </summary>
     public static long Freeze(VlmModel model, IEnumerable<string> parts)
     {
-        var prefixes = parts.SelectMany(p => p.Split(',', StringSplitOptions.RemoveEmptyEntries)).SelectMany(part => Freezable.TryGetValue(part.Trim().ToLowerInvariant(), out var p)
-            ? p
-            : throw new ArgumentException($"Cannot freeze '{part}': choose from {string.Join(", ", Freezable.Keys)}.")).ToList();
+        var prefixes = parts.SelectMany(list => list.Split(',', StringSplitOptions.RemoveEmptyEntries))
+            .SelectMany(part => Freezable.TryGetValue(part.Trim().ToLowerInvariant(), out var covered)
+                ? covered
+                : throw new ArgumentException($"Cannot freeze '{part}': choose from {string.Join(", ", Freezable.Keys)}."))
+            .ToList();
         long frozen = 0;
         foreach (var (name, parameter) in model.named_parameters())
         {
