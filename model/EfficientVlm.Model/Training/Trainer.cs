@@ -148,7 +148,7 @@ public sealed class Trainer<TBatch>(ITrainingStage<TBatch> stage, TrainerOptions
                     var result = stage.Loss(batch, ctx.Device, step);
                     result.Total.backward();
                     if (options.ClipNorm > 0) nn.utils.clip_grad_norm_(stage.Model.parameters().Where(p => p.requires_grad), options.ClipNorm);
-                    optimizer.step();
+                    NoCollection.Run(() => { optimizer.step(); });   // TorchSharp's Scalar crash (docs/platform.md)
                     stage.AfterStep();
                     return (result.Total.item<float>(), result.Parts.ToDictionary(p => p.Key, p => (double)p.Value.item<float>()));
                 }, GradMode.Grad, cancellationToken);

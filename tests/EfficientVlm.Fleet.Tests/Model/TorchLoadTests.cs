@@ -44,4 +44,18 @@ public sealed class TorchLoadTests
         var x = torch.tensor(new float[] { 8, 16 });
         Assert.Equal(new float[] { 2, 3 }, x.mul(Scalars.Of(0.125)).add(Scalars.One, Scalars.One).data<float>().ToArray());
     }
+
+    [Fact]
+    public void A_block_run_without_collections_gives_its_result_and_leaves_the_region_even_when_it_outgrows_it()
+    {
+        Assert.Equal(42, NoCollection.Run(() => new byte[24].Length + 18));
+        Assert.NotEqual(System.Runtime.GCLatencyMode.NoGCRegion, System.Runtime.GCSettings.LatencyMode);
+
+        // 64 MB allocated inside a 1 MB budget: the runtime collects, the region ends, the block still completes
+        long total = NoCollection.Run(() => Enumerable.Range(0, 64).Sum(_ => (long)new byte[1 << 20].Length), budget: 1 << 20);
+        Assert.Equal(64L << 20, total);
+        Assert.NotEqual(System.Runtime.GCLatencyMode.NoGCRegion, System.Runtime.GCSettings.LatencyMode);
+        Assert.Throws<InvalidOperationException>(() => NoCollection.Run(() => throw new InvalidOperationException("from the block")));
+        Assert.NotEqual(System.Runtime.GCLatencyMode.NoGCRegion, System.Runtime.GCSettings.LatencyMode);
+    }
 }
