@@ -3,7 +3,9 @@ using System.Text.Json;
 using EfficientVlm.Model.Checkpoints;
 using EfficientVlm.Model.Config;
 using EfficientVlm.Model.Data.Readers;
+using EfficientVlm.Model.Data.ShapesWorld;
 using EfficientVlm.Model.Modules;
+using EfficientVlm.Model.Objectives;
 using EfficientVlm.Model.Runtime;
 using EfficientVlm.Model.Training;
 using Spectre.Console;
@@ -80,21 +82,36 @@ internal static class TrainCommand
 
         var task = new Option<string>("--task") { Description = "vqa | nlvr2 | retrieval | captioning", Required = true };
         var init = new Option<DirectoryInfo>("--init") { Description = "pre-trained or distilled checkpoint folder", Required = true };
-        var finetune = new Command("finetune", "Fine-tune a pre-trained or distilled model for one task (no pruning).") { task, init, FreezeOption };
+        var repeat = new Option<string[]>("--repeat")
+        {
+            Description = "NLVR2: each training pair of a ShapesWorld statement family that many times per epoch, as FAMILY=N " +
+                $"({string.Join(" | ", Enum.GetNames<Statements.Family>().Select(n => n.ToLowerInvariant()))}; e.g. --repeat compare=3)",
+            AllowMultipleArgumentsPerToken = true,
+        };
+        var edited = new Option<bool>("--edited-negatives")
+        {
+            Description = "retrieval: each caption edited within ShapesWorld's word classes (colours, shapes, sizes, places, relations, " +
+                "numbers) is one more negative for ITC and ITM (docs/training.md)",
+        };
+        var finetune = new Command("finetune", "Fine-tune a pre-trained or distilled model for one task (no pruning).") { task, init, FreezeOption, repeat, edited };
         AddCommon(finetune);
         finetune.SetAction((parse, ct) => Run(parse, ct, $"finetune-{parse.GetValue(task)}", (data, seed, batch) =>
         {
             torch.manual_seed(seed);
             using var pretrained = Checkpoint.Load(parse.GetValue(init)!.FullName);
             var which = ParseTask(parse.GetValue(task)!);
+            var repeats = ParseRepeats(parse.GetValue(repeat));
+            if (repeats.Count > 0 && which != VlmTask.Nlvr2) throw new ArgumentException("--repeat is for --task nlvr2 only.");
+            if (parse.GetValue(edited) && which != VlmTask.Retrieval) throw new ArgumentException("--edited-negatives is for --task retrieval only.");
             var model = TaskConversion.ToTask(pretrained, which, out var fresh);
             Freeze(parse, model);
             var taskData = data(model.Config);
             Func<ITrainer> stage = which switch
             {
                 VlmTask.Vqa => () => new VqaStage(model, taskData, batch, seed, fresh).Train(),
-                VlmTask.Nlvr2 => () => new NlvrStage(model, taskData, batch, seed, fresh).Train(),
-                VlmTask.Retrieval => () => new RetrievalStage(model, taskData, batch, seed).Train(),
+                VlmTask.Nlvr2 => () => new NlvrStage(model, taskData, batch, seed, fresh, repeats).Train(),
+                VlmTask.Retrieval => () => new RetrievalStage(model, taskData, batch, seed,
+                    parse.GetValue(edited) ? CaptionNegatives.ShapesWorld : null).Train(),
                 _ => () => new CaptionStage(model, taskData, batch, seed).Train(),
             };
             return (model, stage, model.Config);
@@ -177,6 +194,20 @@ internal static class TrainCommand
     {
         if (parse.GetValue(FreezeOption) is { Length: > 0 } parts)
             AnsiConsole.MarkupLineInterpolated($"frozen: {string.Join(", ", parts)} ({ParameterGroups.Freeze(model, parts):N0} parameters)");
+    }
+
+    /// <summary><c>--repeat compare=3 ...</c> -> family -> count; a bad family or count is refused naming what is allowed.</summary>
+    internal static IReadOnlyDictionary<Statements.Family, int> ParseRepeats(string[]? values)
+    {
+        var repeats = new Dictionary<Statements.Family, int>();
+        foreach (var value in values ?? [])
+        {
+            var parts = value.Split('=');
+            if (parts.Length != 2 || !int.TryParse(parts[1], out var n) || n is < 1 or > 100)
+                throw new ArgumentException($"--repeat takes FAMILY=N with N from 1 to 100; got '{value}'.");
+            repeats[ParseEnum<Statements.Family>(parts[0], "--repeat's family")] = n;
+        }
+        return repeats;
     }
 
     /// <summary>A share in [0, 1], 1 by default; anything else is refused with the option's name.</summary>

@@ -1,4 +1,5 @@
 using EfficientVlm.Model.Modules;
+using EfficientVlm.Model.Runtime;
 using TorchSharp;
 using static TorchSharp.torch;
 using static TorchSharp.torch.nn;
@@ -38,12 +39,15 @@ public static class Pretraining
     /// spreading the target over them pulled images towards the generic captions and halved validation
     /// retrieval after 250 steps (docs/training.md).
     /// </summary>
-    public static Tensor ItcLoss(Tensor imageEmb, Tensor textEmb, Tensor temperature, Tensor imageIds)
+    /// <param name="editedEmb">[E, E'] edited captions (<see cref="PretrainBatch.EditedIds"/>): more texts for the images to tell from their own.</param>
+    public static Tensor ItcLoss(Tensor imageEmb, Tensor textEmb, Tensor temperature, Tensor imageIds, Tensor? editedEmb = null)
     {
         var sim = imageEmb.matmul(textEmb.t()).div(temperature);                           // (B, B)
         var positives = PretrainBatch.SameImage(imageIds).to(sim.dtype);                   // (B, B)
         var targets = positives.div(positives.sum(1, keepdim: true));
-        var i2t = functional.log_softmax(sim, 1).mul(targets).sum(1).mean().neg();
+        var i2tSim = editedEmb is null ? sim : torch.cat([sim, imageEmb.matmul(editedEmb.t()).div(temperature)], 1);  // (B, B [+ B])
+        var i2tTargets = editedEmb is null ? targets : torch.cat([targets, torch.zeros_like(targets)], 1);
+        var i2t = functional.log_softmax(i2tSim, 1).mul(i2tTargets).sum(1).mean().neg();
         var t2i = functional.log_softmax(sim.t(), 1).mul(targets).sum(1).mean().neg();
         return i2t.add(t2i).div(2);
     }
@@ -147,7 +151,8 @@ public static class Pretraining
         var textStates = text.Last;                                                           // (B, T, D)
         var imageEmb = model.ImageEmbedding(imageTokens);
         var textEmb = model.TextEmbedding(textStates);
-        var itc = ItcLoss(imageEmb, textEmb, model.Temperature, batch.ImageIds);
+        var edited = batch.EditedIds is null ? null : model.EncodeText(batch.EditedIds, batch.EditedPadding!, gates).Last;   // (B, T', D)
+        var itc = ItcLoss(imageEmb, textEmb, model.Temperature, batch.ImageIds, edited is null ? null : model.TextEmbedding(edited));
 
         Tensor negText, negImage, maskedIds, positions, targets;
         if (samples is null)
@@ -171,6 +176,13 @@ public static class Pretraining
         var labels = torch.cat([torch.ones(b, dtype: ScalarType.Int64, device: itmLogits.device),
             torch.zeros(2 * b, dtype: ScalarType.Int64, device: itmLogits.device)], 0);
         var itm = functional.cross_entropy(itmLogits, labels);
+        if (edited is not null)
+        {
+            // and B more: (image, its caption edited); weighted as one of the three kinds of pair above
+            var editedLogits = model.ItmLogits(model.Fuse(edited, batch.EditedPadding!, imageTokens, gates).Last);   // (B, 2)
+            var editedItm = functional.cross_entropy(editedLogits, torch.zeros(b, dtype: ScalarType.Int64, device: itmLogits.device));
+            itm = itm.mul(Scalars.Of(0.75)).add(editedItm, Scalars.Of(0.25));
+        }
 
         if (!withMlm)
         {

@@ -74,7 +74,7 @@ public static class Evaluation
         {
             int correct = 0, total = 0;
             var pairs = images.Select(i => (i, i.Captions[0])).ToList();
-            foreach (var batch in Batching.Prefetch(pairs, batchSize, 0, 0, collate.ImageText, shuffle: false))
+            foreach (var batch in Batching.Prefetch(pairs, batchSize, 0, 0, p => collate.ImageText(p), shuffle: false))
             {
                 if (batch.Ids.Length < Objectives.TextAssignment.MinImages) continue; // a last batch too small to draw two other images
                 using var scope = torch.NewDisposeScope();

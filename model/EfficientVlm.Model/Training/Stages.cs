@@ -1,5 +1,6 @@
 using EfficientVlm.Model.Data.Pipeline;
 using EfficientVlm.Model.Data.Readers;
+using EfficientVlm.Model.Data.ShapesWorld;
 using EfficientVlm.Model.Modules;
 using EfficientVlm.Model.Objectives;
 using EfficientVlm.Model.Tasks;
@@ -190,13 +191,31 @@ public sealed class VqaStage(VlmModel model, TaskData data, int batchSize, int s
     public override double Validate(Device device) => Evaluation.Vqa(Model, Data.Vqa("val"), Data.Collate, Data.AnswerList, device);
 }
 
-/// <summary>NLVR2 fine-tuning: cross-entropy on the doubled-fusion classifier; validated by accuracy on val.</summary>
-public sealed class NlvrStage(VlmModel model, TaskData data, int batchSize, int seed, ISet<string>? fresh = null)
+/// <summary>
+/// NLVR2 fine-tuning: cross-entropy on the doubled-fusion classifier; validated by accuracy on val. <paramref name="repeats"/> puts each training pair of a ShapesWorld statement
+/// family in every epoch that many times (a family the model learns slowly, docs/training.md); pairs of other
+/// families, and statements no template writes, once.
+/// </summary>
+public sealed class NlvrStage(VlmModel model, TaskData data, int batchSize, int seed, ISet<string>? fresh = null,
+    IReadOnlyDictionary<Statements.Family, int>? repeats = null)
     : StageBase<NlvrBatchData>(model, data, batchSize, seed, fresh)
 {
-    public override int BatchesPerEpoch => Count(Data.Nlvr("train").Count, BatchSize);
+    private IReadOnlyList<NlvrItem>? _train;
 
-    public override IEnumerable<NlvrBatchData> Batches(int epoch, int skip) => Prefetched(Data.Nlvr("train"), epoch, skip, Data.Collate.Nlvr);
+    private IReadOnlyList<NlvrItem> Train => _train ??= WithRepeats(Data.Nlvr("train"), repeats);
+
+    /// <summary>Each item as many times as its family's repeat count (1 when not given).</summary>
+    public static IReadOnlyList<NlvrItem> WithRepeats(IReadOnlyList<NlvrItem> items, IReadOnlyDictionary<Statements.Family, int>? repeats)
+    {
+        if (repeats is null || repeats.Count == 0) return items;
+        if (repeats.Values.Any(n => n < 1)) throw new ArgumentException("A family's repeat count must be 1 or more.");
+        return items.SelectMany(item => Enumerable.Repeat(item,
+            Statements.FamilyOf(item.Sentence) is { } family && repeats.TryGetValue(family, out var n) ? n : 1)).ToList();
+    }
+
+    public override int BatchesPerEpoch => Count(Train.Count, BatchSize);
+
+    public override IEnumerable<NlvrBatchData> Batches(int epoch, int skip) => Prefetched(Train, epoch, skip, Data.Collate.Nlvr);
 
     public override StepLoss Loss(NlvrBatchData batch, Device device, int step)
     {
@@ -208,11 +227,15 @@ public sealed class NlvrStage(VlmModel model, TaskData data, int batchSize, int 
     public override double Validate(Device device) => Evaluation.Nlvr(Model, Data.Nlvr("val"), Data.Collate, device);
 }
 
-/// <summary>Retrieval fine-tuning: ITC + ITM with hard negatives; validated by the mean of R@1/5/10 both ways (ITC top-16, ITM rescoring).</summary>
-public sealed class RetrievalStage(VlmModel model, TaskData data, int batchSize, int seed)
+/// <summary>
+/// Retrieval fine-tuning: ITC + ITM with hard negatives; validated by the mean of R@1/5/10 both ways (ITC top-16, ITM rescoring).
+/// With <paramref name="negatives"/>, each caption's edited copy is one more negative for both (<see cref="CaptionNegatives"/>).
+/// </summary>
+public sealed class RetrievalStage(VlmModel model, TaskData data, int batchSize, int seed, CaptionNegatives? negatives = null)
     : CaptionPairStage<ImageTextBatchData>(model, data, batchSize, seed)
 {
-    protected override ImageTextBatchData Collate(IReadOnlyList<(CaptionImage Image, string Caption)> pairs) => Data.Collate.ImageText(pairs);
+    protected override ImageTextBatchData Collate(IReadOnlyList<(CaptionImage Image, string Caption)> pairs) =>
+        Data.Collate.ImageText(pairs, negatives, Seed);
 
     public override StepLoss Loss(ImageTextBatchData batch, Device device, int step)
     {

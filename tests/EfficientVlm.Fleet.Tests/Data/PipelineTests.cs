@@ -2,6 +2,8 @@ using EfficientVlm.Model.Data.Pipeline;
 using EfficientVlm.Model.Data.Readers;
 using EfficientVlm.Model.Data.ShapesWorld;
 using EfficientVlm.Model.Images;
+using EfficientVlm.Model.Objectives;
+using EfficientVlm.Model.Training;
 using EfficientVlm.Model.Text;
 using TorchSharp;
 
@@ -153,5 +155,63 @@ public sealed class CollateTests : IDisposable
         var item = new VqaItem(1, 1, image, "down?", ["down", "down", "at table", "table", "down", "down", "down", "down", "down", "down"]);
         var batch = collate.Vqa([item]);
         Assert.Equal([0.8f, 0.1f, 0.1f], batch.Weight);
+    }
+}
+
+public sealed class NlvrRepeatTests
+{
+    private static NlvrItem Item(string sentence) => new("train-0-0-0", sentence, true, "l.png", "r.png");
+
+    [Fact]
+    public void A_repeated_family_comes_that_many_times_and_the_rest_once()
+    {
+        var compare = Item("the left image contains more circles than the right image");
+        var exist = Item("there is a red circle in the left image");
+        var foreign = Item("the dog on the left is sleeping");
+        var items = new[] { compare, exist, foreign };
+
+        var repeated = NlvrStage.WithRepeats(items, new Dictionary<Statements.Family, int> { [Statements.Family.Compare] = 3 });
+
+        Assert.Equal(3, repeated.Count(i => ReferenceEquals(i, compare)));
+        Assert.Equal(1, repeated.Count(i => ReferenceEquals(i, exist)));
+        Assert.Equal(1, repeated.Count(i => ReferenceEquals(i, foreign)));
+        Assert.Same(items, NlvrStage.WithRepeats(items, null));
+        Assert.Throws<ArgumentException>(() => NlvrStage.WithRepeats(items,
+            new Dictionary<Statements.Family, int> { [Statements.Family.Exist] = 0 }));
+    }
+}
+
+public sealed class CaptionNegativesTests
+{
+    [Fact]
+    public void An_edited_caption_keeps_its_class_words_count_and_never_just_reorders_the_phrases()
+    {
+        var negatives = CaptionNegatives.ShapesWorld;
+        var rng = new Random(3);
+        const string list = "a small green square, a small purple square and a small purple circle";
+        var seen = new HashSet<string>();
+        for (int k = 0; k < 200; k++)
+        {
+            var edited = negatives.Edit(list, rng);
+            Assert.NotNull(edited);
+            Assert.NotEqual(list, edited);
+            seen.Add(edited);
+            // the same number of words, and the parts are not a permutation of the original's
+            Assert.Equal(list.Split(' ').Length, edited.Split(' ').Length);
+            Assert.NotEqual(Sorted(list), Sorted(edited));
+        }
+        // colours swapped between the two squares only reorders the list: not a negative; with the circle it is one
+        Assert.DoesNotContain("a small purple square, a small green square and a small purple circle", seen);
+        Assert.Contains("a small purple square, a small purple square and a small green circle", seen);
+        Assert.True(seen.Count > 10);
+        // a swap or a replacement within the one class, with "a"/"an" made to agree again
+        var colours = new CaptionNegatives([["red", "orange"]]);
+        var edits = Enumerable.Range(0, 50).Select(_ => colours.Edit("a red circle above an orange square", rng)!).ToHashSet();
+        Assert.Equal(new HashSet<string> { "an orange circle above a red square", "an orange circle above an orange square", "a red circle above a red square" }, edits);
+        Assert.Null(negatives.Edit("nothing to edit here", rng));
+        Assert.Throws<ArgumentException>(() => new CaptionNegatives([["red", "blue"], ["red", "green"]]));
+
+        static string Sorted(string caption) =>
+            string.Join("|", caption.Replace(" and ", ", ").Split(", ").Order(StringComparer.Ordinal));
     }
 }

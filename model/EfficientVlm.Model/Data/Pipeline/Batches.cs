@@ -13,13 +13,16 @@ public sealed record ImageBlock(float[] Pixels, int Count, int Size)
 }
 
 /// <summary>Image-text pairs (pre-training, retrieval, ITC/ITM): one caption per image, the image ids, and matches [B * B] (image i, text j), row-major.</summary>
-public sealed record ImageTextBatchData(ImageBlock Images, long[][] Ids, long[] ImageIds, bool[] Matches, long Pad)
+public sealed record ImageTextBatchData(ImageBlock Images, long[][] Ids, long[] ImageIds, bool[] Matches, long Pad, long[][]? EditedIds = null)
 {
     public PretrainBatch ToTensors(Device device)
     {
         var (ids, padding) = VlmTokenizer.Pad(Ids, Pad);
-        return new PretrainBatch(Images.ToTensor(device), ids.to(device), padding.to(device), torch.tensor(ImageIds, device: device),
+        var batch = new PretrainBatch(Images.ToTensor(device), ids.to(device), padding.to(device), torch.tensor(ImageIds, device: device),
             torch.tensor(Matches, device: device).view(Ids.Length, Ids.Length));
+        if (EditedIds is null) return batch;
+        var (edited, editedPadding) = VlmTokenizer.Pad(EditedIds, Pad);
+        return batch with { EditedIds = edited.to(device), EditedPadding = editedPadding.to(device) };
     }
 }
 

@@ -1,5 +1,6 @@
 using EfficientVlm.Model.Data.Readers;
 using EfficientVlm.Model.Images;
+using EfficientVlm.Model.Objectives;
 using EfficientVlm.Model.Text;
 
 namespace EfficientVlm.Model.Data.Pipeline;
@@ -42,7 +43,11 @@ public sealed class Collate(ImageLoader images, VlmTokenizer tokenizer, int imag
     /// Generic captions ("two shapes on a gray background") are true of many images; without this they
     /// would be, being the most similar texts, the ITM hard negatives of those images (docs/training.md).
     /// </summary>
-    public ImageTextBatchData ImageText(IReadOnlyList<(CaptionImage Image, string Caption)> pairs)
+    /// <param name="negatives">
+    /// Also an edited caption per pair (<see cref="CaptionNegatives"/>), drawn with <paramref name="seed"/> and
+    /// the batch's image ids; a pair whose caption has nothing to edit gets the next pair's caption.
+    /// </param>
+    public ImageTextBatchData ImageText(IReadOnlyList<(CaptionImage Image, string Caption)> pairs, CaptionNegatives? negatives = null, int seed = 0)
     {
         var ids = pairs.Select(p => tokenizer.Encode(p.Caption, maxTextLength)).ToArray();
         var keys = ids.Select(Key).ToArray();
@@ -54,8 +59,16 @@ public sealed class Collate(ImageLoader images, VlmTokenizer tokenizer, int imag
             for (int j = 0; j < b; j++)
                 matches[i * b + j] = pairs[j].Image.ImageId == pairs[i].Image.ImageId || own.Contains(keys[j]);
         }
+        long[][]? edited = null;
+        if (negatives is not null)
+        {
+            var rng = new Random(HashCode.Combine(seed, pairs.Aggregate(17L, (h, p) => h * 31 + p.Image.ImageId)));
+            edited = pairs.Select((p, i) => negatives.Edit(p.Caption, rng) is { } text
+                ? tokenizer.Encode(text, maxTextLength)
+                : ids[(i + 1) % b]).ToArray();
+        }
         return new ImageTextBatchData(Images(pairs.Select(p => p.Image.ImagePath).ToList()), ids,
-            pairs.Select(p => p.Image.ImageId).ToArray(), matches, tokenizer.Special.Pad);
+            pairs.Select(p => p.Image.ImageId).ToArray(), matches, tokenizer.Special.Pad, edited);
 
         static string Key(long[] tokens) => string.Join(',', tokens);
     }
