@@ -6,14 +6,14 @@
 # scores per question type / statement family in $RUNS/results.jsonl. Every stage resumes from its last
 # checkpoint when the script is run again (and retries after a crash), and a finished stage is skipped.
 # Knobs (environment): DATA, RUNS, OUT (package folder), VQA_EPOCHS, VQA_LR, PRE_EPOCHS, TA_EPOCHS,
-# NLVR_EPOCHS, NLVR_MORE_EPOCHS, NLVR_LR, RET_EPOCHS, CAP_EPOCHS, FT_LR, THREADS. See docs/training.md, "The CPU teacher".
+# NLVR_EPOCHS, NLVR_MORE_EPOCHS, COMPARE_REPEAT, COMPARE_EPOCHS, NLVR_LR, RET_EPOCHS, CAP_EPOCHS, FT_LR, THREADS. See docs/training.md, "The CPU teacher".
 set -euo pipefail
 root="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 cd "$root"
 DATA="${DATA:-data/shapes}"; RUNS="${RUNS:-runs/teacher}"; OUT="${OUT:-models/shapesworld}"
 VQA_EPOCHS="${VQA_EPOCHS:-5}"; VQA_LR="${VQA_LR:-1e-3}"
 PRE_EPOCHS="${PRE_EPOCHS:-1}"; TA_EPOCHS="${TA_EPOCHS:-2}"; NLVR_LR="${NLVR_LR:-5e-4}"
-NLVR_EPOCHS="${NLVR_EPOCHS:-6}"; NLVR_MORE_EPOCHS="${NLVR_MORE_EPOCHS:-12}"
+NLVR_EPOCHS="${NLVR_EPOCHS:-6}"; NLVR_MORE_EPOCHS="${NLVR_MORE_EPOCHS:-12}"; COMPARE_REPEAT="${COMPARE_REPEAT:-3}"; COMPARE_EPOCHS="${COMPARE_EPOCHS:-6}"
 RET_EPOCHS="${RET_EPOCHS:-1}"; CAP_EPOCHS="${CAP_EPOCHS:-1}"; FT_LR="${FT_LR:-3e-4}"
 THREADS="${THREADS:-2}"
 dotnet build model/EfficientVlm.Tool -c Release -nologo -clp:ErrorsOnly
@@ -47,11 +47,15 @@ stage nlvr2-6 "${nlvr2[@]}" --epochs "$NLVR_EPOCHS"
 # restarts at about half its peak and decays to zero again (how the shipped NLVR2 teacher was made)
 if [[ ! -d "$RUNS/nlvr2" ]]; then cp -r "$RUNS/nlvr2-6" "$RUNS/nlvr2"; rm -f "$RUNS/nlvr2/result.json"; fi
 stage nlvr2 "${nlvr2[@]}" --epochs "$NLVR_MORE_EPOCHS"
+# compare ("the left image contains more circles than the right image") stays at chance through all of that;
+# from that model, every compare pair COMPARE_REPEAT times per epoch teaches it (the NLVR2 head starts again)
+stage nlvr2-compare train finetune --task nlvr2 --init "$RUNS/nlvr2/best" --freeze vision --repeat "compare=$COMPARE_REPEAT" \
+  "${common[@]}" --epochs "$COMPARE_EPOCHS" --lr "$FT_LR" --checkpoint-every 250
 stage retrieval train finetune --task retrieval --init "$RUNS/pretrain/best" "${common[@]}" --epochs "$RET_EPOCHS" --lr "$FT_LR" --checkpoint-every 250
 stage captioning train finetune --task captioning --init "$RUNS/pretrain/best" "${common[@]}" --epochs "$CAP_EPOCHS" --lr "$FT_LR" --checkpoint-every 250
 
 # packages: the task-agnostic teacher and one per task
-declare -A from=([teacher]=pretrain [vqa]=vqa [nlvr2]=nlvr2 [retrieval]=retrieval [captioning]=captioning)
+declare -A from=([teacher]=pretrain [vqa]=vqa [nlvr2]=nlvr2-compare [retrieval]=retrieval [captioning]=captioning)
 for name in teacher vqa nlvr2 retrieval captioning; do
   vlm model package --model "$RUNS/${from[$name]}/best" --data "$DATA" --out "$OUT/$name" >/dev/null
   stamp "packaged $OUT/$name ($(du -sh "$OUT/$name" | cut -f1))"
