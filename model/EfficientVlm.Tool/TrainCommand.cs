@@ -93,7 +93,12 @@ internal static class TrainCommand
             Description = "retrieval: each caption edited within ShapesWorld's word classes (colours, shapes, sizes, places, relations, " +
                 "numbers) is one more negative for ITC and ITM (docs/training.md)",
         };
-        var finetune = new Command("finetune", "Fine-tune a pre-trained or distilled model for one task (no pruning).") { task, init, FreezeOption, repeat, edited };
+        var sameText = new Option<bool>("--same-text-negatives")
+        {
+            Description = "retrieval: a caption of another image may be an ITM negative even when its text equals one of the image's own " +
+                "(X-VLM's rule; by default such captions are left out of the draw)",
+        };
+        var finetune = new Command("finetune", "Fine-tune a pre-trained or distilled model for one task (no pruning).") { task, init, FreezeOption, repeat, edited, sameText };
         AddCommon(finetune);
         finetune.SetAction((parse, ct) => Run(parse, ct, $"finetune-{parse.GetValue(task)}", (data, seed, batch) =>
         {
@@ -102,7 +107,8 @@ internal static class TrainCommand
             var which = ParseTask(parse.GetValue(task)!);
             var repeats = ParseRepeats(parse.GetValue(repeat));
             if (repeats.Count > 0 && which != VlmTask.Nlvr2) throw new ArgumentException("--repeat is for --task nlvr2 only.");
-            if (parse.GetValue(edited) && which != VlmTask.Retrieval) throw new ArgumentException("--edited-negatives is for --task retrieval only.");
+            if ((parse.GetValue(edited) || parse.GetValue(sameText)) && which != VlmTask.Retrieval)
+                throw new ArgumentException("--edited-negatives and --same-text-negatives are for --task retrieval only.");
             var model = TaskConversion.ToTask(pretrained, which, out var fresh);
             Freeze(parse, model);
             var taskData = data(model.Config);
@@ -111,7 +117,7 @@ internal static class TrainCommand
                 VlmTask.Vqa => () => new VqaStage(model, taskData, batch, seed, fresh).Train(),
                 VlmTask.Nlvr2 => () => new NlvrStage(model, taskData, batch, seed, fresh, repeats).Train(),
                 VlmTask.Retrieval => () => new RetrievalStage(model, taskData, batch, seed,
-                    parse.GetValue(edited) ? CaptionNegatives.ShapesWorld : null).Train(),
+                    parse.GetValue(edited) ? CaptionNegatives.ShapesWorld : null, parse.GetValue(sameText)).Train(),
                 _ => () => new CaptionStage(model, taskData, batch, seed).Train(),
             };
             return (model, stage, model.Config);

@@ -230,8 +230,12 @@ public sealed class NlvrStage(VlmModel model, TaskData data, int batchSize, int 
 /// <summary>
 /// Retrieval fine-tuning: ITC + ITM with hard negatives; validated by the mean of R@1/5/10 both ways (ITC top-16, ITM rescoring).
 /// With <paramref name="negatives"/>, each caption's edited copy is one more negative for both (<see cref="CaptionNegatives"/>).
+/// With <paramref name="sameTextNegatives"/>, a caption of another image is an ITM negative even when its text equals one
+/// of the image's own (X-VLM's rule: only the image's own captions are left out of the draw), so ITM learns which image
+/// a caption was written for, not only whether it is true of it.
 /// </summary>
-public sealed class RetrievalStage(VlmModel model, TaskData data, int batchSize, int seed, CaptionNegatives? negatives = null)
+public sealed class RetrievalStage(VlmModel model, TaskData data, int batchSize, int seed, CaptionNegatives? negatives = null,
+    bool sameTextNegatives = false)
     : CaptionPairStage<ImageTextBatchData>(model, data, batchSize, seed)
 {
     protected override ImageTextBatchData Collate(IReadOnlyList<(CaptionImage Image, string Caption)> pairs) =>
@@ -239,7 +243,9 @@ public sealed class RetrievalStage(VlmModel model, TaskData data, int batchSize,
 
     public override StepLoss Loss(ImageTextBatchData batch, Device device, int step)
     {
-        var r = Pretraining.Run(Model, batch.ToTensors(device), Data.Tokenizer.Special, withMlm: false);
+        var tensors = batch.ToTensors(device);
+        if (sameTextNegatives) tensors = tensors with { Matches = PretrainBatch.SameImage(tensors.ImageIds) };
+        var r = Pretraining.Run(Model, tensors, Data.Tokenizer.Special, withMlm: false);
         return new StepLoss(r.Itc.add(r.Itm), new Dictionary<string, Tensor> { ["itc"] = r.Itc, ["itm"] = r.Itm });
     }
 
