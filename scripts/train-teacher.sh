@@ -6,7 +6,7 @@
 # scores per question type / statement family in $RUNS/results.jsonl. Every stage resumes from its last
 # checkpoint when the script is run again (and retries after a crash), and a finished stage is skipped.
 # Knobs (environment): DATA, RUNS, OUT (package folder), VQA_EPOCHS, VQA_LR, PRE_EPOCHS, TA_EPOCHS,
-# NLVR_EPOCHS, NLVR_MORE_EPOCHS, COMPARE_REPEAT, COMPARE_EPOCHS, NLVR_LR, RET_EPOCHS, CAP_EPOCHS, FT_LR, THREADS. See docs/training.md, "The CPU teacher".
+# NLVR_EPOCHS, NLVR_MORE_EPOCHS, COMPARE_REPEAT, COMPARE_EPOCHS, NLVR_LR, RET_EPOCHS, RET_MORE_EPOCHS, CAP_EPOCHS, FT_LR, THREADS. See docs/training.md, "The CPU teacher".
 set -euo pipefail
 root="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 cd "$root"
@@ -14,7 +14,7 @@ DATA="${DATA:-data/shapes}"; RUNS="${RUNS:-runs/teacher}"; OUT="${OUT:-models/sh
 VQA_EPOCHS="${VQA_EPOCHS:-5}"; VQA_LR="${VQA_LR:-1e-3}"
 PRE_EPOCHS="${PRE_EPOCHS:-1}"; TA_EPOCHS="${TA_EPOCHS:-2}"; NLVR_LR="${NLVR_LR:-5e-4}"
 NLVR_EPOCHS="${NLVR_EPOCHS:-6}"; NLVR_MORE_EPOCHS="${NLVR_MORE_EPOCHS:-12}"; COMPARE_REPEAT="${COMPARE_REPEAT:-3}"; COMPARE_EPOCHS="${COMPARE_EPOCHS:-6}"
-RET_EPOCHS="${RET_EPOCHS:-1}"; CAP_EPOCHS="${CAP_EPOCHS:-1}"; FT_LR="${FT_LR:-3e-4}"
+RET_EPOCHS="${RET_EPOCHS:-1}"; RET_MORE_EPOCHS="${RET_MORE_EPOCHS:-2}"; CAP_EPOCHS="${CAP_EPOCHS:-1}"; FT_LR="${FT_LR:-3e-4}"
 THREADS="${THREADS:-2}"
 dotnet build model/EfficientVlm.Tool -c Release -nologo -clp:ErrorsOnly
 vlm() { dotnet model/EfficientVlm.Tool/bin/Release/net10.0/vlm.dll "$@"; }
@@ -51,7 +51,12 @@ stage nlvr2 "${nlvr2[@]}" --epochs "$NLVR_MORE_EPOCHS"
 # from that model, every compare pair COMPARE_REPEAT times per epoch teaches it (the NLVR2 head starts again)
 stage nlvr2-compare train finetune --task nlvr2 --init "$RUNS/nlvr2/best" --freeze vision --repeat "compare=$COMPARE_REPEAT" \
   "${common[@]}" --epochs "$COMPARE_EPOCHS" --lr "$FT_LR" --checkpoint-every 250
-stage retrieval train finetune --task retrieval --init "$RUNS/pretrain/best" "${common[@]}" --epochs "$RET_EPOCHS" --lr "$FT_LR" --checkpoint-every 250
+# retrieval: each caption's edit within ShapesWorld's word classes is one more negative, and an identical caption of
+# another image may be an ITM negative (X-VLM's rule); one epoch, then the same run taken on to RET_MORE_EPOCHS
+retrieval=(train finetune --task retrieval --init "$RUNS/pretrain/best" --edited-negatives --same-text-negatives "${common[@]}" --lr "$FT_LR" --checkpoint-every 250)
+stage retrieval-1 "${retrieval[@]}" --epochs "$RET_EPOCHS"
+if [[ ! -d "$RUNS/retrieval" ]]; then cp -r "$RUNS/retrieval-1" "$RUNS/retrieval"; rm -f "$RUNS/retrieval/result.json"; fi
+stage retrieval "${retrieval[@]}" --epochs "$RET_MORE_EPOCHS"
 stage captioning train finetune --task captioning --init "$RUNS/pretrain/best" "${common[@]}" --epochs "$CAP_EPOCHS" --lr "$FT_LR" --checkpoint-every 250
 
 # packages: the task-agnostic teacher and one per task
