@@ -39,7 +39,7 @@ public static class Pretraining
     /// spreading the target over them pulled images towards the generic captions and halved validation
     /// retrieval after 250 steps (docs/training.md).
     /// </summary>
-    /// <param name="editedEmb">[E, E'] edited captions (<see cref="PretrainBatch.EditedIds"/>): more texts for the images to tell from their own.</param>
+    /// <param name="editedEmb">[B, E] edited captions (<see cref="PretrainBatch.EditedIds"/>): more texts for the images to tell from their own.</param>
     public static Tensor ItcLoss(Tensor imageEmb, Tensor textEmb, Tensor temperature, Tensor imageIds, Tensor? editedEmb = null)
     {
         var sim = imageEmb.matmul(textEmb.t()).div(temperature);                           // (B, B)
