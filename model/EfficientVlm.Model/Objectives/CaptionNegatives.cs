@@ -80,7 +80,7 @@ public sealed class CaptionNegatives
     {
         for (int i = 0; i + 1 < words.Length; i++)
             if (words[i] is "a" or "an")
-                words[i] = "aeiou".Contains(words[i + 1][0]) ? "an" : "a";
+                words[i] = Language.ArticleFor(words[i + 1]);
     }
 
     // the caption's phrases, sorted: captions that list the same phrases in another order mean the same

@@ -192,9 +192,10 @@ public sealed class VqaStage(VlmModel model, TaskData data, int batchSize, int s
 }
 
 /// <summary>
-/// NLVR2 fine-tuning: cross-entropy on the doubled-fusion classifier; validated by accuracy on val. <paramref name="repeats"/> puts each training pair of a ShapesWorld statement
-/// family in every epoch that many times (a family the model learns slowly, docs/training.md); pairs of other
-/// families, and statements no template writes, once.
+/// NLVR2 fine-tuning: cross-entropy on the doubled-fusion classifier; validated by accuracy on val.
+/// <paramref name="repeats"/> puts each training pair of a ShapesWorld statement family in every epoch that many
+/// times (a family the model learns slowly, docs/training.md); pairs of other families, and statements no template
+/// writes, once.
 /// </summary>
 public sealed class NlvrStage(VlmModel model, TaskData data, int batchSize, int seed, ISet<string>? fresh = null,
     IReadOnlyDictionary<Statements.Family, int>? repeats = null)

@@ -22,7 +22,10 @@ public static class Language
     };
 
     /// <summary>"a" or "an" followed by the phrase.</summary>
-    public static string Article(string phrase) => ("aeiou".Contains(phrase[0]) ? "an " : "a ") + phrase;
+    public static string Article(string phrase) => ArticleFor(phrase) + " " + phrase;
+
+    /// <summary>"an" before a word that starts with a vowel, else "a".</summary>
+    public static string ArticleFor(string word) => "aeiou".Contains(word[0]) ? "an" : "a";
 
     /// <summary>"&lt;size&gt; &lt;color&gt; &lt;shape&gt;"</summary>
     public static string Describe(SceneObject o) => $"{Word(o.Size)} {Word(o.Colour)} {Word(o.Shape)}";
