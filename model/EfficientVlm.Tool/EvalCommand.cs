@@ -25,13 +25,18 @@ internal static class EvalCommand
         var split = new Option<string>("--split") { DefaultValueFactory = _ => "test" };
         var limit = new Option<int?>("--limit") { Description = "only the first N records" };
         var k = new Option<int>("--k") { Description = "VQA answers / retrieval candidates rescored", DefaultValueFactory = _ => 16 };
+        var rescore = new Option<string>("--rescore")
+        {
+            Description = "retrieval: itm+itc (ITM log-odds plus the ITC logit) or itm (X-VLM's rule, the ITM match logit alone)",
+            DefaultValueFactory = _ => "itm+itc",
+        };
         var results = new Option<FileInfo?>("--results") { Description = "append the scores as one JSON line to this file" };
         var label = new Option<string?>("--label") { Description = "name of the row in --results" };
         var byForm = new Option<bool>("--by-form")
         {
             Description = "also score each form apart: VQA by question type, NLVR2 by ShapesWorld statement family",
         };
-        var command = new Command("eval", "Score a checkpoint on a split with the task's official metric.") { model, data, task, split, limit, k, results, label, Torch.Threads, byForm };
+        var command = new Command("eval", "Score a checkpoint on a split with the task's official metric.") { model, data, task, split, limit, k, rescore, results, label, Torch.Threads, byForm };
         command.SetAction(async (parse, ct) =>
         {
             using var executor = Torch.Executor(parse);
@@ -48,10 +53,11 @@ internal static class EvalCommand
                     var taskData = new TaskData(parse.GetValue(data)!.FullName, m.Config, evalLimit: parse.GetValue(limit), trainLimit: null,
                         model: parse.GetValue(model)!.FullName);
                     var s = parse.GetValue(split)!;
+                    var retrievalScore = Retrieval.ParseScore(parse.GetValue(rescore)!);
                     var watch = Stopwatch.StartNew();
                     var (scores, forms) = parse.GetValue(byForm)
                         ? ScoreByForm(m, which, taskData, s, parse.GetValue(limit), ctx.Device, parse.GetValue(k))
-                        : (Pipeline.Score(m, which, taskData, s, parse.GetValue(limit), ctx.Device, parse.GetValue(k)), null);
+                        : (Pipeline.Score(m, which, taskData, s, parse.GetValue(limit), ctx.Device, parse.GetValue(k), retrievalScore), null);
                     scores["parameters"] = ParameterCounts.Count(m);
                     scores["seconds"] = watch.Elapsed.TotalSeconds;
                     return (which, scores, forms);

@@ -286,7 +286,8 @@ public static class Pipeline
     }, cancellationToken: ct);
 
     /// <summary>Every metric of the task on a split (0-100). Run on the executor thread.</summary>
-    public static Dictionary<string, double> Score(VlmModel model, VlmTask task, TaskData data, string split, int? limit, Device device, int k = 16)
+    public static Dictionary<string, double> Score(VlmModel model, VlmTask task, TaskData data, string split, int? limit, Device device, int k = 16,
+        RetrievalScore retrievalScore = RetrievalScore.ItmPlusItc)
     {
         IReadOnlyList<T> Take<T>(IReadOnlyList<T> items) => limit is int n ? items.Take(n).ToList() : items;
         var scores = new Dictionary<string, double>();
@@ -304,7 +305,7 @@ public static class Pipeline
                 scores["cider_d"] = 100 * cider;
                 break;
             case VlmTask.Retrieval:
-                var r = Evaluation.Retrieval(model, Take(data.Captions(split)), data.Collate, device, k);
+                var r = Evaluation.Retrieval(model, Take(data.Captions(split)), data.Collate, device, k, score: retrievalScore);
                 scores["tr_r1"] = 100 * r.TextR1; scores["tr_r5"] = 100 * r.TextR5; scores["tr_r10"] = 100 * r.TextR10;
                 scores["ir_r1"] = 100 * r.ImageR1; scores["ir_r5"] = 100 * r.ImageR5; scores["ir_r10"] = 100 * r.ImageR10;
                 scores["r_mean"] = 100 * r.Mean;

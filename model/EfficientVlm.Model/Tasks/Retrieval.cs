@@ -4,24 +4,49 @@ using static TorchSharp.torch;
 
 namespace EfficientVlm.Model.Tasks;
 
+/// <summary>How the top k candidates of ITC are rescored.</summary>
+public enum RetrievalScore
+{
+    /// <summary>X-VLM's rule: the ITM head's match logit alone.</summary>
+    Itm,
+    /// <summary>
+    /// The ITM head's log-odds of a match plus the ITC logit (similarity / temperature): the rule of ALBEF and
+    /// BLIP, with both heads in logit units. ITM judges whether a caption is true of an image; ITC also prefers
+    /// the caption that was written for it over one that is true of many images (docs/training.md,
+    /// "Retrieval: what the misses are").
+    /// </summary>
+    ItmPlusItc,
+}
+
 /// <summary>
 /// Image-text retrieval (method.md section 2): ITC similarity picks the top k candidates, the ITM
-/// head rescores them; candidates outside the top k rank below, in ITC order. k = 0: ITC order only.
+/// head rescores them (<see cref="RetrievalScore"/>); candidates outside the top k rank below, in ITC order.
+/// k = 0: ITC order only.
 /// </summary>
 public static class Retrieval
 {
+    /// <summary>Parses <c>itm</c> or <c>itm+itc</c>.</summary>
+    public static RetrievalScore ParseScore(string name) => name.Trim().ToLowerInvariant() switch
+    {
+        "itm" => RetrievalScore.Itm,
+        "itm+itc" => RetrievalScore.ItmPlusItc,
+        _ => throw new ArgumentException($"Unknown retrieval score '{name}': use itm or itm+itc."),
+    };
+
     /// <summary>A gallery already encoded once: image tokens [I, N, D], text states [T, L, D] with padding [T, L].</summary>
     public sealed record Gallery(Tensor ImageTokens, Tensor TextStates, Tensor TextPadding);
 
     /// <summary>For each image, text indices best first [I][T].</summary>
-    public static long[][] RankTextsForImages(VlmModel model, Gallery gallery, int k, int pairBatch = 256) =>
-        Rank(model, gallery, k, pairBatch, imagesAsQueries: true);
+    public static long[][] RankTextsForImages(VlmModel model, Gallery gallery, int k,
+        RetrievalScore score = RetrievalScore.ItmPlusItc, int pairBatch = 256) =>
+        Rank(model, gallery, k, score, pairBatch, imagesAsQueries: true);
 
     /// <summary>For each text, image indices best first [T][I].</summary>
-    public static long[][] RankImagesForTexts(VlmModel model, Gallery gallery, int k, int pairBatch = 256) =>
-        Rank(model, gallery, k, pairBatch, imagesAsQueries: false);
+    public static long[][] RankImagesForTexts(VlmModel model, Gallery gallery, int k,
+        RetrievalScore score = RetrievalScore.ItmPlusItc, int pairBatch = 256) =>
+        Rank(model, gallery, k, score, pairBatch, imagesAsQueries: false);
 
-    private static long[][] Rank(VlmModel model, Gallery gallery, int k, int pairBatch, bool imagesAsQueries)
+    private static long[][] Rank(VlmModel model, Gallery gallery, int k, RetrievalScore score, int pairBatch, bool imagesAsQueries)
     {
         var sim = model.ImageEmbedding(gallery.ImageTokens).matmul(model.TextEmbedding(gallery.TextStates).t()); // (I, T)
         if (!imagesAsQueries) sim = sim.t();
@@ -44,10 +69,13 @@ public static class Retrieval
             var tx = text.narrow(0, start, n);
             var fused = model.Fuse(gallery.TextStates.index_select(0, tx), gallery.TextPadding.index_select(0, tx),
                 gallery.ImageTokens.index_select(0, im)).Last;
-            scores.Add(model.ItmLogits(fused).select(1, 1).MoveToOuterDisposeScope());
+            var logits = model.ItmLogits(fused);                                           // (n, 2)
+            var match = score == RetrievalScore.Itm ? logits.select(1, 1) : logits.select(1, 1) - logits.select(1, 0);
+            scores.Add(match.MoveToOuterDisposeScope());
         }
-        var itm = torch.cat(scores, 0).view(queries, k);
-        var reordered = top.gather(1, itm.argsort(1, descending: true));                   // (Q, K) by ITM
+        var rescored = torch.cat(scores, 0).view(queries, k);                              // (Q, K)
+        if (score == RetrievalScore.ItmPlusItc) rescored = rescored + sim.gather(1, top).div(model.Temperature);
+        var reordered = top.gather(1, rescored.argsort(1, descending: true));              // (Q, K) rescored
         return Rows(torch.cat([reordered, order.narrow(1, k, candidates - k)], 1).cpu());
     }
 

@@ -90,9 +90,12 @@ public static class Evaluation
         }
     }
 
-    /// <summary>Retrieval over a gallery of images and all their captions (COCO protocol); k = 0 ranks by ITC only.</summary>
+    /// <summary>
+    /// Retrieval over a gallery of images and all their captions (COCO protocol); k = 0 ranks by ITC only, otherwise
+    /// the ITC top k are rescored by <paramref name="score"/>.
+    /// </summary>
     public static RetrievalRecall Retrieval(VlmModel model, IReadOnlyList<CaptionImage> images, Collate collate, Device device,
-        int k = 16, int batchSize = 64, ModelGates? gates = null)
+        int k = 16, int batchSize = 64, ModelGates? gates = null, Tasks.RetrievalScore score = Tasks.RetrievalScore.ItmPlusItc)
     {
         using var _ = torch.no_grad();
         using var scope = torch.NewDisposeScope();
@@ -116,8 +119,8 @@ public static class Evaluation
             textStates.Add(model.EncodeText(allIds.narrow(0, start, n), allPadding.narrow(0, start, n), gates).Last.MoveToOuterDisposeScope());
         }
         var gallery = new Tasks.Retrieval.Gallery(torch.cat(imageTokens, 0), torch.cat(textStates, 0), allPadding);
-        var i2t = Tasks.Retrieval.RankTextsForImages(model, gallery, k);
-        var t2i = Tasks.Retrieval.RankImagesForTexts(model, gallery, k);
+        var i2t = Tasks.Retrieval.RankTextsForImages(model, gallery, k, score);
+        var t2i = Tasks.Retrieval.RankImagesForTexts(model, gallery, k, score);
         return RetrievalMetrics.Compute(i2t.Select(r => (IReadOnlyList<int>)r.Select(x => (int)x).ToList()).ToList(),
             t2i.Select(r => (IReadOnlyList<int>)r.Select(x => (int)x).ToList()).ToList(), owner);
     }

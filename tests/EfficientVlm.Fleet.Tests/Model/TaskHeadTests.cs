@@ -156,6 +156,45 @@ public sealed class TaskHeadTests
         for (int t = 0; t < 6; t++) Assert.Equal(t / 2, imagesForTexts[t][0]);
     }
 
+    [Theory]
+    [InlineData(RetrievalScore.Itm)]
+    [InlineData(RetrievalScore.ItmPlusItc)]
+    public void Retrieval_rescores_the_itc_top_k_by_its_rule_and_keeps_itc_order_below(RetrievalScore rule)
+    {
+        torch.manual_seed(36);
+        using var model = new VlmModel(Tiny with { Task = VlmTask.Retrieval });
+        model.eval();
+        using var noGrad = torch.no_grad();
+        var images = torch.randn(2, 3, Tiny.ImageSize, Tiny.ImageSize);
+        var (ids, padding) = Texts(7, 5);
+        var gallery = new Retrieval.Gallery(model.EncodeImage(images).Last, model.EncodeText(ids, padding).Last, padding);
+        const int k = 4;
+        var ranked = Retrieval.RankTextsForImages(model, gallery, k, rule);
+
+        // by hand: ITC similarity, its top k, each pair through the fusion and the ITM head one at a time
+        var sim = model.ImageEmbedding(gallery.ImageTokens).matmul(model.TextEmbedding(gallery.TextStates).t());  // (2, 7)
+        var temperature = model.Temperature.item<float>();
+        for (int i = 0; i < 2; i++)
+        {
+            var itcOrder = sim[i].argsort(descending: true).data<long>().ToArray();
+            var expected = itcOrder.Take(k).OrderByDescending(t =>
+            {
+                var logits = model.ItmLogits(model.Fuse(gallery.TextStates[t].unsqueeze(0), gallery.TextPadding[t].unsqueeze(0),
+                    gallery.ImageTokens[i].unsqueeze(0)).Last)[0].data<float>().ToArray();
+                return rule == RetrievalScore.Itm ? logits[1] : logits[1] - logits[0] + sim[i, t].item<float>() / temperature;
+            }).Concat(itcOrder.Skip(k)).ToArray();
+            Assert.Equal(expected, ranked[i]);
+        }
+    }
+
+    [Fact]
+    public void Retrieval_score_names_parse_and_an_unknown_one_is_refused()
+    {
+        Assert.Equal(RetrievalScore.Itm, Retrieval.ParseScore("ITM"));
+        Assert.Equal(RetrievalScore.ItmPlusItc, Retrieval.ParseScore(" itm+itc "));
+        Assert.Contains("itm or itm+itc", Assert.Throws<ArgumentException>(() => Retrieval.ParseScore("itc")).Message);
+    }
+
     [Fact]
     public void Captioning_learns_a_caption_and_beam_search_returns_it()
     {
