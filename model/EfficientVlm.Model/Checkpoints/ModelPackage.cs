@@ -22,10 +22,10 @@ public static class ModelPackage
     /// <summary>The vocabulary a checkpoint folder carries, or null when it has none (then the data folder's is used).</summary>
     public static string? Vocabulary(string folder) => File.Exists(Path.Combine(folder, VocabFile)) ? Path.Combine(folder, VocabFile) : null;
 
-    /// <summary>The VQA answer list a checkpoint folder carries, or null.</summary>
-    public static IReadOnlyList<string>? Answers(string folder)
+    /// <summary>The VQA answer list a checkpoint folder carries (in <paramref name="file"/>, by default <see cref="AnswersFile"/>), or null.</summary>
+    public static IReadOnlyList<string>? Answers(string folder, string file = AnswersFile)
     {
-        var path = Path.Combine(folder, AnswersFile);
+        var path = Path.Combine(folder, file);
         if (!File.Exists(path)) return null;
         try
         {
@@ -35,6 +35,18 @@ public static class ModelPackage
         {
             throw new InvalidDataException($"{path} is not a JSON list of answers: {e.Message}", e);
         }
+    }
+
+    /// <summary>
+    /// Puts a model's words beside its weights: <paramref name="vocabulary"/> copied in and, when given, the answer list,
+    /// so the next stage, a serving bundle and <c>vlm eval</c> read the ids it was trained with, on any data folder.
+    /// </summary>
+    public static void WriteWords(string folder, string vocabulary, IReadOnlyList<string>? answers)
+    {
+        var target = Path.Combine(folder, VocabFile);
+        if (Path.GetFullPath(vocabulary) != Path.GetFullPath(target)) File.Copy(vocabulary, target, overwrite: true);
+        if (answers is not null)
+            File.WriteAllText(Path.Combine(folder, AnswersFile), JsonSerializer.Serialize(answers, new JsonSerializerOptions { WriteIndented = true }));
     }
 
     /// <summary>
@@ -49,9 +61,7 @@ public static class ModelPackage
         foreach (var stale in new[] { AnswersFile, ManifestFile }) File.Delete(Path.Combine(folder, stale));
         Checkpoint.SaveStateDict(model, Path.Combine(folder, Checkpoint.WeightsFile), dtype);
         File.WriteAllText(Path.Combine(folder, Checkpoint.ConfigFile), model.Config.ToJson());
-        File.Copy(vocabulary, Path.Combine(folder, VocabFile), overwrite: true);
-        if (answers is not null)
-            File.WriteAllText(Path.Combine(folder, AnswersFile), JsonSerializer.Serialize(answers, new JsonSerializerOptions { WriteIndented = true }));
+        WriteWords(folder, vocabulary, answers);
         var files = new[] { Checkpoint.ConfigFile, Checkpoint.WeightsFile, VocabFile, AnswersFile }
             .Where(f => File.Exists(Path.Combine(folder, f)))
             .ToDictionary(f => f, f => (new FileInfo(Path.Combine(folder, f)).Length, Checkpoint.Hash(Path.Combine(folder, f))));

@@ -92,7 +92,7 @@ public static class Pipeline
         PipelineSettings settings, string runDir, StageHooks hooks, CancellationToken ct)
     {
         settings.Validate();
-        var (teacher, student, stage) = await executor.RunAsync(_ =>
+        var (teacher, student, stage, data) = await executor.RunAsync(_ =>
         {
             torch.manual_seed(settings.Seed);
             var teacher = Checkpoint.Load(teacherDir);
@@ -102,8 +102,8 @@ public static class Pipeline
                 var config = Presets.Get(studentPreset) with { VocabSize = teacher.Config.VocabSize, MaxTextLength = teacher.Config.MaxTextLength };
                 student = StudentInit.FromTeacher(teacher, config);
                 foreach (var p in teacher.parameters()) p.requires_grad = false;
-                var data = new TaskData(dataDir, config, settings.TrainLimit, settings.EvalLimit);
-                return (teacher, student, new DistillStage(teacher, student, data, settings.BatchSize, settings.Seed));
+                var data = new TaskData(dataDir, config, settings.TrainLimit, settings.EvalLimit, model: teacherDir);
+                return (teacher, student, new DistillStage(teacher, student, data, settings.BatchSize, settings.Seed), data);
             }
             catch
             {
@@ -115,7 +115,9 @@ public static class Pipeline
         }, cancellationToken: ct);
         try
         {
-            return await Bind(stage).RunAsync(Options(settings, settings.DistillEpochs, settings.LearningRate), executor, runDir, hooks, ct);
+            var result = await Bind(stage).RunAsync(Options(settings, settings.DistillEpochs, settings.LearningRate), executor, runDir, hooks, ct);
+            CarryWords(runDir, data, VlmTask.Pretrain);
+            return result;
         }
         finally
         {
@@ -128,14 +130,14 @@ public static class Pipeline
         PipelineSettings settings, string runDir, StageHooks hooks, CancellationToken ct)
     {
         settings.Validate();
-        var (model, stage) = await executor.RunAsync(_ =>
+        var (model, stage, data) = await executor.RunAsync(_ =>
         {
             torch.manual_seed(settings.Seed);
             using var pretrained = Checkpoint.Load(initDir);
             var model = TaskConversion.ToTask(pretrained, task, out var fresh);
             try
             {
-                var data = new TaskData(dataDir, model.Config, settings.TrainLimit, settings.EvalLimit);
+                var data = new TaskData(dataDir, model.Config, settings.TrainLimit, settings.EvalLimit, model: initDir);
                 IBoundStage stage = task switch
                 {
                     VlmTask.Vqa => Bind(new VqaStage(model, data, settings.BatchSize, settings.Seed, fresh)),
@@ -144,7 +146,7 @@ public static class Pipeline
                     VlmTask.Captioning => Bind(new CaptionStage(model, data, settings.BatchSize, settings.Seed)),
                     _ => throw new ArgumentException($"Cannot fine-tune for {task}."),
                 };
-                return (model, stage);
+                return (model, stage, data);
             }
             catch
             {
@@ -154,7 +156,9 @@ public static class Pipeline
         }, cancellationToken: ct);
         try
         {
-            return await stage.RunAsync(Options(settings, settings.FineTuneEpochs, settings.LearningRate), executor, runDir, hooks, ct);
+            var result = await stage.RunAsync(Options(settings, settings.FineTuneEpochs, settings.LearningRate), executor, runDir, hooks, ct);
+            CarryWords(runDir, data, task);
+            return result;
         }
         finally
         {
@@ -192,7 +196,8 @@ public static class Pipeline
                 if (teacher.Config.Task != task)
                     throw new ArgumentException($"The teacher must be fine-tuned for {task} (it is {teacher.Config.Task}).");
                 foreach (var p in teacher.parameters()) p.requires_grad = false;
-                var data = new TaskData(dataDir, student.Config, settings.TrainLimit, settings.EvalLimit);
+                var data = new TaskData(dataDir, student.Config, settings.TrainLimit, settings.EvalLimit, model: studentDir);
+                SameWords(data.VocabularyPath, ModelPackage.Vocabulary(teacherDir));
                 var masks = Scopes.Keep(new PruningMasks(student.Config));
                 return (Student: student, Teacher: teacher, Data: data, Masks: masks);
             }
@@ -218,7 +223,9 @@ public static class Pipeline
                     (device, g) => Evaluation.Captioning(s, d.Captions("val").Take(200).ToList(), d.Collate, TaskData.CaptionPrompt, device,
                         new BeamSettings(1, 20, 5), g).CiderD),
             };
-            return await run.RunAsync(setup.Masks, target, task, settings, executor, runDir, hooks, ct);
+            var result = await run.RunAsync(setup.Masks, target, task, settings, executor, runDir, hooks, ct);
+            CarryWords(runDir, d, task);
+            return result;
         }
         finally
         {
@@ -228,7 +235,8 @@ public static class Pipeline
 
     /// <summary>
     /// Applies the best masks of a pruning run to its best weights and saves the physically smaller model
-    /// to <paramref name="outDir"/> as a serving bundle (with the data's vocabulary and, for VQA, its answer list).
+    /// to <paramref name="outDir"/> as a serving bundle (with the pruned model's vocabulary and, for VQA, its answer list; the
+    /// data folder's for a run that carries none).
     /// </summary>
     public static Task<ShrinkReport> ShrinkAsync(DeviceExecutor executor, string pruneRunDir, string outDir, string dataDir) => executor.RunAsync(_ =>
     {
@@ -240,11 +248,29 @@ public static class Pipeline
         using var best = Checkpoint.Load(Path.Combine(pruneRunDir, "best"));
         using var shrunk = Shrinker.Shrink(best, keep);
         var hash = Checkpoint.Save(shrunk, outDir);
-        var answers = best.Config.Task == VlmTask.Vqa ? new TaskData(dataDir, best.Config).AnswerList : null;
-        ServingModel.WriteBundleFiles(outDir, Path.Combine(dataDir, "vocab.txt"), answers);
+        var words = new TaskData(dataDir, best.Config, model: Path.Combine(pruneRunDir, "best"));
+        ModelPackage.WriteWords(outDir, words.VocabularyPath, best.Config.Task == VlmTask.Vqa ? words.AnswerList : null);
         var (heads, neurons) = KeptFractions(best.Config, keep);
         return new ShrinkReport(ParameterCounts.Count(best), ParameterCounts.Count(shrunk), hash, heads, neurons);
     });
+
+    /// <summary>
+    /// Writes the words a stage trained with (its vocabulary and, for VQA, its answer list) beside the run's best weights,
+    /// where the next stage, the shrink and the fleet's upload find them.
+    /// </summary>
+    private static void CarryWords(string runDir, TaskData data, VlmTask task)
+    {
+        var best = Path.Combine(runDir, "best");
+        if (Directory.Exists(best)) ModelPackage.WriteWords(best, data.VocabularyPath, task == VlmTask.Vqa ? data.AnswerList : null);
+    }
+
+    /// <summary>KD compares token distributions: the student and its teacher must number their words alike.</summary>
+    private static void SameWords(string studentVocabulary, string? teacherVocabulary)
+    {
+        if (teacherVocabulary is not null && File.ReadAllText(studentVocabulary) != File.ReadAllText(teacherVocabulary))
+            throw new ArgumentException($"The student's vocabulary ({studentVocabulary}) is not its teacher's ({teacherVocabulary}): " +
+                "distil the student from this teacher, or fine-tune the teacher on the same data.");
+    }
 
     /// <summary>The kept fraction of attention heads (self and cross) and FFN neurons per modality.</summary>
     public static (Dictionary<string, double> Heads, Dictionary<string, double> Neurons) KeptFractions(VlmConfig config, ModelKeep keep)
@@ -276,9 +302,11 @@ public static class Pipeline
         using var teacher = Checkpoint.Load(teacherDir, ctx.Device);
         model.eval();
         teacher.eval();
-        var data = new TaskData(dataDir, model.Config, trainLimit: null, evalLimit: settings.EvalLimit);
+        // each model reads the split with its own words: a shipped teacher's vocabulary need not be the data folder's
+        var data = new TaskData(dataDir, model.Config, trainLimit: null, evalLimit: settings.EvalLimit, model: modelDir);
+        var teacherData = new TaskData(dataDir, teacher.Config, trainLimit: null, evalLimit: settings.EvalLimit, model: teacherDir);
         var scores = Score(model, task, data, split, settings.EvalLimit, ctx.Device);
-        var teacherScores = Score(teacher, task, data, split, settings.EvalLimit, ctx.Device);
+        var teacherScores = Score(teacher, task, teacherData, split, settings.EvalLimit, ctx.Device);
         var metric = PrimaryMetric(task);
         var speed = Latency.SpeedUps(teacher, model, ctx.Device, [1, 32], repeats: 5, warmup: 1);
         return new EvaluationReport(metric, scores[metric], teacherScores[metric], scores, ParameterCounts.Count(model),

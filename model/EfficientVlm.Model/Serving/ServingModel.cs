@@ -35,13 +35,17 @@ public sealed record ServingLimits
 
 /// <summary>
 /// A shrunk variant ready to answer: its model, tokenizer and (VQA) answer list, loaded from a serving
-/// bundle (a checkpoint folder with <c>vocab.txt</c> and, for VQA, <c>answers.json</c>; the shrink
-/// stage writes one). Each method takes a whole batch and runs on the executor thread; images come in
+/// bundle (a checkpoint folder with <c>vocab.txt</c> and, for VQA, <c>answer_list.json</c>, the files of a
+/// <see cref="ModelPackage"/>, written by <see cref="ModelPackage.WriteWords"/>; the shrink stage writes one, and a shipped
+/// package is one). Each method takes a whole batch and runs on the executor thread; images come in
 /// decoded (<see cref="ImageLoader.Load"/>, off the executor).
 /// </summary>
 public sealed class ServingModel : IDisposable
 {
-    public const string VocabFile = "vocab.txt", AnswersFile = "answers.json";
+    public const string VocabFile = ModelPackage.VocabFile, AnswersFile = ModelPackage.AnswersFile;
+
+    /// <summary>The answer list's name in bundles written before 2026-12-07; still read.</summary>
+    private const string LegacyAnswersFile = "answers.json";
 
     private readonly Tensor? _answerIds, _answerPadding;
 
@@ -79,9 +83,8 @@ public sealed class ServingModel : IDisposable
             IReadOnlyList<string>? answers = null;
             if (model.Config.Task == VlmTask.Vqa)
             {
-                var path = Path.Combine(folder, AnswersFile);
-                if (!File.Exists(path)) throw new FileNotFoundException($"{folder} is a VQA model without {AnswersFile}.", path);
-                answers = JsonSerializer.Deserialize<List<string>>(File.ReadAllText(path)) ?? throw new InvalidDataException($"{path} is empty.");
+                answers = ModelPackage.Answers(folder) ?? ModelPackage.Answers(folder, LegacyAnswersFile)
+                    ?? throw new FileNotFoundException($"{folder} is a VQA model without {AnswersFile}.", Path.Combine(folder, AnswersFile));
             }
             return new ServingModel(model, tokenizer, answers, device);
         }
@@ -90,13 +93,6 @@ public sealed class ServingModel : IDisposable
             model.Dispose(); // kept outside the executor's scope: free it when the bundle is incomplete
             throw;
         }
-    }
-
-    /// <summary>Adds what serving needs next to a checkpoint: the vocabulary and (VQA) the answer list.</summary>
-    public static void WriteBundleFiles(string checkpointFolder, string vocabFile, IReadOnlyList<string>? answers)
-    {
-        File.Copy(vocabFile, Path.Combine(checkpointFolder, VocabFile), overwrite: true);
-        if (answers is not null) File.WriteAllText(Path.Combine(checkpointFolder, AnswersFile), JsonSerializer.Serialize(answers));
     }
 
     private Tensor Images(IReadOnlyList<float[]> images, Device device)

@@ -28,13 +28,16 @@ public sealed class TaskData
         _trainLimit = trainLimit;
         _evalLimit = evalLimit;
         _answers = model is null ? null : Checkpoints.ModelPackage.Answers(model);
-        var vocab = (model is null ? null : Checkpoints.ModelPackage.Vocabulary(model)) ?? Path.Combine(root, "vocab.txt");
+        var vocab = VocabularyPath = (model is null ? null : Checkpoints.ModelPackage.Vocabulary(model)) ?? Path.Combine(root, "vocab.txt");
         if (!File.Exists(vocab)) throw new FileNotFoundException($"{vocab} is missing: generate the data with `vlm data generate` (it writes the vocabulary), or use a model that carries its own.", vocab);
         Tokenizer = VlmTokenizer.FromVocabFile(vocab);
         if (Tokenizer.VocabSize > config.VocabSize)
             throw new ArgumentException($"The vocabulary has {Tokenizer.VocabSize} pieces; the model only {config.VocabSize}.");
         Collate = new Collate(new ImageLoader(), Tokenizer, config.ImageSize, config.MaxTextLength);
     }
+
+    /// <summary>The vocabulary file the word ids come from: the model's own, else the data folder's.</summary>
+    public string VocabularyPath { get; }
 
     public VlmTokenizer Tokenizer { get; }
     public Collate Collate { get; }

@@ -343,7 +343,7 @@ public sealed class FleetJobTests(AzuriteFixture azurite, TinyDataFixture data, 
             using var model = new VlmModel(TinyDataFixture.Teacher with { Task = EfficientVlm.Model.Config.VlmTask.Nlvr2 });
             var folder = Path.Combine(_work, $"bundle-{i}");
             Checkpoint.Save(model, folder);
-            EfficientVlm.Model.Serving.ServingModel.WriteBundleFiles(folder, Path.Combine(data.Root, "vocab.txt"), null);
+            EfficientVlm.Model.Checkpoints.ModelPackage.WriteWords(folder, Path.Combine(data.Root, "vocab.txt"), null);
             hashes.Add((await store.PutFolderAsync("model", folder)).Hash);
         }
         using var executor = new DeviceExecutor(new DeviceExecutorOptions { Device = "cpu", TorchThreads = 1 });

@@ -21,7 +21,7 @@ public sealed class ServingModelTests(TinyDataFixture data) : IClassFixture<Tiny
         using var model = new VlmModel(TinyDataFixture.Teacher with { Task = task });
         var folder = Path.Combine(_dir, task.ToString());
         Checkpoint.Save(model, folder);
-        ServingModel.WriteBundleFiles(folder, Path.Combine(data.Root, "vocab.txt"),
+        ModelPackage.WriteWords(folder, Path.Combine(data.Root, "vocab.txt"),
             task == VlmTask.Vqa ? data.Data(TinyDataFixture.Teacher).AnswerList : null);
         return ServingModel.Load(folder, torch.CPU);
     }

@@ -3,7 +3,9 @@ using EfficientVlm.Fleet.Tests.Infrastructure;
 using EfficientVlm.Model.Checkpoints;
 using EfficientVlm.Model.Config;
 using EfficientVlm.Model.Data.ShapesWorld;
+using EfficientVlm.Model.Images;
 using EfficientVlm.Model.Jobs;
+using EfficientVlm.Model.Serving;
 using EfficientVlm.Model.Training;
 using TorchSharp;
 
@@ -49,6 +51,22 @@ public sealed class ShippedModelTests : IDisposable
         var which = Enum.Parse<VlmTask>(task, ignoreCase: true);
         var scores = Pipeline.Score(model, which, data, "val", null, torch.CPU);
         Assert.True(scores[metric] >= card - 5, $"{package}: {metric} {scores[metric]:0.0} on 300 generated items, card says {card:0.0}");
+    }
+
+    [Fact]
+    public void The_shipped_vqa_package_is_a_serving_bundle_that_answers_generated_questions()
+    {
+        Generator.Generate(_data, 78, new GeneratorSizes { TrainImages = 1, EvalImages = 20, QuestionsPerImage = 2, TrainPairs = 0, EvalPairs = 0 });
+        torch.set_num_threads(1);
+        using var serving = ServingModel.Load(Path.Combine(Shipped, "vqa"), torch.CPU);   // as a replica loads a variant
+        Assert.Equal(ModelPackage.Answers(Path.Combine(Shipped, "vqa")), serving.Answers);
+        var data = new TaskData(_data, serving.Config, model: Path.Combine(Shipped, "vqa"));
+        var items = data.Vqa("val");
+        var loader = new ImageLoader();
+        var images = items.Select(q => loader.Load(File.ReadAllBytes(q.ImagePath), serving.Config.ImageSize)).ToList();
+        var given = serving.Vqa(images, items.Select(q => q.Question).ToList(), torch.CPU);
+        int right = items.Where((q, i) => q.Answers.Contains(given[i])).Count();
+        Assert.True(right >= 0.9 * items.Count, $"{right} of {items.Count} questions answered as annotated");
     }
 
     [Fact]
