@@ -6,9 +6,15 @@ namespace EfficientVlm.Model.Pruning;
 
 /// <summary>
 /// The Lagrangian that holds the expected sparsity at one global target (method.md section 4):
-/// L_lag = lambda1 (s - t) + lambda2 (s - t)^2 with t(step) = target * min(1, step / warmup), the
-/// step being the global one (reference bug 2 fixed). The log_alphas are minimised by one AdamW, the
-/// lambdas maximised (gradient ascent) by another; neither is in the model's optimiser (bug 4).
+/// L_lag = lambda1 (s - t) + lambda2 (s - t)^2, the step being the global one (reference bug 2 fixed). The
+/// log_alphas are minimised by one AdamW, the lambdas maximised (gradient ascent) by another; neither is in the
+/// model's optimiser (bug 4).
+/// Two departures from the method, against the overshoot of short runs (docs/pruning.md, "The controller"):
+/// the target ramps from the sparsity the masks start at, t(step) = s0 + (target - s0) min(1, step / warmup),
+/// not from 0 (from 0 the gap starts positive and lambda1 first learns to keep); and lambda2 starts at
+/// <see cref="DefaultDamping"/>, not 0, so the quadratic term damps the loop from the first step (lambda2 only
+/// grows, so this is its floor). With lambda1 the integral of the gap and the gates the integral of lambda1, the
+/// loop is otherwise undamped, and a ramp faster than the gates can follow is repaid by an overshoot.
 /// </summary>
 public sealed class SparsityController : IDisposable
 {
@@ -17,9 +23,16 @@ public sealed class SparsityController : IDisposable
     private readonly AdamW _masksOptimizer;
     private readonly AdamW _lambdaOptimizer;
 
+    /// <summary>lambda2's starting value: the simulated loop of docs/pruning.md stays within 0.02 of its target with it.</summary>
+    public const double DefaultDamping = 300;
+
+    /// <summary>The expected sparsity at the start: one value, or one per modality in the uniform mode.</summary>
+    private float[] _start;
+
     public SparsityController(PruningMasks masks, double target, int warmupSteps, double learningRate = 0.01, Device? device = null,
-        SparsityMode mode = SparsityMode.Global)
+        SparsityMode mode = SparsityMode.Global, double damping = DefaultDamping)
     {
+        if (damping < 0) throw new ArgumentException($"The damping must not be negative; got {damping}.");
         if (target is < 0 or >= 1) throw new ArgumentException($"The target sparsity must be in [0, 1); got {target}.");
         Masks = masks;
         Target = target;
@@ -29,7 +42,10 @@ public sealed class SparsityController : IDisposable
         // one pair of lambdas for the global target, one pair per modality for the uniform ablation
         long[] shape = mode == SparsityMode.Global ? [] : [masks.Modalities.Count];
         _lambda1 = new Parameter(torch.zeros(shape, device: device));
-        _lambda2 = new Parameter(torch.zeros(shape, device: device));
+        _lambda2 = new Parameter(torch.full(shape, damping, device: device));
+        using (torch.no_grad())
+        using (var start = mode == SparsityMode.Global ? masks.ExpectedSparsity() : masks.ExpectedSparsityPerModality())
+            _start = start.cpu().data<float>().ToArray();
         _lambda1.DetachFromDisposeScope();
         _lambda2.DetachFromDisposeScope();
         _masksOptimizer = torch.optim.AdamW(masks.parameters(), learningRate, weight_decay: 0);
@@ -51,8 +67,14 @@ public sealed class SparsityController : IDisposable
         return mean.item<float>();
     }
 
-    /// <summary>The target in force at a global step.</summary>
-    public double TargetAt(int step) => WarmupSteps == 0 ? Target : Target * Math.Min(1.0, step / (double)WarmupSteps);
+    /// <summary>The expected sparsity the masks started at (the mean over modalities in the uniform mode), where the ramp begins.</summary>
+    public double StartSparsity => _start.Average();
+
+    /// <summary>How far along the ramp a global step is (0 at the start, 1 from the end of the warm-up).</summary>
+    private double Ramp(int step) => WarmupSteps == 0 ? 1 : Math.Min(1.0, step / (double)WarmupSteps);
+
+    /// <summary>The target in force at a global step (the mean over modalities in the uniform mode).</summary>
+    public double TargetAt(int step) => StartSparsity + (Target - StartSparsity) * Ramp(step);
 
     /// <summary>Clears the gradients of masks and lambdas (call with the model's zero_grad).</summary>
     public void ZeroGrad()
@@ -69,7 +91,10 @@ public sealed class SparsityController : IDisposable
     public (Tensor Loss, Tensor ExpectedSparsity) Lagrangian(int step)
     {
         var sparsity = Masks.ExpectedSparsity();
-        var gap = (Mode == SparsityMode.Global ? sparsity : Masks.ExpectedSparsityPerModality()).sub(TargetAt(step));
+        double ramp = Ramp(step);
+        // the target as a tensor made from floats: no temporary Scalar in this per-step call (docs/platform.md)
+        var target = torch.tensor(_start.Select(s0 => (float)(s0 + (Target - s0) * ramp)).ToArray(), device: sparsity.device);
+        var gap = Mode == SparsityMode.Global ? sparsity.sub(target.squeeze()) : Masks.ExpectedSparsityPerModality().sub(target);
         return (_lambda1.mul(gap).add(_lambda2.mul(gap.pow(2))).sum(), sparsity);
     }
 
@@ -87,7 +112,7 @@ public sealed class SparsityController : IDisposable
         _masksOptimizer.save_state_dict(Path.Combine(folder, "masks-optimizer.bin"));
         _lambdaOptimizer.save_state_dict(Path.Combine(folder, "lambda-optimizer.bin"));
         TorchSharp.PyBridge.Safetensors.SaveStateDict(Path.Combine(folder, "masks.safetensors"),
-            Masks.state_dict().Concat([new("lambda1", _lambda1), new("lambda2", (Tensor)_lambda2)])
+            Masks.state_dict().Concat([new("lambda1", _lambda1), new("lambda2", (Tensor)_lambda2), new("start", torch.tensor(_start))])
                 .ToDictionary(kv => kv.Key, kv => kv.Value.detach().cpu().contiguous()));
     }
 
@@ -100,6 +125,7 @@ public sealed class SparsityController : IDisposable
             foreach (var (name, tensor) in Masks.state_dict()) tensor.copy_(state[name]);
             _lambda1.copy_(state["lambda1"]);
             _lambda2.copy_(state["lambda2"]);
+            if (state.TryGetValue("start", out var start)) _start = start.data<float>().ToArray(); // saved since 2026-12-07
         }
         _masksOptimizer.load_state_dict(Path.Combine(folder, "masks-optimizer.bin"));
         _lambdaOptimizer.load_state_dict(Path.Combine(folder, "lambda-optimizer.bin"));

@@ -90,6 +90,79 @@ public sealed class PruningTests
         Assert.Equal(["decoder", "fusion", "text", "vision"], report.KeptHeads.Keys.Order());
     }
 
+    /// <summary>
+    /// A short pruning run as the fleet makes it (mask rate 0.1, warm-up a quarter of the run) against a stand-in for the
+    /// KD loss: a pull towards keeping every gate, stronger for some. Returns how far the expected sparsity went past the
+    /// target after the warm-up, and the largest gap from twice the warm-up on.
+    /// </summary>
+    private static (double Overshoot, double LateGap) ShortRun(double target, int warmup, int steps, double damping)
+    {
+        torch.manual_seed(5);
+        using var masks = new PruningMasks(Presets.Get("cpu") with { Task = VlmTask.Vqa });
+        var importance = masks.parameters().Select(p => torch.rand(p.shape).mul(2)).ToList();
+        long gates = masks.parameters().Sum(p => p.numel());
+        using var controller = new SparsityController(masks, target, warmup, learningRate: 0.1, damping: damping);
+        Assert.Equal(masks.ExpectedSparsity().item<float>(), controller.TargetAt(0), 5);   // the ramp starts where the masks are
+        double overshoot = 0, lateGap = 0;
+        for (int step = 0; step < steps; step++)
+        {
+            using var scope = torch.NewDisposeScope();
+            controller.ZeroGrad();
+            var pull = masks.parameters().Select((p, i) => importance[i].mul(HardConcrete.Sample(p).neg().add(1).pow(2)).sum())
+                .Aggregate((a, b) => a.add(b)).div(gates);
+            var (lagrangian, sparsity) = controller.Lagrangian(step);
+            pull.add(lagrangian).backward();
+            controller.Step();
+            double s = sparsity.item<float>();
+            if (step >= warmup) overshoot = Math.Max(overshoot, s - target);
+            if (step >= 2 * warmup) lateGap = Math.Max(lateGap, Math.Abs(s - target));
+        }
+        return (overshoot, lateGap);
+    }
+
+    [Theory]
+    [InlineData(0.35, 32, 128)]
+    [InlineData(0.35, 63, 252)]
+    [InlineData(0.25, 63, 252)]
+    public void A_short_run_reaches_its_target_without_overshooting_it(double target, int warmup, int steps)
+    {
+        var (overshoot, lateGap) = ShortRun(target, warmup, steps, SparsityController.DefaultDamping);
+        Assert.True(overshoot <= 0.03, $"expected sparsity went {overshoot:0.000} past the target {target}");
+        Assert.True(lateGap <= 0.02, $"expected sparsity still {lateGap:0.000} from the target {target} after twice the warm-up");
+    }
+
+    [Fact]
+    public void Without_damping_the_same_short_run_overshoots()
+    {
+        // the cause the damping fixes: lambda1 integrates the gap, the gates integrate lambda1, nothing damps the loop
+        var (overshoot, _) = ShortRun(0.35, 32, 128, damping: 0);
+        Assert.True(overshoot > 0.1, $"undamped overshoot {overshoot:0.000}");
+    }
+
+    [Fact]
+    public void The_ramp_start_survives_save_and_load()
+    {
+        var dir = Directory.CreateTempSubdirectory("fleet-controller-").FullName;
+        torch.manual_seed(6);
+        using var masks = new PruningMasks(VqaTiny);
+        using var controller = new SparsityController(masks, 0.4, warmupSteps: 10, learningRate: 0.1);
+        double start = controller.TargetAt(0);
+        for (int step = 0; step < 20; step++)
+        {
+            using var scope = torch.NewDisposeScope();
+            controller.ZeroGrad();
+            controller.Lagrangian(step).Loss.backward();
+            controller.Step();
+        }
+        controller.Save(dir);
+        using var resumed = new SparsityController(masks, 0.4, warmupSteps: 10, learningRate: 0.1);
+        Assert.NotEqual(start, resumed.TargetAt(0), 3);   // the masks have moved since
+        resumed.Load(dir);
+        Directory.Delete(dir, recursive: true);
+        Assert.Equal(start, resumed.TargetAt(0), 6);
+        Assert.Equal(controller.Lambda2, resumed.Lambda2, 6);
+    }
+
     [Fact]
     public void One_global_target_lets_a_task_keep_the_modality_it_needs_and_uniform_targets_hold_every_modality_at_the_target()
     {
