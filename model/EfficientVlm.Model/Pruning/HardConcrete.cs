@@ -39,15 +39,15 @@ public static class HardConcrete
         Stretch = Right - Left, LeftScalar = Left, KeepShift = Beta * Math.Log(-Left / Right);
 
     /// <summary>
-    /// Deterministic binary mask of one row (one layer's heads or neurons): the expected number of
-    /// zeros, round(size - sum P(z != 0)), goes to the gates with the smallest score
-    /// sigmoid(log_alpha / beta * 0.8); the rest are 1. Ties break by lower index first.
+    /// Deterministic binary mask of one row (one layer's heads or neurons): <paramref name="zeroCount"/> zeros, by default
+    /// the row's expected number, round(size - sum P(z != 0)) (the method; <see cref="PruningMasks"/> passes counts
+    /// rounded over all rows together), go to the gates with the smallest score sigmoid(log_alpha / beta * 0.8); the
+    /// rest are 1. Ties break by lower index first.
     /// </summary>
-    public static float[] DeterministicRow(float[] logAlpha)
+    public static float[] DeterministicRow(float[] logAlpha, int? zeroCount = null)
     {
         int size = logAlpha.Length;
-        double expectedKept = logAlpha.Sum(a => 1.0 / (1.0 + Math.Exp(-(a - Beta * Math.Log(-Left / Right)))));
-        int zeros = (int)Math.Round(size - expectedKept, MidpointRounding.ToEven);
+        int zeros = zeroCount ?? (int)Math.Round(size - logAlpha.Sum(a => 1.0 / (1.0 + Math.Exp(-(a - Beta * Math.Log(-Left / Right))))), MidpointRounding.ToEven);
         var mask = Enumerable.Repeat(1f, size).ToArray();
         if (zeros <= 0) return mask;
         var order = Enumerable.Range(0, size).OrderBy(i => 1.0 / (1.0 + Math.Exp(-logAlpha[i] / Beta * 0.8))).ThenBy(i => i);

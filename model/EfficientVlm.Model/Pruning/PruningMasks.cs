@@ -98,12 +98,13 @@ public sealed class PruningMasks : Module
     public PruningSize Report(bool deterministic = false)
     {
         using var _ = torch.no_grad();
+        var zeros = deterministic ? ZeroCounts() : null;
         var heads = new Dictionary<string, (double Kept, double Total)>();
         var neurons = new Dictionary<string, (double Kept, double Total)>();
         double expected = 0;
         foreach (var (modality, logAlpha, perUnit, repeat, isHead) in Rows())
         {
-            double kept = deterministic ? Deterministic(logAlpha).sum().item<float>() : HardConcrete.KeepProbability(logAlpha).sum().item<float>();
+            double kept = deterministic ? logAlpha.numel() - zeros![logAlpha].Sum() : HardConcrete.KeepProbability(logAlpha).sum().item<float>();
             var into = isHead ? heads : neurons;
             var (k, t) = into.GetValueOrDefault(modality);
             into[modality] = (k + kept * repeat, t + logAlpha.numel() * repeat);
@@ -124,16 +125,59 @@ public sealed class PruningMasks : Module
     /// <summary>One hard-concrete sample of every gate, shared by the batch (training).</summary>
     public ModelGates Sample() => Gates(HardConcrete.Sample);
 
-    /// <summary>The final binary masks (deterministic; see <see cref="HardConcrete.DeterministicRow"/>).</summary>
-    public ModelGates DeterministicGates() => Gates(Deterministic);
+    /// <summary>
+    /// The final binary masks (deterministic; see <see cref="HardConcrete.DeterministicRow"/>), with the number of
+    /// zeros of every row from <see cref="ZeroCounts"/>.
+    /// </summary>
+    public ModelGates DeterministicGates()
+    {
+        var zeros = ZeroCounts();
+        return Gates(logAlpha => Deterministic(logAlpha, zeros[logAlpha]));
+    }
 
-    private static Tensor Deterministic(Tensor logAlpha)
+    /// <summary>
+    /// How many units each row loses in the final masks: each row's expected zeros (size - sum P(z != 0)), rounded
+    /// jointly so that the parameters pruned in all rows together come as near their expected total as whole units
+    /// allow (each row rounded down, then a unit more for the rows with the largest remainders while that brings the
+    /// total nearer). The method rounds each row alone, which at 4 heads a layer moves the final sparsity by up to
+    /// 0.03 from the expected one the controller holds at the target (docs/pruning.md, "The controller").
+    /// </summary>
+    private Dictionary<Tensor, int[]> ZeroCounts()
+    {
+        using var _ = torch.no_grad();
+        var rows = new List<(Tensor LogAlpha, double Expected, double Cost)>();
+        foreach (var (_, logAlpha, perUnit, repeat, _) in Rows())
+        {
+            using var keep = HardConcrete.KeepProbability(logAlpha).sum(1).cpu().to(ScalarType.Float64);
+            var width = logAlpha.shape[1];
+            rows.AddRange(keep.data<double>().ToArray().Select(kept => ((Tensor)logAlpha, width - kept, perUnit * repeat)));
+        }
+        var counts = rows.Select(r => (int)Math.Floor(r.Expected)).ToArray();
+        double left = rows.Select((r, i) => r.Cost * (r.Expected - counts[i])).Sum(); // parameters still to prune
+        foreach (var i in Enumerable.Range(0, rows.Count).OrderByDescending(i => rows[i].Expected - counts[i]).ThenBy(i => i))
+        {
+            if (rows[i].Cost >= 2 * left) continue; // one more unit here would overshoot more than it covers
+            counts[i]++;
+            left -= rows[i].Cost;
+        }
+        var result = new Dictionary<Tensor, int[]>(ReferenceEqualityComparer.Instance);
+        int at = 0;
+        foreach (var group in rows.GroupBy(r => r.LogAlpha, ReferenceEqualityComparer.Instance))
+        {
+            int n = group.Count();
+            result[(Tensor)group.Key!] = counts[at..(at + n)];
+            at += n;
+        }
+        return result;
+    }
+
+    private static Tensor Deterministic(Tensor logAlpha, int[] zeros)
     {
         var rows = logAlpha.detach().cpu().to(ScalarType.Float32);
         var result = new float[rows.numel()];
         int width = (int)rows.shape[1];
         for (int r = 0; r < rows.shape[0]; r++)
-            HardConcrete.DeterministicRow(rows[r].data<float>().ToArray()).CopyTo(result, r * width);
+            HardConcrete.DeterministicRow(rows[r].data<float>().ToArray(), zeros[r]).CopyTo(result, r * width);
         return torch.tensor(result, device: logAlpha.device).view(rows.shape);
     }
 

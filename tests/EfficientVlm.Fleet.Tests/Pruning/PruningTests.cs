@@ -44,6 +44,32 @@ public sealed class PruningTests
     }
 
     [Fact]
+    public void Final_masks_round_all_rows_together_so_their_size_is_the_expected_one()
+    {
+        using var scope = torch.NewDisposeScope();
+        torch.manual_seed(7);
+        using var masks = new PruningMasks(Presets.Get("cpu") with { Task = VlmTask.Vqa });
+        // every head keeps with P 0.9 (log_alpha = logit 0.9 + beta ln(-l/r)): each 4-head row expects 0.4 of a zero,
+        // which rounded row by row (the method) prunes no head at all
+        double headLogAlpha = Math.Log(0.9 / 0.1) + HardConcrete.Beta * Math.Log(-HardConcrete.Left / HardConcrete.Right);
+        using (torch.no_grad())
+            foreach (var (name, p) in masks.named_parameters())
+                p.copy_(name.EndsWith("heads") ? torch.normal(headLogAlpha, 1e-3, p.shape) : torch.normal(-0.5, 1.0, p.shape));
+        Assert.All(masks.named_parameters().Where(p => p.name.EndsWith("heads")),
+            p => Assert.Equal(0f, HardConcrete.DeterministicRow(p.parameter[0].data<float>().ToArray()).Count(z => z == 0f)));
+
+        double expected = masks.Report().ExpectedSparsity, final = masks.Report(deterministic: true).ExpectedSparsity;
+        Assert.True(Math.Abs(final - expected) <= 0.5 * masks.ParamsPerHead / masks.Prunable,
+            $"final sparsity {final:0.0000}, expected {expected:0.0000}: more than half a head apart");
+        // the gates are those masks: about 4 head rows in 10 lose one head
+        var gates = masks.DeterministicGates();
+        var headRows = new[] { gates.Vision, gates.Text, gates.Fusion, gates.Decoder }.SelectMany(s => s!)
+            .SelectMany(l => new[] { l.Heads, l.CrossHeads }).Where(h => h is not null).ToList();
+        int prunedHeads = headRows.Sum(h => h!.data<float>().Count(z => z == 0f));
+        Assert.InRange(prunedHeads, 1, headRows.Count / 2);
+    }
+
+    [Fact]
     public void Expected_size_uses_the_per_unit_parameter_counts()
     {
         using var scope = torch.NewDisposeScope();
