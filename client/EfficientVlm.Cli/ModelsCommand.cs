@@ -34,11 +34,17 @@ internal static class ModelsCommand
         var teacher = new Option<string>("--teacher") { Description = "pre-trained teacher: checkpoint folder (uploaded) or model hash", Required = true };
         var student = new Option<string?>("--student") { Description = "distilled student: checkpoint folder or model hash (omit to distil it in the fleet)" };
         var dataset = new Option<string?>("--dataset") { Description = "dataset hash to distil on (fleet data upload)" };
+        var taskTeachers = new Option<string[]>("--task-teacher")
+        {
+            Description = "TASK=FOLDER|HASH: a teacher already fine-tuned for a task (e.g. vqa=models/shapesworld/vqa); its variants " +
+                          "are pruned with KD from it and skip fine-tuning the teacher (repeatable)",
+            AllowMultipleArgumentsPerToken = false,
+        };
         var watch = new Option<bool>("--watch") { Description = "follow the distillation until it ends" };
         var jobs = new JobOptions();
         var create = new Command("create", "Register a compact model; without --student, distil it from the teacher as a fleet job (idempotent by id).")
         {
-            id, preset, teacher, student, dataset, watch,
+            id, preset, teacher, student, dataset, taskTeachers, watch,
         };
         create.Aliases.Add("register");
         jobs.AddTo(create);
@@ -46,8 +52,17 @@ internal static class ModelsCommand
         {
             var teacherHash = await ModelHash(client, parse.GetValue(teacher)!, ct);
             var studentHash = parse.GetValue(student) is { } s ? await ModelHash(client, s, ct) : null;
+            var perTask = new Dictionary<FleetTask, string>();
+            foreach (var pair in parse.GetValue(taskTeachers) ?? [])
+            {
+                var at = pair.IndexOf('=');
+                if (at <= 0) throw new ArgumentException($"--task-teacher '{pair}' is not TASK=FOLDER|HASH.");
+                var task = VariantSpec.ParseTask(pair[..at]);
+                if (!perTask.TryAdd(task, await ModelHash(client, pair[(at + 1)..], ct)))
+                    throw new ArgumentException($"--task-teacher names {pair[..at]} twice.");
+            }
             var m = await client.RegisterCompactModelAsync(new CompactModelRegistration(parse.GetValue(id)!, parse.GetValue(preset)!, teacherHash,
-                studentHash, parse.GetValue(dataset), jobs.From(parse)), ct);
+                studentHash, parse.GetValue(dataset), jobs.From(parse), perTask.Count == 0 ? null : perTask), ct);
             AnsiConsole.MarkupLineInterpolated($"compact model [green]{m.Id}[/] ({m.Preset}): {m.Status}");
             if (parse.GetValue(watch) && m.Status == CompactModelStatus.Distilling)
             {

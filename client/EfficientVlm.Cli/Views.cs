@@ -38,6 +38,7 @@ internal static class Views
         grid.AddRow("teacher", m.Teacher);
         grid.AddRow("student", m.Student ?? "-");
         grid.AddRow("dataset", m.Dataset ?? "-");
+        foreach (var (task, hash) in m.TaskTeachers ?? []) grid.AddRow($"{task.ToString().ToLowerInvariant()} teacher", hash);
         if (m.Progress is { } p) grid.AddRow("progress", Markup.Escape(Line(p)));
         AnsiConsole.Write(grid);
         History(m.History);

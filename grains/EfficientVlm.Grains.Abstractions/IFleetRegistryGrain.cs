@@ -95,7 +95,9 @@ public sealed record DatasetInfo(
 /// <summary>
 /// What a caller asks to register: the id, the student preset, the pre-trained teacher (a <c>model</c>
 /// artefact hash; variants fine-tune it for their task), and either the distilled student or the
-/// dataset to distil it on.
+/// dataset to distil it on. <see cref="TaskTeachers"/>: teachers already fine-tuned for a task (model hashes,
+/// such as the shipped models/shapesworld packages); a variant of such a task is pruned with KD from it
+/// and skips fine-tuning the teacher.
 /// </summary>
 [GenerateSerializer, Immutable]
 public sealed record CompactModelRegistration(
@@ -104,7 +106,8 @@ public sealed record CompactModelRegistration(
     [property: Id(2)] string Teacher,
     [property: Id(3)] string? Student = null,
     [property: Id(4)] string? Dataset = null,
-    [property: Id(5)] JobSettings? Settings = null);
+    [property: Id(5)] JobSettings? Settings = null,
+    [property: Id(6)] Dictionary<FleetTask, string>? TaskTeachers = null);
 
 public enum CompactModelStatus
 {
@@ -125,7 +128,8 @@ public sealed record CompactModelInfo(
     [property: Id(6)] JobProgress? Progress,
     [property: Id(7)] string? Error,
     [property: Id(8)] DateTimeOffset RegisteredAt,
-    [property: Id(9)] IReadOnlyList<JobEvent> History);
+    [property: Id(9)] IReadOnlyList<JobEvent> History,
+    [property: Id(10)] Dictionary<FleetTask, string>? TaskTeachers = null);
 
 /// <summary>The task-agnostic compact VLM (key: its id): its artefacts and the distillation job that makes it.</summary>
 public interface ICompactModelGrain : IGrainWithStringKey

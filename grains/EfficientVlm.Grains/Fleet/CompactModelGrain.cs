@@ -84,6 +84,11 @@ public sealed class CompactModelGrain(
         if (r.Student is not null) Identifiers.ValidateHash(r.Student, "student model hash");
         else if (r.Dataset is null) throw new ArgumentException("Without a student checkpoint, a compact model needs a dataset to distil it on.");
         else Identifiers.ValidateHash(r.Dataset, "dataset hash");
+        foreach (var (task, hash) in r.TaskTeachers ?? [])
+        {
+            if (!Enum.IsDefined(task)) throw new ArgumentException($"Unknown task {task} among the task teachers.");
+            Identifiers.ValidateHash(hash, $"{task.ToString().ToLowerInvariant()} teacher model hash");
+        }
         (r.Settings ?? new JobSettings()).ToPipeline();
     }
 
@@ -95,7 +100,7 @@ public sealed class CompactModelGrain(
         if (s.Registration is not { } r) return null;
         return new CompactModelInfo(r.Id, r.Preset, s.Status, r.Teacher, s.Student, r.Dataset, s.Job?.Progress,
             s.Job?.Error ?? (s.Status == CompactModelStatus.Distilling && s.Job?.Runner is null ? Waiting : null),
-            s.RegisteredAt, s.Job?.History.ToList() ?? []);
+            s.RegisteredAt, s.Job?.History.ToList() ?? [], r.TaskTeachers);
     }
 
     protected override JobWork WorkFor(string stage) =>

@@ -28,7 +28,9 @@ public sealed class VariantState
 /// A task variant: Pending -> TeacherFineTune -> Prune -> Shrink -> Evaluate -> Ready (or Failed).
 /// The teacher is fine-tuned for the task (it guides pruning by KD), the compact model gets the task's
 /// heads and is fine-tuned and pruned at once with one global target, the best masks are applied
-/// physically, and the shrunk model is scored next to the teacher on the test split.
+/// physically, and the shrunk model is scored next to the teacher on the test split. A compact model
+/// registered with a teacher for the task (<see cref="CompactModelRegistration.TaskTeachers"/>) starts at Prune
+/// with that teacher.
 /// </summary>
 public sealed class VariantGrain(
     [PersistentState("variant", FleetStorage.GrainStateProvider)] IPersistentState<VariantState> state,
@@ -78,6 +80,11 @@ public sealed class VariantGrain(
             Stage = nameof(VariantStage.TeacherFineTune),
             Artifacts = { ["teacher"] = compact.Teacher, ["student"] = compact.Student, [JobArtifacts.Dataset] = spec.Dataset },
         };
+        if (compact.TaskTeachers?.GetValueOrDefault(spec.Task) is { } taskTeacher)
+        {
+            state.State.Job.Stage = nameof(VariantStage.Prune);
+            state.State.Job.Artifacts[TeacherTask] = taskTeacher;
+        }
         await SaveAsync();
         await StartJobAsync();
         return Info()!;

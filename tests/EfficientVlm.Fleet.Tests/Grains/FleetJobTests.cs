@@ -647,6 +647,40 @@ public sealed class FleetJobTests(AzuriteFixture azurite, TinyDataFixture data, 
     }
 
     [Fact]
+    public async Task A_variant_of_a_task_with_its_own_teacher_is_pruned_from_it_without_fine_tuning_the_teacher()
+    {
+        var container = Container();
+        var clusterId = "taskteacher-" + Guid.NewGuid().ToString("N")[..12];
+        var connection = new FleetConnectionOptions
+        {
+            ClusterId = clusterId, ServiceId = "svc-" + container, StorageConnectionString = azurite.ConnectionString, ArtifactContainer = container,
+        };
+        var (teacherDir, studentDir) = Checkpoints();
+        // a teacher already made for VQA, as a shipped package is (here the pre-trained one with the task's heads)
+        var vqaTeacherDir = Path.Combine(_work, "vqa-teacher");
+        using (var pretrained = Checkpoint.Load(teacherDir))
+        using (var vqaTeacher = EfficientVlm.Model.Modules.TaskConversion.ToTask(pretrained, EfficientVlm.Model.Config.VlmTask.Vqa))
+            Checkpoint.Save(vqaTeacher, vqaTeacherDir);
+        await using var gpu = await SiloProcess.StartAsync(TestPaths.SiloAssembly, clusterId, azurite.ConnectionString, SiloSettings("gpu", "cuda", container));
+        await using var client = await FleetClient.ConnectAsync(connection);
+        var dataset = await client.UploadDatasetAsync(data.Root, "tiny");
+        var model = "tiny-" + container;
+        var vqaTeacherHash = await client.UploadModelAsync(vqaTeacherDir);
+        var registered = await client.RegisterCompactModelAsync(new CompactModelRegistration(model, "tiny", await client.UploadModelAsync(teacherDir),
+            await client.UploadModelAsync(studentDir), TaskTeachers: new() { [FleetTask.Vqa] = vqaTeacherHash }));
+        Assert.Equal(vqaTeacherHash, registered.TaskTeachers![FleetTask.Vqa]);
+
+        var spec = new VariantSpec(FleetTask.Vqa, model, 0.35, dataset.Hash);
+        await client.EnsureVariantAsync(spec, Tiny);
+        var ready = await Until(() => client.GetVariantAsync(spec.VariantId), v => v.IsTerminal, TimeSpan.FromMinutes(5), "variant ready");
+        Assert.True(ready.Stage == VariantStage.Ready, ready.Error);
+        Assert.Equal(["Prune", "Shrink", "Evaluate"], ready.History.Where(e => e.What == "started").Select(e => e.Stage));
+        var refused = await Assert.ThrowsAsync<ArgumentException>(() => client.RegisterCompactModelAsync(new CompactModelRegistration(model + "-x", "tiny",
+            vqaTeacherHash, vqaTeacherHash, TaskTeachers: new() { [FleetTask.Nlvr2] = "not-a-hash" })));
+        Assert.Contains("nlvr2 teacher model hash", refused.Message);
+    }
+
+    [Fact]
     public async Task Serving_goes_on_through_an_azurite_restart_and_storage_recovers_by_itself()
     {
         // Its own Azurite (the shared one serves other tests), restarted in the middle of steady load.
