@@ -58,12 +58,13 @@ internal static class TrainCommand
             {
                 using var start = Checkpoint.Load(from.FullName);
                 var converted = TaskConversion.ToTask(start, VlmTask.Pretrain);
-                return (converted, () => new PretrainStage(converted, data(converted.Config), batch, seed, parse.GetValue(hardShare)).Train(), converted.Config);
+                return (converted, () => new PretrainStage(converted, data(converted.Config, from.FullName), batch, seed, parse.GetValue(hardShare)).Train(),
+                    converted.Config);
             }
             var config = Presets.Get(parse.GetValue(preset)!);
             if (parse.GetValue(positionInit) is double std) config = (config with { PositionInit = std }).Validated();
             var model = Scopes.Keep(new VlmModel(config));
-            return (model, () => new PretrainStage(model, data(config), batch, seed, parse.GetValue(hardShare)).Train(), config);
+            return (model, () => new PretrainStage(model, data(config, null), batch, seed, parse.GetValue(hardShare)).Train(), config);
         }));
 
         var teacherPath = new Option<DirectoryInfo>("--teacher") { Description = "teacher checkpoint folder (e.g. runs/teacher/best)", Required = true };
@@ -77,7 +78,7 @@ internal static class TrainCommand
             var config = Presets.Get(parse.GetValue(studentPreset)!) with { VocabSize = teacher.Config.VocabSize };
             var student = StudentInit.FromTeacher(teacher, config);
             foreach (var p in teacher.parameters()) p.requires_grad = false;
-            return (student, () => new DistillStage(teacher, student, data(config), batch, seed).Train(), config);
+            return (student, () => new DistillStage(teacher, student, data(config, parse.GetValue(teacherPath)!.FullName), batch, seed).Train(), config);
         }));
 
         var task = new Option<string>("--task") { Description = "vqa | nlvr2 | retrieval | captioning", Required = true };
@@ -111,7 +112,7 @@ internal static class TrainCommand
                 throw new ArgumentException("--edited-negatives and --same-text-negatives are for --task retrieval only.");
             var model = TaskConversion.ToTask(pretrained, which, out var fresh);
             Freeze(parse, model);
-            var taskData = data(model.Config);
+            var taskData = data(model.Config, parse.GetValue(init)!.FullName);
             Func<ITrainer> stage = which switch
             {
                 VlmTask.Vqa => () => new VqaStage(model, taskData, batch, seed, fresh).Train(),
@@ -136,7 +137,8 @@ internal static class TrainCommand
             using var pretrained = Checkpoint.Load(parse.GetValue(taInit)!.FullName);
             var model = TaskConversion.ToTask(pretrained, VlmTask.Nlvr2);
             Freeze(parse, model);
-            return (model, () => new TextAssignmentStage(model, data(model.Config), batch, seed, parse.GetValue(taHardShare)).Train(), model.Config);
+            return (model, () => new TextAssignmentStage(model, data(model.Config, parse.GetValue(taInit)!.FullName), batch, seed, parse.GetValue(taHardShare)).Train(),
+                model.Config);
         }));
 
         var teacherPreset = new Option<string>("--preset") { Description = "model preset", DefaultValueFactory = _ => "cpu-teacher" };
@@ -178,7 +180,7 @@ internal static class TrainCommand
             }
             var log = Path.Combine(parse.GetValue(OutOption)!.FullName, "val-by-type.tsv");
             var weights = new GroundingWeights(parse.GetValue(patchWeight), parse.GetValue(boxWeight), parse.GetValue(attentionWeight), parse.GetValue(mlmWeight));
-            return (model, () => new GroundedVqaStage(model, data(model.Config), batch, seed, weights, fresh, scores =>
+            return (model, () => new GroundedVqaStage(model, data(model.Config, parse.GetValue(teacherInit)?.FullName), batch, seed, weights, fresh, scores =>
             {
                 if (!File.Exists(log)) File.WriteAllText(log, "time\t" + string.Join("\t", scores.Select(s => s.Form)) + "\n");
                 File.AppendAllText(log, $"{DateTime.UtcNow:O}\t" + string.Join("\t", scores.Select(s => s.Accuracy.ToString("0.0"))) + "\n");
@@ -253,7 +255,7 @@ internal static class TrainCommand
     private static ITrainer Train<T>(this ITrainingStage<T> stage) => new Bound<T>(stage);
 
     private static async Task<int> Run(ParseResult parse, CancellationToken ct, string name,
-        Func<Func<VlmConfig, TaskData>, int, int, (VlmModel Model, Func<ITrainer> Stage, VlmConfig Config)> build)
+        Func<Func<VlmConfig, string?, TaskData>, int, int, (VlmModel Model, Func<ITrainer> Stage, VlmConfig Config)> build)
     {
         var dir = parse.GetValue(OutOption)!.FullName;
         int seed = parse.GetValue(SeedOption), batch = parse.GetValue(BatchOption);
@@ -270,10 +272,12 @@ internal static class TrainCommand
         using var executor = Torch.Executor(parse);
         try
         {
+            // the data as the model that training starts from reads it: its own vocabulary and answers when it carries them
+            TaskData? data = null;
             var (model, stageFactory, config) = await executor.RunAsync(_ =>
             {
-                TaskData DataFor(VlmConfig config) =>
-                    new(parse.GetValue(DataOption)!.FullName, config, parse.GetValue(TrainLimitOption), parse.GetValue(EvalLimitOption));
+                TaskData DataFor(VlmConfig config, string? startFrom) => data =
+                    new(parse.GetValue(DataOption)!.FullName, config, parse.GetValue(TrainLimitOption), parse.GetValue(EvalLimitOption), model: startFrom);
                 return build(DataFor, seed, batch);
             });
             Directory.CreateDirectory(dir);
@@ -305,6 +309,9 @@ internal static class TrainCommand
                     });
                     result = await trainer.RunAsync(options, executor, dir, progress, ct);
                 });
+            // the best checkpoint carries the words it was trained with, so `vlm eval` reads its ids on any data folder
+            if (data is not null && Directory.Exists(result.BestCheckpoint))
+                ModelPackage.WriteWords(result.BestCheckpoint, data.VocabularyPath, config.Task == VlmTask.Vqa ? data.AnswerList : null);
             AnsiConsole.MarkupLineInterpolated($"{name}: {result.Steps} steps in {result.Elapsed.TotalMinutes:0.0} min; best validation {result.BestValidation:0.0000} at step {result.BestStep} -> [green]{result.BestCheckpoint}[/]");
             File.WriteAllText(Path.Combine(dir, "result.json"), JsonSerializer.Serialize(new
             {

@@ -9,7 +9,7 @@ public static class TaskConversion
 {
     /// <summary>
     /// VQA: the answer decoder's layer j starts as fusion layer j (method.md: initialised from the fusion
-    /// layers). NLVR2: fusion layer j is copied into doubled layers 2j and 2j+1 (their shared
+    /// layers), unless the model is a VQA model already, whose decoder is kept. NLVR2: fusion layer j is copied into doubled layers 2j and 2j+1 (their shared
     /// cross-attention key/value come from it once). New heads keep their fresh initialisation.
     /// A model already converted to NLVR2 (domain pre-trained by text assignment) converts to NLVR2 as
     /// it is, except its NLVR2 head, which text assignment never trains: that starts fresh.
@@ -47,7 +47,8 @@ public static class TaskConversion
     {
         if (source.Task == VlmTask.Nlvr2) return name.StartsWith("nlvr_", StringComparison.Ordinal) ? null : name;
         const string decoder = "decoder.layers.", fusion = "fusion.layers.";
-        if (config.Task == VlmTask.Vqa && name.StartsWith(decoder, StringComparison.Ordinal))
+        // a VQA model converted to VQA (fine-tuned further) keeps its own trained decoder
+        if (config.Task == VlmTask.Vqa && source.Task != VlmTask.Vqa && name.StartsWith(decoder, StringComparison.Ordinal))
         {
             var rest = name[decoder.Length..];
             int dot = rest.IndexOf('.');

@@ -41,6 +41,27 @@ public sealed class TaskHeadTests
     }
 
     [Fact]
+    public void A_vqa_model_converted_to_vqa_keeps_its_decoder_and_a_pretrained_one_gets_the_fusion_layers()
+    {
+        torch.manual_seed(37);
+        using var pretrained = new VlmModel(Tiny);
+        using var vqa = TaskConversion.ToTask(pretrained, VlmTask.Vqa);
+        using (torch.no_grad())
+            foreach (var (name, p) in vqa.named_parameters())
+                if (name.StartsWith("decoder.", StringComparison.Ordinal)) p.add_(1.0); // as if trained: no longer the fusion copy
+        using var again = TaskConversion.ToTask(vqa, VlmTask.Vqa, out var fresh);
+        Assert.Empty(fresh);
+        var before = vqa.state_dict();
+        foreach (var (name, tensor) in again.state_dict()) Assert.True(tensor.allclose(before[name], 0, 0), $"{name} changed");
+        // from a pre-trained model the decoder starts as the fusion layers (method.md)
+        var fusion = pretrained.state_dict();
+        using var fromPretrained = TaskConversion.ToTask(pretrained, VlmTask.Vqa);
+        foreach (var (name, tensor) in fromPretrained.state_dict().Where(kv => kv.Key.StartsWith("decoder.layers.0.", StringComparison.Ordinal)))
+            if (fusion.TryGetValue(name.Replace("decoder.", "fusion."), out var source) && source.shape.SequenceEqual(tensor.shape))
+                Assert.True(tensor.allclose(source, 0, 0), $"{name} is not fusion layer 0's");
+    }
+
+    [Fact]
     public void Vqa_decoder_shapes_loss_and_ranking()
     {
         torch.manual_seed(31);
