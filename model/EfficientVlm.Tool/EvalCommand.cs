@@ -56,7 +56,7 @@ internal static class EvalCommand
                     var retrievalScore = Retrieval.ParseScore(parse.GetValue(rescore)!);
                     var watch = Stopwatch.StartNew();
                     var (scores, forms) = parse.GetValue(byForm)
-                        ? ScoreByForm(m, which, taskData, s, parse.GetValue(limit), ctx.Device, parse.GetValue(k))
+                        ? Pipeline.ScoreByForm(m, which, taskData, s, parse.GetValue(limit), ctx.Device, parse.GetValue(k))
                         : (Pipeline.Score(m, which, taskData, s, parse.GetValue(limit), ctx.Device, parse.GetValue(k), retrievalScore), null);
                     scores["parameters"] = ParameterCounts.Count(m);
                     scores["seconds"] = watch.Elapsed.TotalSeconds;
@@ -84,25 +84,6 @@ internal static class EvalCommand
     }
 
     private static readonly JsonSerializerOptions ResultsJson = new() { PropertyNamingPolicy = JsonNamingPolicy.SnakeCaseLower };
-
-    /// <summary>The task score and its breakdown by form (VQA: question type; NLVR2: statement family), from one pass over the split.</summary>
-    private static (Dictionary<string, double> Scores, IReadOnlyList<object> Forms) ScoreByForm(VlmModel model, VlmTask task, TaskData data,
-        string split, int? limit, TorchSharp.torch.Device device, int k)
-    {
-        IReadOnlyList<T> Take<T>(IReadOnlyList<T> items) => limit is int n ? items.Take(n).ToList() : items;
-        if (task == VlmTask.Vqa)
-        {
-            var items = Take(data.Vqa(split));
-            var answers = Evaluation.VqaAnswers(model, items, data.Collate, data.AnswerList, device, k);
-            var accuracy = 100 * VqaAccuracy.Mean(answers.Zip(items, (a, i) => (a, i.Answers)));
-            return (new() { ["vqa_accuracy"] = accuracy }, Breakdown.Vqa(items, answers).ToList<object>());
-        }
-        var statements = Take(data.Nlvr(split));
-        var held = Evaluation.NlvrPredictions(model, statements, data.Collate, device);
-        var nlvr = 100 * ClassificationAccuracy.Accuracy(held, statements.Select(i => i.Label).ToList());
-        return (new() { ["nlvr2_accuracy"] = nlvr },
-            Breakdown.Nlvr(statements, held, sentence => Statements.FamilyOf(sentence)?.ToString() ?? "other").ToList<object>());
-    }
 
     private static Table FormTable(IReadOnlyList<object> forms)
     {

@@ -22,6 +22,13 @@ public static class ModelPackage
     /// <summary>The vocabulary a checkpoint folder carries, or null when it has none (then the data folder's is used).</summary>
     public static string? Vocabulary(string folder) => File.Exists(Path.Combine(folder, VocabFile)) ? Path.Combine(folder, VocabFile) : null;
 
+    /// <summary>Whether two vocabulary files number the same pieces alike (compared piece by piece, whatever the line endings).</summary>
+    public static bool SameVocabulary(string a, string b)
+    {
+        static IEnumerable<string> Pieces(string file) => File.ReadLines(file).Select(l => l.TrimEnd('\r')).Where(l => l.Length > 0);
+        return Pieces(a).SequenceEqual(Pieces(b));
+    }
+
     /// <summary>The VQA answer list a checkpoint folder carries (in <paramref name="file"/>, by default <see cref="AnswersFile"/>), or null.</summary>
     public static IReadOnlyList<string>? Answers(string folder, string file = AnswersFile)
     {

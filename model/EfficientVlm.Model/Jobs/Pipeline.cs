@@ -3,6 +3,8 @@ using System.Text.Json;
 using EfficientVlm.Common;
 using EfficientVlm.Model.Checkpoints;
 using EfficientVlm.Model.Config;
+using EfficientVlm.Model.Data.ShapesWorld;
+using EfficientVlm.Model.Metrics;
 using EfficientVlm.Model.Modules;
 using EfficientVlm.Model.Pruning;
 using EfficientVlm.Model.Runtime;
@@ -197,7 +199,7 @@ public static class Pipeline
                     throw new ArgumentException($"The teacher must be fine-tuned for {task} (it is {teacher.Config.Task}).");
                 foreach (var p in teacher.parameters()) p.requires_grad = false;
                 var data = new TaskData(dataDir, student.Config, settings.TrainLimit, settings.EvalLimit, model: studentDir);
-                SameWords(data.VocabularyPath, ModelPackage.Vocabulary(teacherDir));
+                SameWords(data.VocabularyPath, ModelPackage.Vocabulary(teacherDir) ?? Path.Combine(dataDir, "vocab.txt"));
                 var masks = Scopes.Keep(new PruningMasks(student.Config));
                 return (Student: student, Teacher: teacher, Data: data, Masks: masks);
             }
@@ -264,10 +266,13 @@ public static class Pipeline
         if (Directory.Exists(best)) ModelPackage.WriteWords(best, data.VocabularyPath, task == VlmTask.Vqa ? data.AnswerList : null);
     }
 
-    /// <summary>KD compares token distributions: the student and its teacher must number their words alike.</summary>
-    private static void SameWords(string studentVocabulary, string? teacherVocabulary)
+    /// <summary>
+    /// KD compares token distributions: the student and its teacher must number their words alike (a model without a
+    /// vocabulary of its own reads the data folder's).
+    /// </summary>
+    private static void SameWords(string studentVocabulary, string teacherVocabulary)
     {
-        if (teacherVocabulary is not null && File.ReadAllText(studentVocabulary) != File.ReadAllText(teacherVocabulary))
+        if (!ModelPackage.SameVocabulary(studentVocabulary, teacherVocabulary))
             throw new ArgumentException($"The student's vocabulary ({studentVocabulary}) is not its teacher's ({teacherVocabulary}): " +
                 "distil the student from this teacher, or fine-tune the teacher on the same data.");
     }
@@ -292,8 +297,9 @@ public static class Pipeline
     }
 
     /// <summary>
-    /// Scores a model and its teacher on the test split with the task's official metric, and times both
-    /// side by side (median forward latency at batch 1 and 32; ratio = teacher / model).
+    /// Scores a model and its teacher on the test split with the task's official metric (every score of both: the
+    /// teacher's under <c>teacher:</c>), and times both side by side (median forward latency at batch 1 and 32; ratio =
+    /// teacher / model).
     /// </summary>
     public static Task<EvaluationReport> EvaluateAsync(DeviceExecutor executor, string modelDir, string teacherDir, VlmTask task, string dataDir,
         PipelineSettings settings, CancellationToken ct, string split = "test") => executor.RunAsync(ctx =>
@@ -308,12 +314,16 @@ public static class Pipeline
         var scores = Score(model, task, data, split, settings.EvalLimit, ctx.Device);
         var teacherScores = Score(teacher, task, teacherData, split, settings.EvalLimit, ctx.Device);
         var metric = PrimaryMetric(task);
+        foreach (var (name, value) in teacherScores) scores[$"teacher:{name}"] = value; // per type / family beside the model's
         var speed = Latency.SpeedUps(teacher, model, ctx.Device, [1, 32], repeats: 5, warmup: 1);
         return new EvaluationReport(metric, scores[metric], teacherScores[metric], scores, ParameterCounts.Count(model),
             ParameterCounts.Count(teacher), speed[0], speed[1]);
     }, cancellationToken: ct);
 
-    /// <summary>Every metric of the task on a split (0-100). Run on the executor thread.</summary>
+    /// <summary>
+    /// Every metric of the task on a split (0-100); for VQA and NLVR2 also the accuracy of each question type or statement
+    /// family, as <c>vqa_accuracy:&lt;type&gt;</c> / <c>nlvr2_accuracy:&lt;family&gt;</c>. Run on the executor thread.
+    /// </summary>
     public static Dictionary<string, double> Score(VlmModel model, VlmTask task, TaskData data, string split, int? limit, Device device, int k = 16,
         RetrievalScore retrievalScore = RetrievalScore.ItmPlusItc)
     {
@@ -321,11 +331,12 @@ public static class Pipeline
         var scores = new Dictionary<string, double>();
         switch (task)
         {
-            case VlmTask.Vqa:
-                scores["vqa_accuracy"] = 100 * Evaluation.Vqa(model, Take(data.Vqa(split)), data.Collate, data.AnswerList, device, k);
-                break;
-            case VlmTask.Nlvr2:
-                scores["nlvr2_accuracy"] = 100 * Evaluation.Nlvr(model, Take(data.Nlvr(split)), data.Collate, device);
+            case VlmTask.Vqa or VlmTask.Nlvr2:
+                var (byForm, forms) = ScoreByForm(model, task, data, split, limit, device, k);
+                var metric = PrimaryMetric(task);
+                scores[metric] = byForm[metric];
+                foreach (var (form, accuracy) in forms.Select(f => f is VqaFormScore v ? (v.Form, v.Accuracy) : (((NlvrFormScore)f).Form, ((NlvrFormScore)f).Accuracy)))
+                    scores[$"{metric}:{form}"] = accuracy;
                 break;
             case VlmTask.Captioning:
                 var (bleu, cider, _) = Evaluation.Captioning(model, Take(data.Captions(split)), data.Collate, TaskData.CaptionPrompt, device, new BeamSettings());
@@ -342,6 +353,29 @@ public static class Pipeline
                 throw new ArgumentException($"{task} has no task metric: pass --task.");
         }
         return scores;
+    }
+
+    /// <summary>
+    /// The VQA or NLVR2 score and its breakdown by form (VQA: question type, <see cref="VqaFormScore"/>; NLVR2: ShapesWorld
+    /// statement family, <see cref="NlvrFormScore"/>), from one pass over the split.
+    /// </summary>
+    public static (Dictionary<string, double> Scores, IReadOnlyList<object> Forms) ScoreByForm(VlmModel model, VlmTask task, TaskData data,
+        string split, int? limit, Device device, int k = 16)
+    {
+        IReadOnlyList<T> Take<T>(IReadOnlyList<T> items) => limit is int n ? items.Take(n).ToList() : items;
+        if (task == VlmTask.Vqa)
+        {
+            var items = Take(data.Vqa(split));
+            var answers = Evaluation.VqaAnswers(model, items, data.Collate, data.AnswerList, device, k);
+            var accuracy = 100 * VqaAccuracy.Mean(answers.Zip(items, (a, i) => (a, i.Answers)));
+            return (new() { ["vqa_accuracy"] = accuracy }, Breakdown.Vqa(items, answers).ToList<object>());
+        }
+        if (task != VlmTask.Nlvr2) throw new ArgumentException($"Scores by form are for VQA and NLVR2, not {task}.");
+        var statements = Take(data.Nlvr(split));
+        var held = Evaluation.NlvrPredictions(model, statements, data.Collate, device);
+        var nlvr = 100 * ClassificationAccuracy.Accuracy(held, statements.Select(i => i.Label).ToList());
+        return (new() { ["nlvr2_accuracy"] = nlvr },
+            Breakdown.Nlvr(statements, held, sentence => Statements.FamilyOf(sentence)?.ToString() ?? "other").ToList<object>());
     }
 
     private static TrainerOptions Options(PipelineSettings s, int epochs, double lr) =>

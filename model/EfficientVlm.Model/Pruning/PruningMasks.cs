@@ -138,8 +138,9 @@ public sealed class PruningMasks : Module
     /// <summary>
     /// How many units each row loses in the final masks: each row's expected zeros (size - sum P(z != 0)), rounded
     /// jointly so that the parameters pruned in all rows together come as near their expected total as whole units
-    /// allow (each row rounded down, then a unit more for the rows with the largest remainders while that brings the
-    /// total nearer). The method rounds each row alone, which at 4 heads a layer moves the final sparsity by up to
+    /// allow: each row rounded down, then, rows with the largest remainders first, a unit more wherever that brings the
+    /// total nearer, which leaves it within half of the largest unit (half a head; a head for NLVR2's shared cross-head
+    /// rows, which gate two blocks). The method rounds each row alone, which at 4 heads a layer moves the final sparsity by up to
     /// 0.03 from the expected one the controller holds at the target (docs/pruning.md, "The controller").
     /// </summary>
     private Dictionary<Tensor, int[]> ZeroCounts()

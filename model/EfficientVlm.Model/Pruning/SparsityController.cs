@@ -1,3 +1,4 @@
+using EfficientVlm.Model.Runtime;
 using TorchSharp;
 using TorchSharp.Modules;
 using static TorchSharp.torch;
@@ -92,10 +93,10 @@ public sealed class SparsityController : IDisposable
     {
         var sparsity = Masks.ExpectedSparsity();
         double ramp = Ramp(step);
-        // the target as a tensor made from floats: no temporary Scalar in this per-step call (docs/platform.md)
+        // no temporary Scalar in this per-step call (docs/platform.md): the target is a tensor made from floats, the add has its alpha
         var target = torch.tensor(_start.Select(s0 => (float)(s0 + (Target - s0) * ramp)).ToArray(), device: sparsity.device);
         var gap = Mode == SparsityMode.Global ? sparsity.sub(target.squeeze()) : Masks.ExpectedSparsityPerModality().sub(target);
-        return (_lambda1.mul(gap).add(_lambda2.mul(gap.pow(2))).sum(), sparsity);
+        return (_lambda1.mul(gap).add(_lambda2.mul(gap.mul(gap)), Scalars.One).sum(), sparsity);
     }
 
     /// <summary>Steps both optimisers (after backward) and clamps log_alpha.</summary>
@@ -125,7 +126,8 @@ public sealed class SparsityController : IDisposable
             foreach (var (name, tensor) in Masks.state_dict()) tensor.copy_(state[name]);
             _lambda1.copy_(state["lambda1"]);
             _lambda2.copy_(state["lambda2"]);
-            if (state.TryGetValue("start", out var start)) _start = start.data<float>().ToArray(); // saved since 2026-12-07
+            // saved since 2026-12-07; a run saved before ramped from 0, and goes on doing so
+            _start = state.TryGetValue("start", out var start) ? start.data<float>().ToArray() : new float[_start.Length];
         }
         _masksOptimizer.load_state_dict(Path.Combine(folder, "masks-optimizer.bin"));
         _lambdaOptimizer.load_state_dict(Path.Combine(folder, "lambda-optimizer.bin"));

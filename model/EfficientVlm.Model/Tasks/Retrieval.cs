@@ -38,15 +38,16 @@ public static class Retrieval
 
     /// <summary>For each image, text indices best first [I][T].</summary>
     public static long[][] RankTextsForImages(VlmModel model, Gallery gallery, int k,
-        RetrievalScore score = RetrievalScore.ItmPlusItc, int pairBatch = 256) =>
-        Rank(model, gallery, k, score, pairBatch, imagesAsQueries: true);
+        RetrievalScore score = RetrievalScore.ItmPlusItc, ModelGates? gates = null, int pairBatch = 256) =>
+        Rank(model, gallery, k, score, gates, pairBatch, imagesAsQueries: true);
 
     /// <summary>For each text, image indices best first [T][I].</summary>
     public static long[][] RankImagesForTexts(VlmModel model, Gallery gallery, int k,
-        RetrievalScore score = RetrievalScore.ItmPlusItc, int pairBatch = 256) =>
-        Rank(model, gallery, k, score, pairBatch, imagesAsQueries: false);
+        RetrievalScore score = RetrievalScore.ItmPlusItc, ModelGates? gates = null, int pairBatch = 256) =>
+        Rank(model, gallery, k, score, gates, pairBatch, imagesAsQueries: false);
 
-    private static long[][] Rank(VlmModel model, Gallery gallery, int k, RetrievalScore score, int pairBatch, bool imagesAsQueries)
+    /// <param name="gates">The pruning masks of a model being pruned, for its fusion (the gallery was encoded under them).</param>
+    private static long[][] Rank(VlmModel model, Gallery gallery, int k, RetrievalScore score, ModelGates? gates, int pairBatch, bool imagesAsQueries)
     {
         var sim = model.ImageEmbedding(gallery.ImageTokens).matmul(model.TextEmbedding(gallery.TextStates).t()); // (I, T)
         if (!imagesAsQueries) sim = sim.t();
@@ -68,7 +69,7 @@ public static class Retrieval
             var im = image.narrow(0, start, n);
             var tx = text.narrow(0, start, n);
             var fused = model.Fuse(gallery.TextStates.index_select(0, tx), gallery.TextPadding.index_select(0, tx),
-                gallery.ImageTokens.index_select(0, im)).Last;
+                gallery.ImageTokens.index_select(0, im), gates).Last;
             var logits = model.ItmLogits(fused);                                           // (n, 2)
             var match = score == RetrievalScore.Itm ? logits.select(1, 1) : logits.select(1, 1) - logits.select(1, 0);
             scores.Add(match.MoveToOuterDisposeScope());

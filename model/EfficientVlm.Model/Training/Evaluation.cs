@@ -119,8 +119,8 @@ public static class Evaluation
             textStates.Add(model.EncodeText(allIds.narrow(0, start, n), allPadding.narrow(0, start, n), gates).Last.MoveToOuterDisposeScope());
         }
         var gallery = new Tasks.Retrieval.Gallery(torch.cat(imageTokens, 0), torch.cat(textStates, 0), allPadding);
-        var i2t = Tasks.Retrieval.RankTextsForImages(model, gallery, k, score);
-        var t2i = Tasks.Retrieval.RankImagesForTexts(model, gallery, k, score);
+        var i2t = Tasks.Retrieval.RankTextsForImages(model, gallery, k, score, gates);
+        var t2i = Tasks.Retrieval.RankImagesForTexts(model, gallery, k, score, gates);
         return RetrievalMetrics.Compute(i2t.Select(r => (IReadOnlyList<int>)r.Select(x => (int)x).ToList()).ToList(),
             t2i.Select(r => (IReadOnlyList<int>)r.Select(x => (int)x).ToList()).ToList(), owner);
     }

@@ -62,9 +62,12 @@ public sealed class TaskData
     public IReadOnlyList<CaptionImage> Captions(string split) => Cached($"captions/{split}", () =>
         Limit(split, CaptionReaders.ReadCoco(Path.Combine(_root, "annotations", $"captions_{split}.json"), Path.Combine(_root, "images", split)).Items));
 
-    public IReadOnlyList<VqaItem> Vqa(string split) => Cached($"vqa/{split}", () =>
-        Limit(split, VqaReaders.ReadVqaV2(Path.Combine(_root, "annotations", $"v2_OpenEnded_mscoco_{split}_questions.json"),
-            Path.Combine(_root, "annotations", $"v2_mscoco_{split}_annotations.json"), Path.Combine(_root, "images", split)).Items));
+    public IReadOnlyList<VqaItem> Vqa(string split) => Cached($"vqa/{split}", () => Limit(split, ReadVqa(split)));
+
+    /// <summary>Every question of a split, whatever the limits (the answer list is the whole train split's).</summary>
+    private IReadOnlyList<VqaItem> ReadVqa(string split) => Cached($"vqa-all/{split}", () =>
+        VqaReaders.ReadVqaV2(Path.Combine(_root, "annotations", $"v2_OpenEnded_mscoco_{split}_questions.json"),
+            Path.Combine(_root, "annotations", $"v2_mscoco_{split}_annotations.json"), Path.Combine(_root, "images", split)).Items);
 
     public IReadOnlyList<NlvrItem> Nlvr(string split) => Cached($"nlvr/{split}", () =>
         Limit(split, NlvrReaders.ReadJsonl(Path.Combine(_root, "nlvr2", $"{split}.json"), Path.Combine(_root, "nlvr2", "images")).Items));
@@ -81,7 +84,7 @@ public sealed class TaskData
 
     /// <summary>The closed answer list (the candidates VQA ranks): the model's own when it carries one, else every answer seen in train.</summary>
     public IReadOnlyList<string> AnswerList => _answers ?? Cached("answers", () =>
-        (IReadOnlyList<string>)Vqa("train").SelectMany(q => q.Answers).Distinct(StringComparer.Ordinal).Order(StringComparer.Ordinal).ToList());
+        (IReadOnlyList<string>)ReadVqa("train").SelectMany(q => q.Answers).Distinct(StringComparer.Ordinal).Order(StringComparer.Ordinal).ToList());
 
     /// <summary>(image, caption) pairs of an epoch: every image once, with one of its captions chosen by the epoch.</summary>
     public IReadOnlyList<(CaptionImage Image, string Caption)> CaptionPairs(string split, int seed, int epoch)

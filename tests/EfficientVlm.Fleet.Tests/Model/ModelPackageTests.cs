@@ -27,6 +27,22 @@ public sealed class ModelPackageTests(TinyDataFixture fixture) : IClassFixture<T
     }
 
     [Fact]
+    public void Vocabularies_compare_piece_by_piece_whatever_the_line_endings()
+    {
+        var vocab = Path.Combine(fixture.Root, "vocab.txt");
+        var lines = File.ReadAllLines(vocab);
+        var crlf = Path.Combine(_folder, "crlf.txt");
+        File.WriteAllText(crlf, string.Join("\r\n", lines));                   // Windows line endings, no final newline
+        Assert.True(ModelPackage.SameVocabulary(vocab, crlf));
+        var swapped = Path.Combine(_folder, "swapped.txt");
+        File.WriteAllLines(swapped, [lines[^1], .. lines[1..^1], lines[0]]);  // two pieces with each other's ids
+        Assert.False(ModelPackage.SameVocabulary(vocab, swapped));
+        var shorter = Path.Combine(_folder, "shorter.txt");
+        File.WriteAllLines(shorter, lines[..^1]);
+        Assert.False(ModelPackage.SameVocabulary(vocab, shorter));
+    }
+
+    [Fact]
     public void A_package_reloads_in_fp16_and_answers_on_a_folder_with_only_a_test_split_and_no_vocabulary()
     {
         var (model, package) = Packaged("vqa");

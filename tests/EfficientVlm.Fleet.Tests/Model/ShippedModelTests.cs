@@ -51,6 +51,13 @@ public sealed class ShippedModelTests : IDisposable
         var which = Enum.Parse<VlmTask>(task, ignoreCase: true);
         var scores = Pipeline.Score(model, which, data, "val", null, torch.CPU);
         Assert.True(scores[metric] >= card - 5, $"{package}: {metric} {scores[metric]:0.0} on 300 generated items, card says {card:0.0}");
+        if (which is VlmTask.Vqa or VlmTask.Nlvr2)
+        {
+            // and per question type / statement family: ShapesWorld has 6 and 5; the whole is a weighted mean of them
+            var forms = scores.Where(kv => kv.Key.StartsWith(metric + ":", StringComparison.Ordinal)).Select(kv => kv.Value).ToList();
+            Assert.True(forms.Count >= 5, $"{package}: scores by form {string.Join(", ", scores.Keys)}");
+            Assert.InRange(scores[metric], forms.Min(), forms.Max());
+        }
     }
 
     [Fact]
