@@ -71,7 +71,8 @@ internal static class EvalCommand
                     File.AppendAllText(file.FullName, JsonSerializer.Serialize(new
                     {
                         label = parse.GetValue(label) ?? parse.GetValue(model)!.Name, task = scores.which.ToString(), split = parse.GetValue(split),
-                        scores = scores.scores, by_form = scores.forms, date = DateTime.UtcNow,
+                        // as objects: each row written with all the fields of its own record
+                        scores = scores.scores, by_form = scores.forms?.Cast<object>().ToList(), date = DateTime.UtcNow,
                     }, ResultsJson) + "\n");
                 return 0;
             }
@@ -85,7 +86,7 @@ internal static class EvalCommand
 
     private static readonly JsonSerializerOptions ResultsJson = new() { PropertyNamingPolicy = JsonNamingPolicy.SnakeCaseLower };
 
-    private static Table FormTable(IReadOnlyList<object> forms)
+    private static Table FormTable(IReadOnlyList<IFormScore> forms)
     {
         var table = new Table();
         switch (forms.FirstOrDefault())

@@ -311,7 +311,7 @@ internal static class TrainCommand
                 });
             // the best checkpoint carries the words it was trained with, so `vlm eval` reads its ids on any data folder
             if (data is not null && Directory.Exists(result.BestCheckpoint))
-                ModelPackage.WriteWords(result.BestCheckpoint, data.VocabularyPath, config.Task == VlmTask.Vqa ? data.AnswerList : null);
+                data.WriteWords(result.BestCheckpoint, config.Task);
             AnsiConsole.MarkupLineInterpolated($"{name}: {result.Steps} steps in {result.Elapsed.TotalMinutes:0.0} min; best validation {result.BestValidation:0.0000} at step {result.BestStep} -> [green]{result.BestCheckpoint}[/]");
             File.WriteAllText(Path.Combine(dir, "result.json"), JsonSerializer.Serialize(new
             {

@@ -250,8 +250,7 @@ public static class Pipeline
         using var best = Checkpoint.Load(Path.Combine(pruneRunDir, "best"));
         using var shrunk = Shrinker.Shrink(best, keep);
         var hash = Checkpoint.Save(shrunk, outDir);
-        var words = new TaskData(dataDir, best.Config, model: Path.Combine(pruneRunDir, "best"));
-        ModelPackage.WriteWords(outDir, words.VocabularyPath, best.Config.Task == VlmTask.Vqa ? words.AnswerList : null);
+        new TaskData(dataDir, best.Config, model: Path.Combine(pruneRunDir, "best")).WriteWords(outDir, best.Config.Task);
         var (heads, neurons) = KeptFractions(best.Config, keep);
         return new ShrinkReport(ParameterCounts.Count(best), ParameterCounts.Count(shrunk), hash, heads, neurons);
     });
@@ -263,7 +262,7 @@ public static class Pipeline
     private static void CarryWords(string runDir, TaskData data, VlmTask task)
     {
         var best = Path.Combine(runDir, "best");
-        if (Directory.Exists(best)) ModelPackage.WriteWords(best, data.VocabularyPath, task == VlmTask.Vqa ? data.AnswerList : null);
+        if (Directory.Exists(best)) data.WriteWords(best, task);
     }
 
     /// <summary>
@@ -335,8 +334,7 @@ public static class Pipeline
                 var (byForm, forms) = ScoreByForm(model, task, data, split, limit, device, k);
                 var metric = PrimaryMetric(task);
                 scores[metric] = byForm[metric];
-                foreach (var (form, accuracy) in forms.Select(f => f is VqaFormScore v ? (v.Form, v.Accuracy) : (((NlvrFormScore)f).Form, ((NlvrFormScore)f).Accuracy)))
-                    scores[$"{metric}:{form}"] = accuracy;
+                foreach (var f in forms) scores[$"{metric}:{f.Form}"] = f.Accuracy;
                 break;
             case VlmTask.Captioning:
                 var (bleu, cider, _) = Evaluation.Captioning(model, Take(data.Captions(split)), data.Collate, TaskData.CaptionPrompt, device, new BeamSettings());
@@ -359,7 +357,7 @@ public static class Pipeline
     /// The VQA or NLVR2 score and its breakdown by form (VQA: question type, <see cref="VqaFormScore"/>; NLVR2: ShapesWorld
     /// statement family, <see cref="NlvrFormScore"/>), from one pass over the split.
     /// </summary>
-    public static (Dictionary<string, double> Scores, IReadOnlyList<object> Forms) ScoreByForm(VlmModel model, VlmTask task, TaskData data,
+    public static (Dictionary<string, double> Scores, IReadOnlyList<IFormScore> Forms) ScoreByForm(VlmModel model, VlmTask task, TaskData data,
         string split, int? limit, Device device, int k = 16)
     {
         IReadOnlyList<T> Take<T>(IReadOnlyList<T> items) => limit is int n ? items.Take(n).ToList() : items;
@@ -368,14 +366,14 @@ public static class Pipeline
             var items = Take(data.Vqa(split));
             var answers = Evaluation.VqaAnswers(model, items, data.Collate, data.AnswerList, device, k);
             var accuracy = 100 * VqaAccuracy.Mean(answers.Zip(items, (a, i) => (a, i.Answers)));
-            return (new() { ["vqa_accuracy"] = accuracy }, Breakdown.Vqa(items, answers).ToList<object>());
+            return (new() { ["vqa_accuracy"] = accuracy }, Breakdown.Vqa(items, answers));
         }
         if (task != VlmTask.Nlvr2) throw new ArgumentException($"Scores by form are for VQA and NLVR2, not {task}.");
         var statements = Take(data.Nlvr(split));
         var held = Evaluation.NlvrPredictions(model, statements, data.Collate, device);
         var nlvr = 100 * ClassificationAccuracy.Accuracy(held, statements.Select(i => i.Label).ToList());
         return (new() { ["nlvr2_accuracy"] = nlvr },
-            Breakdown.Nlvr(statements, held, sentence => Statements.FamilyOf(sentence)?.ToString() ?? "other").ToList<object>());
+            Breakdown.Nlvr(statements, held, sentence => Statements.FamilyOf(sentence)?.ToString() ?? "other"));
     }
 
     private static TrainerOptions Options(PipelineSettings s, int epochs, double lr) =>

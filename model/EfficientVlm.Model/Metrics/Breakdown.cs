@@ -2,14 +2,22 @@ using EfficientVlm.Model.Data.Readers;
 
 namespace EfficientVlm.Model.Metrics;
 
+/// <summary>The accuracy (0-100) of the items of one form: a VQA question type or an NLVR2 statement family.</summary>
+public interface IFormScore
+{
+    string Form { get; }
+    int Count { get; }
+    double Accuracy { get; }
+}
+
 /// <summary>
 /// VQA accuracy (0-100) of the questions of one type, with how many distinct answers the model gave
 /// and how many the questions expect: a model answering four of nine cells shows it here.
 /// </summary>
-public sealed record VqaFormScore(string Form, int Count, double Accuracy, int AnswersGiven, int AnswersExpected);
+public sealed record VqaFormScore(string Form, int Count, double Accuracy, int AnswersGiven, int AnswersExpected) : IFormScore;
 
 /// <summary>NLVR2 accuracy (0-100) of the statements of one family, with the share (0-100) the model held true and the share that are.</summary>
-public sealed record NlvrFormScore(string Form, int Count, double Accuracy, double HeldTrue, double AreTrue);
+public sealed record NlvrFormScore(string Form, int Count, double Accuracy, double HeldTrue, double AreTrue) : IFormScore;
 
 /// <summary>Task scores split by the form of the question or statement (<c>vlm eval --by-form</c>).</summary>
 public static class Breakdown

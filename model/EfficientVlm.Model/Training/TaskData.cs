@@ -86,6 +86,13 @@ public sealed class TaskData
     public IReadOnlyList<string> AnswerList => _answers ?? Cached("answers", () =>
         (IReadOnlyList<string>)ReadVqa("train").SelectMany(q => q.Answers).Distinct(StringComparer.Ordinal).Order(StringComparer.Ordinal).ToList());
 
+    /// <summary>
+    /// Writes these words beside a model trained on them, in <paramref name="folder"/>: the vocabulary and, for a VQA model,
+    /// the answer list (<see cref="Checkpoints.ModelPackage.WriteWords"/>).
+    /// </summary>
+    public void WriteWords(string folder, VlmTask task) =>
+        Checkpoints.ModelPackage.WriteWords(folder, VocabularyPath, task == VlmTask.Vqa ? AnswerList : null);
+
     /// <summary>(image, caption) pairs of an epoch: every image once, with one of its captions chosen by the epoch.</summary>
     public IReadOnlyList<(CaptionImage Image, string Caption)> CaptionPairs(string split, int seed, int epoch)
     {
