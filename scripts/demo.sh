@@ -1,13 +1,14 @@
 #!/usr/bin/env bash
 # The main job: starts Azurite and one silo on this machine, and drives the fleet through the
-# command-line tool (built on the client SDK): a small ShapesWorld data set and a briefly
-# pre-trained teacher are made locally, then the fleet distils the compact model and creates a VQA
-# variant and an NLVR2 variant on demand (fine-tune the teacher, prune + shrink the compact model,
-# score it), with progress, prints each variant's numbers, and calls them through the CLI and the REST
-# gateway (with a random API key for this run). It stops what it started. Everything it writes goes
-# under .fleet/ (data, runs, logs, Azurite data); a second run reuses what exists (the fleet returns
-# the existing model and variant). The budgets are tiny so that it ends in minutes on 2 cores: the
-# scores show the machinery, not the method (docs/training.md and docs/pruning.md have real runs).
+# command-line tool (built on the client SDK), from the teacher shipped in models/shapesworld/: the fleet
+# distils the compact model (the `cpu` student, half the teacher's depth) from the task-agnostic teacher,
+# then makes a VQA variant and an NLVR2 variant on demand (modal-adaptive pruning of the compact model with
+# KD from the shipped task teacher, shrink, scores on the test split beside the teacher's), with progress;
+# prints each variant's scores, size, speed-up and kept fractions, and asks the VQA variant questions
+# through the CLI and the REST gateway (a random API key for this run), expected answers beside the given
+# ones. It stops what it started. Everything it writes goes under .fleet/ (data, work, logs, Azurite
+# data); a second run reuses what exists (the fleet returns the existing model and variants).
+# Budgets: about 10 minutes of training on 2 cores (docs/fleet.md, "The main job").
 set -euo pipefail
 root="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 cd "$root"
@@ -32,17 +33,17 @@ else
 fi
 
 vlm() { dotnet model/EfficientVlm.Tool/bin/Release/net10.0/vlm.dll "$@"; }
-echo "== data (ShapesWorld, small)"
-if [[ ! -f "$state/data/vocab.txt" ]]; then
-  vlm data generate --out "$state/data" --train-images 1000 --eval-images 100 --train-pairs 400 --eval-pairs 100
+echo "== data (ShapesWorld: 4,000 train images, 300 test images with 600 questions, 6,000 + 500 NLVR2 pairs)"
+data="$state/data-v2"
+if [[ ! -f "$data/vocab.txt" ]]; then
+  vlm data generate --out "$data" --train-images 4000 --eval-images 300 --train-pairs 6000 --eval-pairs 500
 fi
 
-echo "== teacher (pre-trained here, briefly: ITC + ITM + MLM)"
-if [[ ! -f "$state/runs/teacher/best/model.safetensors" ]]; then
-  vlm train pretrain --preset demo-teacher --data "$state/data" --out "$state/runs/teacher" --epochs 1 --batch 32 \
-    --checkpoint-every 10 > "$state/pretrain.log" 2>&1 || { tail -20 "$state/pretrain.log"; exit 1; }
-  tail -1 "$state/pretrain.log"
-fi
+echo "== teacher: shipped in models/shapesworld/ (test scores of its card: models/shapesworld/MODEL_CARD.md)"
+teachers=models/shapesworld
+for name in teacher vqa nlvr2; do
+  [[ -f "$teachers/$name/model.safetensors" ]] || { echo "missing $teachers/$name: the shipped teacher comes with the clone"; exit 1; }
+done
 
 echo "== silo (one CPU silo that may take GPU work: development setting, it says so in its log)"
 http_port="${FLEET_DEMO_HTTP_PORT:-8080}"
@@ -62,43 +63,47 @@ echo "silo ready (pid $silo_pid, http $http_port, log .fleet/silo.log)"
 echo "== client"
 fleet() { Fleet__ClusterId="efficientvlm-demo" dotnet client/EfficientVlm.Cli/bin/Release/net10.0/fleet.dll "$@"; }
 fleet probe
-dataset=$(fleet data upload "$state/data" --name shapesworld-small | tail -1)
+dataset=$(fleet data upload "$data" --name shapesworld-demo | tail -1)
 echo "dataset $dataset"
-fleet models create --id compact-demo --preset demo --teacher "$state/runs/teacher/best" --dataset "$dataset" \
-  --distill-epochs 1 --checkpoint-every 10 --watch
+# general distillation of the compact model from the task-agnostic teacher; its variants are pruned with KD from
+# the task teachers (each variant starts at pruning: the teachers come fine-tuned)
+fleet models create --id compact-cpu --preset cpu --teacher "$teachers/teacher" \
+  --task-teacher "vqa=$teachers/vqa" --task-teacher "nlvr2=$teachers/nlvr2" --dataset "$dataset" \
+  --distill-epochs 1 --lr 3e-4 --checkpoint-every 50 --watch
 fleet models list
-fleet variants create --task vqa --model compact-demo --target 0.35 --dataset "$dataset" \
-  --finetune-epochs 1 --prune-epochs 4 --train-limit 1024 --eval-limit 200 --checkpoint-every 10 --watch
-fleet variants create --task nlvr2 --model compact-demo --target 0.25 --dataset "$dataset" \
-  --finetune-epochs 1 --prune-epochs 4 --eval-limit 100 --checkpoint-every 10 --watch
-echo "== the fleet's variants (test split; speed-up over the task teacher, measured side by side)"
+fleet variants create --task vqa --model compact-cpu --target 0.35 --dataset "$dataset" \
+  --prune-epochs 4 --prune-warmup-epochs 1 --prune-lr 3e-4 --train-limit 2048 --checkpoint-every 100 --watch
+fleet variants create --task nlvr2 --model compact-cpu --target 0.25 --dataset "$dataset" \
+  --prune-epochs 4 --prune-warmup-epochs 1 --prune-lr 5e-4 --train-limit 4000 --checkpoint-every 100 --watch
+echo "== the fleet's variants (full test split; speed-up over the task teacher, measured side by side)"
 fleet variants list
 
-echo "== calls (VQA variant, test images)"
-variant=$(fleet variants list | grep -o 'vqa-compact-demo-s35-[0-9a-f]*' | head -1)
-for q in "$state/data/images/test/"*.png; do images+=("$q"); done
-for i in 0 1 2; do
-  image="${images[$i]}"
-  for question in "what color is the circle?" "how many shapes are there?"; do
-    printf '%-28s %-28s -> ' "$(basename "$image")" "$question"
-    fleet ask --variant "$variant" --image "$image" --question "$question"
-  done
-done
+echo "== calls: the VQA variant on test images (expected: the annotators' commonest answer)"
+variant=$(fleet variants list | grep -o 'vqa-compact-cpu-s35-[0-9a-f]*' | head -1)
+nlvr=$(fleet variants list | grep -o 'nlvr2-compact-cpu-s25-[0-9a-f]*' | head -1)
+printf '%-28s %-40s %-10s %s\n' image question expected "given (CLI)"
+while IFS=$'\t' read -r image question expected; do
+  printf '%-28s %-40s %-10s ' "$(basename "$image")" "$question" "$expected"
+  fleet ask --variant "$variant" --image "$image" --question "$question" < /dev/null
+done < <(vlm data examples --data "$data" --task vqa --split test --limit 6)
 echo "REST (POST /v1/variants/$variant/vqa, multipart):"
-curl -s -H "X-Api-Key: $api_key" -F "image=@${images[0]}" -F "question=what color is the circle?" \
-  "http://127.0.0.1:$http_port/v1/variants/$variant/vqa"; echo
+while IFS=$'\t' read -r image question expected; do
+  printf '%-28s %-40s expected %-10s given ' "$(basename "$image")" "$question" "$expected"
+  curl -s -H "X-Api-Key: $api_key" -F "image=@$image" --form-string "question=$question" "http://127.0.0.1:$http_port/v1/variants/$variant/vqa"; echo
+done < <(vlm data examples --data "$data" --task vqa --split test --limit 2 --per-image 1)
 echo "REST with a corrupt image (problem details, 400):"
 head -c 100 /dev/urandom > "$state/corrupt.png"
 curl -s -H "X-Api-Key: $api_key" -F "image=@$state/corrupt.png" -F "question=what color?" \
   "http://127.0.0.1:$http_port/v1/variants/$variant/vqa"; echo
-nlvr=$(fleet variants list | grep -o 'nlvr2-compact-demo-s25-[0-9a-f]*' | head -1)
-pair=$(ls "$state/data/nlvr2/images/test/" | head -2 | tr '\n' ' ')
-read -r left right <<< "$pair"
-printf 'NLVR2 %s + %s: "there is a circle" -> ' "$left" "$right"
-fleet verify --variant "$nlvr" --left "$state/data/nlvr2/images/test/$left" --right "$state/data/nlvr2/images/test/$right" --statement "there is a circle"
+echo "NLVR2 variant, test pairs:"
+while IFS=$'\t' read -r left right statement expected; do
+  printf '%-44s expected %-5s given ' "\"$statement\"" "$expected"
+  fleet verify --variant "$nlvr" --left "$left" --right "$right" --statement "$statement" < /dev/null
+done < <(vlm data examples --data "$data" --task nlvr2 --split test --limit 3)
 fleet aliases set vqa-default "$variant"
-printf 'through the alias vqa-default: '
-fleet ask --variant vqa-default --image "${images[0]}" --question "what color is the circle?"
+IFS=$'\t' read -r image question expected < <(vlm data examples --data "$data" --task vqa --split test --limit 1)
+printf 'through the alias vqa-default: %s (expected %s) -> ' "$question" "$expected"
+fleet ask --variant vqa-default --image "$image" --question "$question"
 echo "serving metrics of this silo:"
 curl -s "http://127.0.0.1:$http_port/metrics" | grep -E '^fleet_(requests_total|batch_size_(sum|count)|model_load_seconds_(sum|count))' || true
 

@@ -12,12 +12,14 @@ internal sealed class JobOptions
     private readonly Option<int> _pruneEpochs = new("--prune-epochs") { DefaultValueFactory = _ => Defaults.PruneEpochs };
     private readonly Option<double> _warmup = new("--prune-warmup-epochs") { DefaultValueFactory = _ => Defaults.PruneWarmupEpochs };
     private readonly Option<int> _batch = new("--batch") { DefaultValueFactory = _ => Defaults.BatchSize };
+    private readonly Option<double> _lr = new("--lr") { Description = "peak rate of distillation and fine-tuning", DefaultValueFactory = _ => Defaults.LearningRate };
+    private readonly Option<double> _pruneLr = new("--prune-lr") { Description = "peak rate of the weights while pruning", DefaultValueFactory = _ => Defaults.PruneLearningRate };
     private readonly Option<double> _maskLr = new("--mask-lr") { Description = "rate of the pruning gates and lambdas", DefaultValueFactory = _ => Defaults.MaskLearningRate };
     private readonly Option<int?> _trainLimit = new("--train-limit") { Description = "use only the first N training records" };
     private readonly Option<int?> _evalLimit = new("--eval-limit") { Description = "use only the first N validation/test records" };
     private readonly Option<int> _checkpointEvery = new("--checkpoint-every") { Description = "upload a resumable checkpoint every N steps", DefaultValueFactory = _ => Defaults.CheckpointEvery };
 
-    private Option[] All => [_distillEpochs, _finetuneEpochs, _pruneEpochs, _warmup, _batch, _maskLr, _trainLimit, _evalLimit, _checkpointEvery];
+    private Option[] All => [_distillEpochs, _finetuneEpochs, _pruneEpochs, _warmup, _batch, _lr, _pruneLr, _maskLr, _trainLimit, _evalLimit, _checkpointEvery];
 
     public void AddTo(Command command)
     {
@@ -34,6 +36,8 @@ internal sealed class JobOptions
         PruneEpochs = parse.GetValue(_pruneEpochs),
         PruneWarmupEpochs = parse.GetValue(_warmup),
         BatchSize = parse.GetValue(_batch),
+        LearningRate = parse.GetValue(_lr),
+        PruneLearningRate = parse.GetValue(_pruneLr),
         MaskLearningRate = parse.GetValue(_maskLr),
         TrainLimit = parse.GetValue(_trainLimit),
         EvalLimit = parse.GetValue(_evalLimit),

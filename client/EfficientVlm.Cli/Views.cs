@@ -44,6 +44,10 @@ internal static class Views
         History(m.History);
     }
 
+    private const string TeacherPrefix = "teacher:";
+
+    private static string Ratio(double model, double teacher) => teacher > 0 ? $"{100 * model / teacher:0.0}%" : "";
+
     public static void Write(VariantInfo v)
     {
         var grid = new Grid().AddColumns(2);
@@ -58,11 +62,16 @@ internal static class Views
         AnsiConsole.Write(grid);
         History(v.History);
         if (v.Metrics is not { } m) return;
-        var scores = new Table().Title("test split").AddColumns("", "variant", "teacher");
-        scores.AddRow(m.Metric, $"{m.Score:0.00}", $"{m.TeacherScore:0.00}");
-        foreach (var (name, value) in m.Scores.Where(kv => kv.Key != m.Metric)) scores.AddRow(name, $"{value:0.00}", "");
-        scores.AddRow("parameters", $"{m.Parameters:N0} ({100.0 * m.Parameters / m.TeacherParameters:0.0}% of teacher)", $"{m.TeacherParameters:N0}");
-        scores.AddRow("speed-up batch 1 / 32", $"{m.SpeedUpBatch1:0.00}x / {m.SpeedUpBatch32:0.00}x", "1x");
+        var scores = new Table().Title("test split").AddColumns("", "variant", "teacher", "variant / teacher");
+        scores.AddRow(m.Metric, $"{m.Score:0.00}", $"{m.TeacherScore:0.00}", Ratio(m.Score, m.TeacherScore));
+        // the teacher's scores of the same split travel as "teacher:<name>": each goes beside the variant's
+        foreach (var (name, value) in m.Scores.Where(kv => kv.Key != m.Metric && !kv.Key.StartsWith(TeacherPrefix, StringComparison.Ordinal)))
+        {
+            bool has = m.Scores.TryGetValue(TeacherPrefix + name, out var teacher);
+            scores.AddRow(Markup.Escape(name), $"{value:0.00}", has ? $"{teacher:0.00}" : "", has ? Ratio(value, teacher) : "");
+        }
+        scores.AddRow("parameters", $"{m.Parameters:N0}", $"{m.TeacherParameters:N0}", $"{100.0 * m.Parameters / m.TeacherParameters:0.0}%");
+        scores.AddRow("speed-up batch 1 / 32", $"{m.SpeedUpBatch1:0.00}x / {m.SpeedUpBatch32:0.00}x", "1x", "");
         AnsiConsole.Write(scores);
         var kept = new Table().Title("kept after pruning").AddColumns("modality", "attention heads", "FFN neurons");
         foreach (var modality in m.KeptHeads.Keys)

@@ -120,6 +120,56 @@ internal static class DataCommand
             AnsiConsole.MarkupLine("[grey]scores on the x100 scale[/]");
             return 0;
         });
-        return new Command("data", "ShapesWorld data: generate, stats.") { generate, stats };
+        return new Command("data", "ShapesWorld data: generate, stats, examples.") { generate, stats, Examples(folder) };
+    }
+
+    /// <summary>
+    /// <c>vlm data examples</c>: records of a split with what they should get, one per line, tab-separated (image path(s),
+    /// text, expected), for scripts that ask a model and show the expected answer beside the given one.
+    /// </summary>
+    private static Command Examples(Option<DirectoryInfo> folder)
+    {
+        var task = new Option<string>("--task") { Description = "vqa (image, question, commonest answer) | nlvr2 (left, right, statement, true/false)", Required = true };
+        task.AcceptOnlyFromAmong("vqa", "nlvr2");
+        var split = new Option<string>("--split") { DefaultValueFactory = _ => "test" };
+        var limit = new Option<int>("--limit") { Description = "at most this many records", DefaultValueFactory = _ => 10 };
+        var perImage = new Option<int>("--per-image") { Description = "VQA: at most this many questions of one image", DefaultValueFactory = _ => 2 };
+        var command = new Command("examples", "Records of a split with their expected answers, tab-separated: image(s), text, expected.")
+        {
+            folder, task, split, limit, perImage,
+        };
+        command.SetAction(parse =>
+        {
+            var root = parse.GetValue(folder)!.FullName;
+            var name = parse.GetValue(split)!;
+            int n = parse.GetValue(limit);
+            try
+            {
+                if (parse.GetValue(task) == "vqa")
+                {
+                    var annotations = Path.Combine(root, "annotations");
+                    var items = VqaReaders.ReadVqaV2(Path.Combine(annotations, $"v2_OpenEnded_mscoco_{name}_questions.json"),
+                        Path.Combine(annotations, $"v2_mscoco_{name}_annotations.json"), Path.Combine(root, "images", name)).Items;
+                    foreach (var item in items.GroupBy(i => i.ImageId).SelectMany(g => g.Take(parse.GetValue(perImage))).Take(n))
+                    {
+                        var expected = item.MultipleChoiceAnswer ?? item.Answers.GroupBy(a => a).OrderByDescending(g => g.Count()).Select(g => g.Key).FirstOrDefault() ?? "";
+                        Console.WriteLine($"{item.ImagePath}\t{item.Question}\t{expected}");
+                    }
+                }
+                else
+                {
+                    var items = NlvrReaders.ReadJsonl(Path.Combine(root, "nlvr2", $"{name}.json"), Path.Combine(root, "nlvr2", "images")).Items;
+                    foreach (var item in items.Take(n))
+                        Console.WriteLine($"{item.LeftImage}\t{item.RightImage}\t{item.Sentence}\t{(item.Label ? "true" : "false")}");
+                }
+            }
+            catch (Exception e) when (e is DatasetFormatException or FileNotFoundException or DirectoryNotFoundException)
+            {
+                Console.Error.WriteLine($"error: {e.Message}");
+                return 1;
+            }
+            return 0;
+        });
+        return command;
     }
 }
