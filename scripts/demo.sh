@@ -33,10 +33,10 @@ else
 fi
 
 vlm() { dotnet model/EfficientVlm.Tool/bin/Release/net10.0/vlm.dll "$@"; }
-echo "== data (ShapesWorld: 4,000 train images, 300 test images with 600 questions, 6,000 + 500 NLVR2 pairs)"
+echo "== data (ShapesWorld: 4,000 train images, 300 test images with 600 questions, 4,000 + 500 NLVR2 pairs)"
 data="$state/data-v2"
 if [[ ! -f "$data/vocab.txt" ]]; then
-  vlm data generate --out "$data" --train-images 4000 --eval-images 300 --train-pairs 6000 --eval-pairs 500
+  vlm data generate --out "$data" --train-images 4000 --eval-images 300 --train-pairs 4000 --eval-pairs 500
 fi
 
 echo "== teacher: shipped in models/shapesworld/ (test scores of its card: models/shapesworld/MODEL_CARD.md)"
@@ -74,7 +74,7 @@ fleet models list
 fleet variants create --task vqa --model compact-cpu --target 0.35 --dataset "$dataset" \
   --prune-epochs 4 --prune-warmup-epochs 1 --prune-lr 3e-4 --train-limit 2048 --checkpoint-every 100 --watch
 fleet variants create --task nlvr2 --model compact-cpu --target 0.25 --dataset "$dataset" \
-  --prune-epochs 4 --prune-warmup-epochs 1 --prune-lr 5e-4 --train-limit 4000 --checkpoint-every 100 --watch
+  --prune-epochs 4 --prune-warmup-epochs 1 --prune-lr 5e-4 --checkpoint-every 100 --watch
 echo "== the fleet's variants (full test split; speed-up over the task teacher, measured side by side)"
 fleet variants list
 

@@ -44,6 +44,33 @@ public sealed class ArtifactStoreTests(AzuriteFixture azurite) : IDisposable
     }
 
     [Fact]
+    public async Task A_folder_of_many_files_goes_up_and_comes_down_in_parallel_with_the_same_manifest_every_time()
+    {
+        var store = Store("art-" + Guid.NewGuid().ToString("N")[..10]);
+        var source = Path.Combine(_folder, "data");
+        // more files than transfers in flight, over nested folders, two of them with equal content
+        var files = Enumerable.Range(0, 5 * BlobArtifactStore.ParallelTransfers)
+            .ToDictionary(i => $"images/{(i % 3 == 0 ? "train" : "test")}/{i:000}.png", i => Enumerable.Range(0, 100 + i).Select(b => (byte)(b * i)).ToArray());
+        files["images/copy.png"] = files["images/test/001.png"];
+        foreach (var (name, bytes) in files)
+        {
+            Directory.CreateDirectory(Path.GetDirectoryName(Path.Combine(source, name))!);
+            File.WriteAllBytes(Path.Combine(source, name), bytes);
+        }
+
+        var first = await store.PutFolderAsync("dataset", source);
+        Assert.Equal(first, await store.PutFolderAsync("dataset", source));    // the manifest does not depend on which upload ended first
+        var manifest = await store.GetManifestAsync(first);
+        Assert.Equal(files.Keys.Order(StringComparer.Ordinal), manifest.Files.Keys);
+        Assert.Equal(files.Count, (await store.ListAsync()).Count);            // files - 1 distinct blobs + the manifest
+
+        var target = Path.Combine(_folder, "copy");
+        await store.DownloadFolderAsync(first, target);
+        foreach (var (name, bytes) in files) Assert.Equal(bytes, File.ReadAllBytes(Path.Combine(target, name)));
+        Assert.Equal(files.Count, Directory.GetFiles(target, "*", SearchOption.AllDirectories).Length);
+    }
+
+    [Fact]
     public async Task Unknown_artifacts_and_bad_kinds_are_clear_errors()
     {
         var store = Store("art-" + Guid.NewGuid().ToString("N")[..10]);
