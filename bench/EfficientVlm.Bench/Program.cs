@@ -8,6 +8,7 @@ return name switch
     "executor" => await ExecutorBench.RunAsync(args.Skip(1).ToArray()),
     "model-latency" => ModelLatencyBench.Run(args.Skip(1).ToArray()),
     "train-step" => TrainStepBench.Run(args.Skip(1).ToArray()),
+    "task-latency" => TaskLatencyBench.Run(args.Skip(1).ToArray()),
     "serving-executor" => await ServingExecutorBench.RunAsync(args.Skip(1).ToArray()),
     _ => Usage(),
 };
@@ -18,6 +19,8 @@ static int Usage()
     Console.WriteLine("  executor [--items N] [--threads T]   device-executor overhead: direct calls vs executor, sequential and concurrent");
     Console.WriteLine("  model-latency [--threads T] [--no-paper]   teacher vs student forward latency, batch 1 and 32 (demo and paper presets)");
     Console.WriteLine("  model-latency --checkpoints A,B,...        the same for trained checkpoints (speed-up against the first)");
+    Console.WriteLine("  task-latency --models TEACHER,VARIANT,... --data DIR [--split test] [--batches 1,32] [--repeats 30] [--warmup 3] [--threads T]");
+    Console.WriteLine("                                             a task's serving call on real records, teacher and variants side by side (VQA, NLVR2, captioning)");
     Console.WriteLine("  train-step [--presets a,b] [--steps N] [--batch B] [--threads T]   VQA training-step time side by side (demo-teacher vs cpu-teacher)");
     Console.WriteLine("  serving-executor --bundle DIR --images DIR [--batches 1,2,...] [--seconds S] [--threads T] [--cpus 0,..]");
     Console.WriteLine("                                             the serving ceiling: a VQA bundle's answers/s per batch size, straight on the executor");

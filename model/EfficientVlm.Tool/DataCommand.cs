@@ -147,9 +147,7 @@ internal static class DataCommand
             {
                 if (parse.GetValue(task) == "vqa")
                 {
-                    var annotations = Path.Combine(root, "annotations");
-                    var items = VqaReaders.ReadVqaV2(Path.Combine(annotations, $"v2_OpenEnded_mscoco_{name}_questions.json"),
-                        Path.Combine(annotations, $"v2_mscoco_{name}_annotations.json"), Path.Combine(root, "images", name)).Items;
+                    var items = DataFolder.Vqa(root, name);
                     foreach (var item in items.GroupBy(i => i.ImageId).SelectMany(g => g.Take(parse.GetValue(perImage))).Take(n))
                     {
                         var expected = item.MultipleChoiceAnswer ?? item.Answers.GroupBy(a => a).OrderByDescending(g => g.Count()).Select(g => g.Key).FirstOrDefault() ?? "";
@@ -158,7 +156,7 @@ internal static class DataCommand
                 }
                 else
                 {
-                    var items = NlvrReaders.ReadJsonl(Path.Combine(root, "nlvr2", $"{name}.json"), Path.Combine(root, "nlvr2", "images")).Items;
+                    var items = DataFolder.Nlvr(root, name);
                     foreach (var item in items.Take(n))
                         Console.WriteLine($"{item.LeftImage}\t{item.RightImage}\t{item.Sentence}\t{(item.Label ? "true" : "false")}");
                 }

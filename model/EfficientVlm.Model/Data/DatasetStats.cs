@@ -28,17 +28,15 @@ public sealed record DatasetStats(IReadOnlyList<SplitCounts> Splits, IReadOnlyLi
 
     public static DatasetStats Compute(string root)
     {
-        var ann = Path.Combine(root, "annotations");
         var captions = new Dictionary<string, IReadOnlyList<CaptionImage>>();
         var vqa = new Dictionary<string, IReadOnlyList<VqaItem>>();
         var nlvr = new Dictionary<string, IReadOnlyList<NlvrItem>>();
         var counts = new List<SplitCounts>();
         foreach (var split in SplitNames)
         {
-            captions[split] = CaptionReaders.ReadCoco(Path.Combine(ann, $"captions_{split}.json"), Path.Combine(root, "images", split), requireImages: false).Items;
-            vqa[split] = VqaReaders.ReadVqaV2(Path.Combine(ann, $"v2_OpenEnded_mscoco_{split}_questions.json"),
-                Path.Combine(ann, $"v2_mscoco_{split}_annotations.json"), Path.Combine(root, "images", split), requireImages: false).Items;
-            nlvr[split] = NlvrReaders.ReadJsonl(Path.Combine(root, "nlvr2", $"{split}.json"), Path.Combine(root, "nlvr2", "images"), requireImages: false).Items;
+            captions[split] = DataFolder.Captions(root, split, requireImages: false);
+            vqa[split] = DataFolder.Vqa(root, split, requireImages: false);
+            nlvr[split] = DataFolder.Nlvr(root, split, requireImages: false);
             counts.Add(new SplitCounts(split, captions[split].Count, captions[split].Sum(c => c.Captions.Count), vqa[split].Count,
                 nlvr[split].Count, nlvr[split].Count(p => p.Label)));
         }

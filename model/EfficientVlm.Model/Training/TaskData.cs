@@ -60,17 +60,16 @@ public sealed class TaskData
     }
 
     public IReadOnlyList<CaptionImage> Captions(string split) => Cached($"captions/{split}", () =>
-        Limit(split, CaptionReaders.ReadCoco(Path.Combine(_root, "annotations", $"captions_{split}.json"), Path.Combine(_root, "images", split)).Items));
+        Limit(split, DataFolder.Captions(_root, split)));
 
     public IReadOnlyList<VqaItem> Vqa(string split) => Cached($"vqa/{split}", () => Limit(split, ReadVqa(split)));
 
     /// <summary>Every question of a split, whatever the limits (the answer list is the whole train split's).</summary>
     private IReadOnlyList<VqaItem> ReadVqa(string split) => Cached($"vqa-all/{split}", () =>
-        VqaReaders.ReadVqaV2(Path.Combine(_root, "annotations", $"v2_OpenEnded_mscoco_{split}_questions.json"),
-            Path.Combine(_root, "annotations", $"v2_mscoco_{split}_annotations.json"), Path.Combine(_root, "images", split)).Items);
+        DataFolder.Vqa(_root, split));
 
     public IReadOnlyList<NlvrItem> Nlvr(string split) => Cached($"nlvr/{split}", () =>
-        Limit(split, NlvrReaders.ReadJsonl(Path.Combine(_root, "nlvr2", $"{split}.json"), Path.Combine(_root, "nlvr2", "images")).Items));
+        Limit(split, DataFolder.Nlvr(_root, split)));
 
     /// <summary>Object annotations of a split (COCO <c>annotations/instances_&lt;split&gt;.json</c>), for the grounding objectives.</summary>
     public InstanceSet Instances(string split) => Cached($"instances/{split}", () =>
