@@ -9,6 +9,7 @@ return name switch
     "model-latency" => ModelLatencyBench.Run(args.Skip(1).ToArray()),
     "train-step" => TrainStepBench.Run(args.Skip(1).ToArray()),
     "task-latency" => TaskLatencyBench.Run(args.Skip(1).ToArray()),
+    "pruning-plot" => PruningPlot.Run(args.Skip(1).ToArray()),
     "serving-executor" => await ServingExecutorBench.RunAsync(args.Skip(1).ToArray()),
     _ => Usage(),
 };
@@ -21,6 +22,8 @@ static int Usage()
     Console.WriteLine("  model-latency --checkpoints A,B,...        the same for trained checkpoints (speed-up against the first)");
     Console.WriteLine("  task-latency --models TEACHER,VARIANT,... --data DIR [--split test] [--batches 1,32] [--repeats 30] [--warmup 3] [--threads T]");
     Console.WriteLine("                                             a task's serving call on real records, teacher and variants side by side (VQA, NLVR2, captioning)");
+    Console.WriteLine("  pruning-plot --runs DIR --out PREFIX [--teacher-scores models/shapesworld/scores.json]");
+    Console.WriteLine("                                             test score against target sparsity, modal-adaptive vs uniform, one SVG per task");
     Console.WriteLine("  train-step [--presets a,b] [--steps N] [--batch B] [--threads T]   VQA training-step time side by side (demo-teacher vs cpu-teacher)");
     Console.WriteLine("  serving-executor --bundle DIR --images DIR [--batches 1,2,...] [--seconds S] [--threads T] [--cpus 0,..]");
     Console.WriteLine("                                             the serving ceiling: a VQA bundle's answers/s per batch size, straight on the executor");
