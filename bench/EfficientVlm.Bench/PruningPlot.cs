@@ -55,7 +55,8 @@ public static class PruningPlot
                 kept.LegendText = "98.4% of the teacher";
                 kept.LinePattern = LinePattern.Dotted;
             }
-            plot.Title($"{task.Key}: test score after pruning and shrink");
+            var name = task.Key switch { "Vqa" => "VQA", "Nlvr2" => "NLVR2", _ => task.Key };
+            plot.Title($"{name}: test score after pruning and shrink, the same budget at every point");
             plot.XLabel("target sparsity");
             plot.YLabel(task.First().Metric);
             plot.ShowLegend(Alignment.LowerLeft);
