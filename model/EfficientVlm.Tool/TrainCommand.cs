@@ -99,7 +99,18 @@ internal static class TrainCommand
             Description = "retrieval: a caption of another image may be an ITM negative even when its text equals one of the image's own " +
                 "(X-VLM's rule; by default such captions are left out of the draw)",
         };
-        var finetune = new Command("finetune", "Fine-tune a pre-trained or distilled model for one task (no pruning).") { task, init, FreezeOption, repeat, edited, sameText };
+        var visionCache = new Option<bool>("--vision-cache")
+        {
+            Description = "nlvr2 with --freeze vision: encode every train image once and read its vision tokens from memory instead of " +
+                "decoding and encoding both images at every step (same results, faster; docs/training.md)",
+        };
+        var visionCacheDir = new Option<DirectoryInfo?>("--vision-cache-dir")
+        {
+            Description = "with --vision-cache: also keep the tokens in this folder, named by a hash of the frozen encoder and the images, " +
+                "so a later stage with the same encoder reads them instead of encoding again",
+        };
+        var finetune = new Command("finetune", "Fine-tune a pre-trained or distilled model for one task (no pruning).")
+            { task, init, FreezeOption, repeat, edited, sameText, visionCache, visionCacheDir };
         AddCommon(finetune);
         finetune.SetAction((parse, ct) => Run(parse, ct, $"finetune-{parse.GetValue(task)}", (data, seed, batch) =>
         {
@@ -110,12 +121,16 @@ internal static class TrainCommand
             if (repeats.Count > 0 && which != VlmTask.Nlvr2) throw new ArgumentException("--repeat is for --task nlvr2 only.");
             if ((parse.GetValue(edited) || parse.GetValue(sameText)) && which != VlmTask.Retrieval)
                 throw new ArgumentException("--edited-negatives and --same-text-negatives are for --task retrieval only.");
+            bool cached = parse.GetValue(visionCache);
+            if (cached && which != VlmTask.Nlvr2) throw new ArgumentException("--vision-cache is for --task nlvr2 only.");
+            if (parse.GetValue(visionCacheDir) is not null && !cached) throw new ArgumentException("--vision-cache-dir needs --vision-cache.");
             var model = TaskConversion.ToTask(pretrained, which, out var fresh);
             Freeze(parse, model);
             var taskData = data(model.Config, parse.GetValue(init)!.FullName);
             Func<ITrainer> stage = which switch
             {
                 VlmTask.Vqa => () => new VqaStage(model, taskData, batch, seed, fresh).Train(),
+                VlmTask.Nlvr2 when cached => CachedNlvr(new CachedNlvrStage(model, taskData, batch, seed, fresh, repeats, parse.GetValue(visionCacheDir)?.FullName)),
                 VlmTask.Nlvr2 => () => new NlvrStage(model, taskData, batch, seed, fresh, repeats).Train(),
                 VlmTask.Retrieval => () => new RetrievalStage(model, taskData, batch, seed,
                     parse.GetValue(edited) ? CaptionNegatives.ShapesWorld : null, parse.GetValue(sameText)).Train(),
@@ -253,6 +268,13 @@ internal static class TrainCommand
     }
 
     private static ITrainer Train<T>(this ITrainingStage<T> stage) => new Bound<T>(stage);
+
+    /// <summary>The cached stage, made (and its cache checked) before training starts.</summary>
+    private static Func<ITrainer> CachedNlvr(CachedNlvrStage stage)
+    {
+        AnsiConsole.MarkupLineInterpolated($"vision tokens of {stage.CachedImages:N0} train images: encoded once (or read from the cache folder), at the first step");
+        return () => stage.Train();
+    }
 
     private static async Task<int> Run(ParseResult parse, CancellationToken ct, string name,
         Func<Func<VlmConfig, string?, TaskData>, int, int, (VlmModel Model, Func<ITrainer> Stage, VlmConfig Config)> build)

@@ -27,6 +27,16 @@ public static class Nlvr
         return (model.NlvrLogits(fused.Last), vision, text, fused);
     }
 
+    /// <summary>
+    /// As <see cref="Logits"/>, from each image's vision tokens [B, N, D] instead of its pixels (a frozen encoder's,
+    /// read from <c>VisionTokenCache</c>).
+    /// </summary>
+    public static Tensor LogitsFromTokens(VlmModel model, Tensor tokens0, Tensor tokens1, Tensor ids, Tensor padding)
+    {
+        var text = model.EncodeText(ids, padding);
+        return model.NlvrLogits(model.FusePair(text.Last, padding, tokens0, tokens1).Last);
+    }
+
     public static Tensor Loss(VlmModel model, Tensor images0, Tensor images1, Tensor ids, Tensor padding, Tensor labels,
         ModelGates? gates = null) =>
         functional.cross_entropy(Logits(model, images0, images1, ids, padding, gates), labels);

@@ -229,6 +229,51 @@ public sealed class NlvrStage(VlmModel model, TaskData data, int batchSize, int 
 }
 
 /// <summary>
+/// NLVR2 fine-tuning with the vision encoder frozen, both images' vision tokens read from a <see cref="VisionTokenCache"/>
+/// (every train image encoded once, at the first step, or read from the cache folder) instead of decoded and encoded at
+/// every step; otherwise as
+/// <see cref="NlvrStage"/>: the same pairs in the same order, the same loss, the same validation (which encodes val images).
+/// </summary>
+public sealed class CachedNlvrStage : StageBase<NlvrTokenBatchData>, IDisposable
+{
+    private readonly IReadOnlyList<NlvrItem> _train;
+    private readonly VisionTokenCache _cache;
+
+    /// <param name="cacheFolder">Where the tokens are also kept on disk, for a later stage with the same frozen encoder.</param>
+    public CachedNlvrStage(VlmModel model, TaskData data, int batchSize, int seed, ISet<string>? fresh = null,
+        IReadOnlyDictionary<Statements.Family, int>? repeats = null, string? cacheFolder = null) : base(model, data, batchSize, seed, fresh)
+    {
+        _train = NlvrStage.WithRepeats(data.Nlvr("train"), repeats);
+        _cache = new VisionTokenCache(_train.SelectMany(i => new[] { i.LeftImage, i.RightImage }), cacheFolder);
+        _cache.Check(model);
+    }
+
+    /// <summary>The distinct train images whose tokens the stage holds.</summary>
+    public int CachedImages => _cache.Count;
+
+    /// <summary>Whether the tokens came from the cache folder (after the first step).</summary>
+    public bool TokensRead => _cache.WasRead;
+
+    public override int BatchesPerEpoch => Count(_train.Count, BatchSize);
+
+    public override IEnumerable<NlvrTokenBatchData> Batches(int epoch, int skip) =>
+        Prefetched(_train, epoch, skip, items => Data.Collate.NlvrTokens(items, _cache.IndexOf));
+
+    public override StepLoss Loss(NlvrTokenBatchData batch, Device device, int step)
+    {
+        var (ids, padding, labels) = batch.ToTensors(device);
+        var left = _cache.Gather(Model, Data.Collate, batch.Left, device);
+        var right = _cache.Gather(Model, Data.Collate, batch.Right, device);
+        var loss = torch.nn.functional.cross_entropy(Nlvr.LogitsFromTokens(Model, left, right, ids, padding), labels);
+        return new StepLoss(loss, new Dictionary<string, Tensor> { ["nlvr"] = loss });
+    }
+
+    public override double Validate(Device device) => Evaluation.Nlvr(Model, Data.Nlvr("val"), Data.Collate, device);
+
+    public void Dispose() => _cache.Dispose();
+}
+
+/// <summary>
 /// Retrieval fine-tuning: ITC + ITM with hard negatives; validated by the mean of R@1/5/10 both ways (ITC top-16, ITM rescoring).
 /// With <paramref name="negatives"/>, each caption's edited copy is one more negative for both (<see cref="CaptionNegatives"/>).
 /// With <paramref name="sameTextNegatives"/>, a caption of another image is an ITM negative even when its text equals one

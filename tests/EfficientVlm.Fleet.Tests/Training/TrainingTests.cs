@@ -197,6 +197,42 @@ public sealed class TrainingTests(TinyDataFixture fixture) : IClassFixture<TinyD
     }
 
     [Fact]
+    public void Cached_vision_tokens_give_the_losses_of_encoding_the_images()
+    {
+        torch.manual_seed(10);
+        using var pretrained = new VlmModel(TinyDataFixture.Teacher);
+        using var nlvr = TaskConversion.ToTask(pretrained, VlmTask.Nlvr2, out var fresh);
+        var data = fixture.Data(TinyDataFixture.Teacher);
+        Assert.Throws<ArgumentException>(() => new CachedNlvrStage(nlvr, data, 4, 1, fresh));   // the encoder still trains
+        ParameterGroups.Freeze(nlvr, ["vision"]);
+        var plain = new NlvrStage(nlvr, data, 4, 1, fresh);
+        var folder = Path.Combine(_runs, "vision-cache");
+        using var cached = new CachedNlvrStage(nlvr, data, 4, 1, fresh, cacheFolder: folder);
+        using var reread = new CachedNlvrStage(nlvr, data, 4, 1, fresh, cacheFolder: folder);
+        var pairs = data.Nlvr("train");
+        Assert.Equal(pairs.SelectMany(p => new[] { p.LeftImage, p.RightImage }).Distinct().Count(), cached.CachedImages);
+        Assert.Equal(plain.BatchesPerEpoch, cached.BatchesPerEpoch);
+        nlvr.train();
+        var device = torch.CPU;
+        int compared = 0;
+        foreach (var (a, b) in plain.Batches(1, 0).Zip(cached.Batches(1, 0)))
+        {
+            using var scope = torch.NewDisposeScope();
+            using var noGrad = torch.no_grad();
+            Assert.Equal(a.Labels, b.Labels);
+            float encoded = plain.Loss(a, device, 0).Total.item<float>(), fromMemory = cached.Loss(b, device, 0).Total.item<float>();
+            float fromDisk = reread.Loss(b, device, 0).Total.item<float>();
+            Assert.True(Math.Abs(encoded - fromMemory) < 1e-4, $"batch {compared}: loss {encoded} from the images, {fromMemory} from the cache");
+            Assert.Equal(fromMemory, fromDisk);
+            compared++;
+        }
+        Assert.Equal(plain.BatchesPerEpoch, compared);
+        Assert.False(cached.TokensRead);
+        Assert.True(reread.TokensRead, "the second stage encoded again instead of reading the folder");
+        Assert.Single(Directory.GetFiles(folder, "vision-tokens-*.bin"));
+    }
+
+    [Fact]
     public void The_schedule_warms_up_linearly_then_decays_to_zero()
     {
         Assert.Equal(0.25, Trainer<int>.Schedule(0, 100, 4));

@@ -57,3 +57,13 @@ public sealed record NlvrBatchData(ImageBlock Left, ImageBlock Right, long[][] I
         return (Left.ToTensor(device), Right.ToTensor(device), ids.to(device), padding.to(device), torch.tensor(Labels, device: device));
     }
 }
+
+/// <summary>NLVR2 with both images as rows of a <c>VisionTokenCache</c>: the rows of the left and right images, statements, labels.</summary>
+public sealed record NlvrTokenBatchData(int[] Left, int[] Right, long[][] Ids, long[] Labels, long Pad)
+{
+    public (Tensor Ids, Tensor Padding, Tensor Labels) ToTensors(Device device)
+    {
+        var (ids, padding) = VlmTokenizer.Pad(Ids, Pad);
+        return (ids.to(device), padding.to(device), torch.tensor(Labels, device: device));
+    }
+}

@@ -110,4 +110,10 @@ public sealed class Collate(ImageLoader images, VlmTokenizer tokenizer, int imag
         new(Images(items.Select(i => i.LeftImage).ToList()), Images(items.Select(i => i.RightImage).ToList()),
             items.Select(i => tokenizer.Encode(i.Sentence, maxTextLength)).ToArray(),
             items.Select(i => i.Label ? 1L : 0L).ToArray(), tokenizer.Special.Pad);
+
+    /// <summary>As <see cref="Nlvr"/>, with each image as its row in a vision-token cache instead of its pixels.</summary>
+    public NlvrTokenBatchData NlvrTokens(IReadOnlyList<NlvrItem> items, Func<string, int> row) =>
+        new(items.Select(i => row(i.LeftImage)).ToArray(), items.Select(i => row(i.RightImage)).ToArray(),
+            items.Select(i => tokenizer.Encode(i.Sentence, maxTextLength)).ToArray(),
+            items.Select(i => i.Label ? 1L : 0L).ToArray(), tokenizer.Special.Pad);
 }
