@@ -99,18 +99,8 @@ internal static class TrainCommand
             Description = "retrieval: a caption of another image may be an ITM negative even when its text equals one of the image's own " +
                 "(X-VLM's rule; by default such captions are left out of the draw)",
         };
-        var visionCache = new Option<bool>("--vision-cache")
-        {
-            Description = "nlvr2 with --freeze vision: encode every train image once and read its vision tokens from memory instead of " +
-                "decoding and encoding both images at every step (same results, faster; docs/training.md)",
-        };
-        var visionCacheDir = new Option<DirectoryInfo?>("--vision-cache-dir")
-        {
-            Description = "with --vision-cache: also keep the tokens in this folder, named by a hash of the frozen encoder and the images, " +
-                "so a later stage with the same encoder reads them instead of encoding again",
-        };
         var finetune = new Command("finetune", "Fine-tune a pre-trained or distilled model for one task (no pruning).")
-            { task, init, FreezeOption, repeat, edited, sameText, visionCache, visionCacheDir };
+            { task, init, FreezeOption, repeat, edited, sameText, VisionCacheOption, VisionCacheDirOption };
         AddCommon(finetune);
         finetune.SetAction((parse, ct) => Run(parse, ct, $"finetune-{parse.GetValue(task)}", (data, seed, batch) =>
         {
@@ -121,16 +111,15 @@ internal static class TrainCommand
             if (repeats.Count > 0 && which != VlmTask.Nlvr2) throw new ArgumentException("--repeat is for --task nlvr2 only.");
             if ((parse.GetValue(edited) || parse.GetValue(sameText)) && which != VlmTask.Retrieval)
                 throw new ArgumentException("--edited-negatives and --same-text-negatives are for --task retrieval only.");
-            bool cached = parse.GetValue(visionCache);
-            if (cached && which != VlmTask.Nlvr2) throw new ArgumentException("--vision-cache is for --task nlvr2 only.");
-            if (parse.GetValue(visionCacheDir) is not null && !cached) throw new ArgumentException("--vision-cache-dir needs --vision-cache.");
+            bool cached = VisionCache(parse, out var cacheFolder);
+            if (cached && which != VlmTask.Nlvr2) throw new ArgumentException("--vision-cache is for --task nlvr2 (and nlvr-pretrain) only.");
             var model = TaskConversion.ToTask(pretrained, which, out var fresh);
             Freeze(parse, model);
             var taskData = data(model.Config, parse.GetValue(init)!.FullName);
             Func<ITrainer> stage = which switch
             {
                 VlmTask.Vqa => () => new VqaStage(model, taskData, batch, seed, fresh).Train(),
-                VlmTask.Nlvr2 when cached => CachedNlvr(new CachedNlvrStage(model, taskData, batch, seed, fresh, repeats, parse.GetValue(visionCacheDir)?.FullName)),
+                VlmTask.Nlvr2 when cached => Cached(new CachedNlvrStage(model, taskData, batch, seed, fresh, repeats, cacheFolder)),
                 VlmTask.Nlvr2 => () => new NlvrStage(model, taskData, batch, seed, fresh, repeats).Train(),
                 VlmTask.Retrieval => () => new RetrievalStage(model, taskData, batch, seed,
                     parse.GetValue(edited) ? CaptionNegatives.ShapesWorld : null, parse.GetValue(sameText)).Train(),
@@ -144,7 +133,7 @@ internal static class TrainCommand
             "share of the other images drawn by similarity (1: X-VLM, all hard; below 1 mixes uniform ones in)");
         var nlvrPretrain = new Command("nlvr-pretrain",
             "NLVR2 domain pre-training: text assignment (which of two images a caption describes, or neither) on the doubled fusion stack; " +
-            "fine-tune NLVR2 from its best checkpoint.") { taInit, taHardShare, FreezeOption };
+            "fine-tune NLVR2 from its best checkpoint.") { taInit, taHardShare, FreezeOption, VisionCacheOption, VisionCacheDirOption };
         AddCommon(nlvrPretrain);
         nlvrPretrain.SetAction((parse, ct) => Run(parse, ct, "nlvr-pretrain", (data, seed, batch) =>
         {
@@ -152,8 +141,10 @@ internal static class TrainCommand
             using var pretrained = Checkpoint.Load(parse.GetValue(taInit)!.FullName);
             var model = TaskConversion.ToTask(pretrained, VlmTask.Nlvr2);
             Freeze(parse, model);
-            return (model, () => new TextAssignmentStage(model, data(model.Config, parse.GetValue(taInit)!.FullName), batch, seed, parse.GetValue(taHardShare)).Train(),
-                model.Config);
+            bool cached = VisionCache(parse, out var cacheFolder);
+            var stage = new TextAssignmentStage(model, data(model.Config, parse.GetValue(taInit)!.FullName), batch, seed, parse.GetValue(taHardShare),
+                cached, cacheFolder);
+            return (model, cached ? Cached(stage) : () => stage.Train(), model.Config);
         }));
 
         var teacherPreset = new Option<string>("--preset") { Description = "model preset", DefaultValueFactory = _ => "cpu-teacher" };
@@ -269,12 +260,42 @@ internal static class TrainCommand
 
     private static ITrainer Train<T>(this ITrainingStage<T> stage) => new Bound<T>(stage);
 
-    /// <summary>The cached stage, made (and its cache checked) before training starts.</summary>
-    private static Func<ITrainer> CachedNlvr(CachedNlvrStage stage)
+    private static readonly Option<bool> VisionCacheOption = new("--vision-cache")
     {
-        AnsiConsole.MarkupLineInterpolated($"vision tokens of {stage.CachedImages:N0} train images: encoded once (or read from the cache folder), at the first step");
+        Description = "with --freeze vision (finetune --task nlvr2, nlvr-pretrain): encode every train image once and read its vision tokens " +
+            "from memory instead of decoding and encoding the images at every step (same results, faster; docs/training.md)",
+    };
+
+    private static readonly Option<DirectoryInfo?> VisionCacheDirOption = new("--vision-cache-dir")
+    {
+        Description = "with --vision-cache: also keep the tokens in this folder, named by a hash of the frozen encoder and the images, " +
+            "so a later stage with the same encoder reads them instead of encoding again",
+    };
+
+    /// <summary>Whether <c>--vision-cache</c> is on, and its folder.</summary>
+    private static bool VisionCache(ParseResult parse, out string? folder)
+    {
+        folder = parse.GetValue(VisionCacheDirOption)?.FullName;
+        bool on = parse.GetValue(VisionCacheOption);
+        if (folder is not null && !on) throw new ArgumentException("--vision-cache-dir needs --vision-cache.");
+        return on;
+    }
+
+    /// <summary>A stage that reads cached vision tokens, made (and its cache checked) before training starts.</summary>
+    private static Func<ITrainer> Cached(CachedNlvrStage stage)
+    {
+        SayCached(stage.CachedImages);
         return () => stage.Train();
     }
+
+    private static Func<ITrainer> Cached(TextAssignmentStage stage)
+    {
+        SayCached(stage.CachedImages);
+        return () => stage.Train();
+    }
+
+    private static void SayCached(int images) =>
+        AnsiConsole.MarkupLineInterpolated($"vision tokens of {images:N0} train images: encoded once (or read from the cache folder), at the first step");
 
     private static async Task<int> Run(ParseResult parse, CancellationToken ct, string name,
         Func<Func<VlmConfig, string?, TaskData>, int, int, (VlmModel Model, Func<ITrainer> Stage, VlmConfig Config)> build)

@@ -62,9 +62,13 @@ public static class TextAssignment
         head.forward(model.FusePair(textStates, padding, imageTokens.index_select(0, first), imageTokens.index_select(0, second)).Last.select(1, 0));
 
     /// <summary>Cross-entropy of text assignment on a batch, with pairs drawn by <see cref="Sample"/>.</summary>
-    public static (Tensor Loss, Tensor Logits, Tensor Labels) Loss(VlmModel model, Linear head, PretrainBatch batch, double hardShare = 1.0)
+    public static (Tensor Loss, Tensor Logits, Tensor Labels) Loss(VlmModel model, Linear head, PretrainBatch batch, double hardShare = 1.0) =>
+        Loss(model, head, model.EncodeImage(batch.Images).Last, batch, hardShare);
+
+    /// <summary>As above, with the batch's image tokens [B, N, D] given (a frozen encoder's, read from a cache); batch.Images is not read.</summary>
+    public static (Tensor Loss, Tensor Logits, Tensor Labels) Loss(VlmModel model, Linear head, Tensor imageTokens, PretrainBatch batch,
+        double hardShare = 1.0)
     {
-        var imageTokens = model.EncodeImage(batch.Images).Last;
         var (first, second, labels) = Sample(model.ImageEmbedding(imageTokens).detach(), batch.Matches, hardShare);
         var text = model.EncodeText(batch.Ids, batch.Padding).Last;
         var logits = Logits(model, head, imageTokens, text, batch.Padding, first, second);

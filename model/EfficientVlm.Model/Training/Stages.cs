@@ -96,17 +96,33 @@ public sealed class TextAssignmentStage : CaptionPairStage<ImageTextBatchData>, 
     private const string HeadFile = "text-assignment-head.safetensors";
     private readonly Linear _head;
     private readonly double _hardShare;
+    private readonly VisionTokenCache? _cache;
+    private readonly Dictionary<long, int>? _rowOfImage;
 
-    public TextAssignmentStage(VlmModel model, TaskData data, int batchSize, int seed, double hardShare = 1.0) : base(model, data, batchSize, seed)
+    /// <param name="cacheVision">
+    /// With the vision encoder frozen: every train image encoded once, at the first step, and its tokens read from memory
+    /// (and from <paramref name="cacheFolder"/> when given) instead of decoded and encoded at every step (<see cref="VisionTokenCache"/>).
+    /// </param>
+    public TextAssignmentStage(VlmModel model, TaskData data, int batchSize, int seed, double hardShare = 1.0, bool cacheVision = false,
+        string? cacheFolder = null) : base(model, data, batchSize, seed)
     {
         if (model.Config.Task != Config.VlmTask.Nlvr2) throw new ArgumentException("Text assignment trains a model converted to NLVR2 (doubled fusion stack).");
         if (batchSize < TextAssignment.MinImages) throw new ArgumentException($"Text assignment needs batches of at least {TextAssignment.MinImages} images.");
         _hardShare = Pretraining.CheckHardShare(hardShare);
         var device = model.parameters().First().device;
         _head = Runtime.Scopes.Keep(torch.nn.Linear(model.Config.Hidden, TextAssignment.Classes, device: device));
+        if (!cacheVision) return;
+        var images = data.Captions("train");
+        _cache = new VisionTokenCache(images.Select(i => i.ImagePath), cacheFolder);
+        _cache.Check(model);
+        _rowOfImage = images.ToDictionary(i => i.ImageId, i => _cache.IndexOf(i.ImagePath));
     }
 
-    protected override ImageTextBatchData Collate(IReadOnlyList<(CaptionImage Image, string Caption)> pairs) => Data.Collate.ImageText(pairs);
+    /// <summary>The distinct train images whose tokens the stage holds (0 without the cache).</summary>
+    public int CachedImages => _cache?.Count ?? 0;
+
+    protected override ImageTextBatchData Collate(IReadOnlyList<(CaptionImage Image, string Caption)> pairs) =>
+        Data.Collate.ImageText(pairs, pixels: _cache is null);
 
     /// <summary>Every full batch, and the last one only when it has the images a draw needs.</summary>
     public override int BatchesPerEpoch
@@ -127,7 +143,11 @@ public sealed class TextAssignmentStage : CaptionPairStage<ImageTextBatchData>, 
 
     public override StepLoss Loss(ImageTextBatchData batch, Device device, int step)
     {
-        var (loss, _, _) = TextAssignment.Loss(Model, _head, batch.ToTensors(device), _hardShare);
+        var tensors = batch.ToTensors(device);
+        var (loss, _, _) = _cache is null
+            ? TextAssignment.Loss(Model, _head, tensors, _hardShare)
+            : TextAssignment.Loss(Model, _head, _cache.Gather(Model, Data.Collate, batch.ImageIds.Select(id => _rowOfImage![id]).ToArray(), device),
+                tensors, _hardShare);
         return new StepLoss(loss, new Dictionary<string, Tensor> { ["ta"] = loss });
     }
 
@@ -138,7 +158,11 @@ public sealed class TextAssignmentStage : CaptionPairStage<ImageTextBatchData>, 
 
     public override void LoadState(string folder) => LoadHead(_head, Path.Combine(folder, HeadFile));
 
-    public void Dispose() => _head.Dispose();
+    public void Dispose()
+    {
+        _head.Dispose();
+        _cache?.Dispose();
+    }
 }
 
 /// <summary>

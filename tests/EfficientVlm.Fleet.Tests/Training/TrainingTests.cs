@@ -233,6 +233,38 @@ public sealed class TrainingTests(TinyDataFixture fixture) : IClassFixture<TinyD
     }
 
     [Fact]
+    public void Text_assignment_from_cached_vision_tokens_gives_the_losses_of_encoding_the_images()
+    {
+        torch.manual_seed(12);
+        using var pretrained = new VlmModel(TinyDataFixture.Teacher);
+        using var nlvr = TaskConversion.ToTask(pretrained, VlmTask.Nlvr2);
+        var data = fixture.Data(TinyDataFixture.Teacher);
+        Assert.Throws<ArgumentException>(() => new TextAssignmentStage(nlvr, data, 8, 1, cacheVision: true));   // the encoder still trains
+        ParameterGroups.Freeze(nlvr, ["vision"]);
+        torch.manual_seed(3);
+        using var plain = new TextAssignmentStage(nlvr, data, 8, 1);
+        torch.manual_seed(3);   // the same head
+        using var cached = new TextAssignmentStage(nlvr, data, 8, 1, cacheVision: true);
+        Assert.Equal(data.Captions("train").Count, cached.CachedImages);
+        nlvr.train();
+        int compared = 0;
+        foreach (var (a, b) in plain.Batches(0, 0).Zip(cached.Batches(0, 0)))
+        {
+            using var scope = torch.NewDisposeScope();
+            using var noGrad = torch.no_grad();
+            Assert.Equal(a.ImageIds, b.ImageIds);
+            Assert.Equal(0, b.Images.Count);   // the cached stage reads no pixels
+            torch.manual_seed(20 + compared);
+            float encoded = plain.Loss(a, torch.CPU, 0).Total.item<float>();
+            torch.manual_seed(20 + compared);   // the same pairs drawn
+            float read = cached.Loss(b, torch.CPU, 0).Total.item<float>();
+            Assert.True(Math.Abs(encoded - read) < 1e-4, $"batch {compared}: loss {encoded} from the images, {read} from the cache");
+            compared++;
+        }
+        Assert.Equal(plain.BatchesPerEpoch, compared);
+    }
+
+    [Fact]
     public void The_schedule_warms_up_linearly_then_decays_to_zero()
     {
         Assert.Equal(0.25, Trainer<int>.Schedule(0, 100, 4));

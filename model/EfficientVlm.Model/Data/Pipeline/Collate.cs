@@ -47,7 +47,9 @@ public sealed class Collate(ImageLoader images, VlmTokenizer tokenizer, int imag
     /// Also an edited caption per pair (<see cref="CaptionNegatives"/>), drawn with <paramref name="seed"/> and
     /// the batch's image ids; a pair whose caption has nothing to edit gets the next pair's caption.
     /// </param>
-    public ImageTextBatchData ImageText(IReadOnlyList<(CaptionImage Image, string Caption)> pairs, CaptionNegatives? negatives = null, int seed = 0)
+    /// <param name="pixels">False: no image is read (an empty image block), for a stage that reads vision tokens from a cache.</param>
+    public ImageTextBatchData ImageText(IReadOnlyList<(CaptionImage Image, string Caption)> pairs, CaptionNegatives? negatives = null, int seed = 0,
+        bool pixels = true)
     {
         var ids = pairs.Select(p => tokenizer.Encode(p.Caption, maxTextLength)).ToArray();
         var keys = ids.Select(Key).ToArray();
@@ -67,7 +69,7 @@ public sealed class Collate(ImageLoader images, VlmTokenizer tokenizer, int imag
                 ? tokenizer.Encode(text, maxTextLength)
                 : ids[(i + 1) % b]).ToArray();
         }
-        return new ImageTextBatchData(Images(pairs.Select(p => p.Image.ImagePath).ToList()), ids,
+        return new ImageTextBatchData(Images(pixels ? pairs.Select(p => p.Image.ImagePath).ToList() : []), ids,
             pairs.Select(p => p.Image.ImageId).ToArray(), matches, tokenizer.Special.Pad, edited);
 
         static string Key(long[] tokens) => string.Join(',', tokens);
