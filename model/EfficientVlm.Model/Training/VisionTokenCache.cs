@@ -8,14 +8,14 @@ namespace EfficientVlm.Model.Training;
 
 /// <summary>
 /// The output tokens of a frozen vision encoder for a fixed set of images, encoded once and then read instead of
-/// decoding and encoding every image at every step. With <c>--freeze vision</c> an NLVR2 step spends most of its
-/// time on the two images' vision pass, which gives the same tokens every epoch (docs/training.md, "Vision tokens
+/// decoding and encoding every image at every step. With <c>--freeze vision</c> a text-assignment or NLVR2 step spends
+/// much of its time on the vision pass, which gives the same tokens every epoch (docs/training.md, "Vision tokens
 /// from a cache"). The tokens are those of the encoder in eval mode (no dropout): the same as in training mode
 /// for a config without dropout (the CPU presets), and the only ones a cache can hold otherwise.
 /// Held on the CPU in float32: images x tokens per image x hidden x 4 bytes (40,000 NLVR2 train images of the
 /// CPU teacher: 1.3 GB). Given a folder, the cache is also written there once built, named by a hash of the frozen
 /// encoder's weights and of the image list, so a later stage with the same encoder and images reads it back instead of
-/// encoding again (the NLVR2 stages of the teacher recipe, scripts/train-teacher.sh).
+/// encoding again (the frozen-vision stages of the teacher recipe, scripts/train-teacher.sh).
 /// </summary>
 public sealed class VisionTokenCache : IDisposable
 {
