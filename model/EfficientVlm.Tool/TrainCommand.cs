@@ -116,10 +116,15 @@ internal static class TrainCommand
             var model = TaskConversion.ToTask(pretrained, which, out var fresh);
             Freeze(parse, model);
             var taskData = data(model.Config, parse.GetValue(init)!.FullName);
+            Func<ITrainer> CachedNlvr()
+            {
+                var cachedStage = new CachedNlvrStage(model, taskData, batch, seed, fresh, repeats, cacheFolder);
+                return Cached(cachedStage, cachedStage.CachedImages);
+            }
             Func<ITrainer> stage = which switch
             {
                 VlmTask.Vqa => () => new VqaStage(model, taskData, batch, seed, fresh).Train(),
-                VlmTask.Nlvr2 when cached => Cached(new CachedNlvrStage(model, taskData, batch, seed, fresh, repeats, cacheFolder)),
+                VlmTask.Nlvr2 when cached => CachedNlvr(),
                 VlmTask.Nlvr2 => () => new NlvrStage(model, taskData, batch, seed, fresh, repeats).Train(),
                 VlmTask.Retrieval => () => new RetrievalStage(model, taskData, batch, seed,
                     parse.GetValue(edited) ? CaptionNegatives.ShapesWorld : null, parse.GetValue(sameText)).Train(),
@@ -144,7 +149,7 @@ internal static class TrainCommand
             bool cached = VisionCache(parse, out var cacheFolder);
             var stage = new TextAssignmentStage(model, data(model.Config, parse.GetValue(taInit)!.FullName), batch, seed, parse.GetValue(taHardShare),
                 cached, cacheFolder);
-            return (model, cached ? Cached(stage) : () => stage.Train(), model.Config);
+            return (model, cached ? Cached(stage, stage.CachedImages) : () => stage.Train(), model.Config);
         }));
 
         var teacherPreset = new Option<string>("--preset") { Description = "model preset", DefaultValueFactory = _ => "cpu-teacher" };
@@ -282,20 +287,11 @@ internal static class TrainCommand
     }
 
     /// <summary>A stage that reads cached vision tokens, made (and its cache checked) before training starts.</summary>
-    private static Func<ITrainer> Cached(CachedNlvrStage stage)
+    private static Func<ITrainer> Cached<T>(ITrainingStage<T> stage, int images)
     {
-        SayCached(stage.CachedImages);
-        return () => stage.Train();
-    }
-
-    private static Func<ITrainer> Cached(TextAssignmentStage stage)
-    {
-        SayCached(stage.CachedImages);
-        return () => stage.Train();
-    }
-
-    private static void SayCached(int images) =>
         AnsiConsole.MarkupLineInterpolated($"vision tokens of {images:N0} train images: encoded once (or read from the cache folder), at the first step");
+        return () => stage.Train();
+    }
 
     private static async Task<int> Run(ParseResult parse, CancellationToken ct, string name,
         Func<Func<VlmConfig, string?, TaskData>, int, int, (VlmModel Model, Func<ITrainer> Stage, VlmConfig Config)> build)

@@ -113,8 +113,7 @@ public sealed class TextAssignmentStage : CaptionPairStage<ImageTextBatchData>, 
         _head = Runtime.Scopes.Keep(torch.nn.Linear(model.Config.Hidden, TextAssignment.Classes, device: device));
         if (!cacheVision) return;
         var images = data.Captions("train");
-        _cache = new VisionTokenCache(images.Select(i => i.ImagePath), cacheFolder);
-        _cache.Check(model);
+        _cache = new VisionTokenCache(model, data.Collate, images.Select(i => i.ImagePath), cacheFolder);
         _rowOfImage = images.ToDictionary(i => i.ImageId, i => _cache.IndexOf(i.ImagePath));
     }
 
@@ -146,7 +145,7 @@ public sealed class TextAssignmentStage : CaptionPairStage<ImageTextBatchData>, 
         var tensors = batch.ToTensors(device);
         var (loss, _, _) = _cache is null
             ? TextAssignment.Loss(Model, _head, tensors, _hardShare)
-            : TextAssignment.Loss(Model, _head, _cache.Gather(Model, Data.Collate, batch.ImageIds.Select(id => _rowOfImage![id]).ToArray(), device),
+            : TextAssignment.Loss(Model, _head, _cache.Gather(batch.ImageIds.Select(id => _rowOfImage![id]).ToArray(), device),
                 tensors, _hardShare);
         return new StepLoss(loss, new Dictionary<string, Tensor> { ["ta"] = loss });
     }
@@ -268,8 +267,7 @@ public sealed class CachedNlvrStage : StageBase<NlvrTokenBatchData>, IDisposable
         IReadOnlyDictionary<Statements.Family, int>? repeats = null, string? cacheFolder = null) : base(model, data, batchSize, seed, fresh)
     {
         _train = NlvrStage.WithRepeats(data.Nlvr("train"), repeats);
-        _cache = new VisionTokenCache(_train.SelectMany(i => new[] { i.LeftImage, i.RightImage }), cacheFolder);
-        _cache.Check(model);
+        _cache = new VisionTokenCache(model, data.Collate, _train.SelectMany(i => new[] { i.LeftImage, i.RightImage }), cacheFolder);
     }
 
     /// <summary>The distinct train images whose tokens the stage holds.</summary>
@@ -286,8 +284,8 @@ public sealed class CachedNlvrStage : StageBase<NlvrTokenBatchData>, IDisposable
     public override StepLoss Loss(NlvrTokenBatchData batch, Device device, int step)
     {
         var (ids, padding, labels) = batch.ToTensors(device);
-        var left = _cache.Gather(Model, Data.Collate, batch.Left, device);
-        var right = _cache.Gather(Model, Data.Collate, batch.Right, device);
+        var left = _cache.Gather(batch.Left, device);
+        var right = _cache.Gather(batch.Right, device);
         var loss = torch.nn.functional.cross_entropy(Nlvr.LogitsFromTokens(Model, left, right, ids, padding), labels);
         return new StepLoss(loss, new Dictionary<string, Tensor> { ["nlvr"] = loss });
     }

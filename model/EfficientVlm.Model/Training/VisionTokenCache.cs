@@ -25,20 +25,32 @@ public sealed class VisionTokenCache : IDisposable
     private const int EncodeBatch = 64;
     private readonly Dictionary<string, int> _index = new(StringComparer.Ordinal);
     private readonly List<string> _paths = [];
+    private readonly VlmModel _model;
+    private readonly Collate _collate;
     private readonly string? _folder;
     private Tensor? _tokens;
 
-    /// <summary>The distinct images of <paramref name="paths"/>, in first-seen order; kept on disk in <paramref name="folder"/> when given.</summary>
-    public VisionTokenCache(IEnumerable<string> paths, string? folder = null)
+    /// <summary>
+    /// The distinct images of <paramref name="paths"/>, in first-seen order, as <paramref name="model"/>'s vision encoder
+    /// sees them after <paramref name="collate"/> read them; kept on disk in <paramref name="folder"/> when given. Refuses
+    /// a model whose vision encoder still trains (its tokens change every step) or a cache over <see cref="MaxBytes"/>.
+    /// </summary>
+    public VisionTokenCache(VlmModel model, Collate collate, IEnumerable<string> paths, string? folder = null)
     {
+        _model = model;
+        _collate = collate;
         _folder = folder;
         foreach (var path in paths)
             if (_index.TryAdd(path, _paths.Count)) _paths.Add(path);
+        if (model.named_parameters().Any(p => p.name.StartsWith("vision.", StringComparison.Ordinal) && p.parameter.requires_grad))
+            throw new ArgumentException("Vision tokens can be cached only when the vision encoder is frozen (--freeze vision).");
+        long bytes = (long)Count * model.Config.ImageTokens * model.Config.Hidden * sizeof(float);
+        if (bytes > MaxBytes)
+            throw new ArgumentException($"The vision-token cache of {Count:N0} images would take {bytes / (1 << 20):N0} MiB " +
+                $"(at most {MaxBytes / (1 << 20):N0} MiB); train without it.");
     }
 
     public int Count => _paths.Count;
-
-    public bool IsBuilt => _tokens is not null;
 
     /// <summary>Whether the tokens were read from the folder rather than encoded.</summary>
     public bool WasRead { get; private set; }
@@ -47,30 +59,16 @@ public sealed class VisionTokenCache : IDisposable
     public int IndexOf(string path) =>
         _index.TryGetValue(path, out int i) ? i : throw new KeyNotFoundException($"{path} is not one of the cached images.");
 
-    /// <summary>The bytes the cache takes for <paramref name="model"/>'s vision tokens.</summary>
-    public long Bytes(VlmModel model) => (long)Count * model.Config.ImageTokens * model.Config.Hidden * sizeof(float);
-
-    /// <summary>Refuses a model whose vision encoder still trains (its tokens change every step) or a cache over <see cref="MaxBytes"/>.</summary>
-    public void Check(VlmModel model)
-    {
-        if (model.named_parameters().Any(p => p.name.StartsWith("vision.", StringComparison.Ordinal) && p.parameter.requires_grad))
-            throw new ArgumentException("Vision tokens can be cached only when the vision encoder is frozen (--freeze vision).");
-        if (Bytes(model) > MaxBytes)
-            throw new ArgumentException($"The vision-token cache of {Count:N0} images would take {Bytes(model) / (1 << 20):N0} MiB " +
-                $"(at most {MaxBytes / (1 << 20):N0} MiB); train without it.");
-    }
-
     /// <summary>
     /// The tokens [B, N, D] of the images at <paramref name="indexes"/>, on <paramref name="device"/>; the first call
     /// encodes every image (on the calling thread, which must be the device executor's).
     /// </summary>
-    public Tensor Gather(VlmModel model, Collate collate, int[] indexes, Device device)
+    public Tensor Gather(int[] indexes, Device device)
     {
         if (Count == 0) throw new InvalidOperationException("The cache holds no images.");
         if (_tokens is null)
         {
-            Check(model);
-            string? file = _folder is null ? null : Path.Combine(_folder, $"vision-tokens-{Key(model)}.bin");
+            string? file = _folder is null ? null : Path.Combine(_folder, $"vision-tokens-{Key()}.bin");
             if (file is not null && Read(file) is { } read)
             {
                 _tokens = read;
@@ -78,7 +76,7 @@ public sealed class VisionTokenCache : IDisposable
             }
             else
             {
-                Build(model, collate, device);
+                Build(device);
                 if (file is not null) Write(file);
             }
         }
@@ -86,11 +84,11 @@ public sealed class VisionTokenCache : IDisposable
         return _tokens!.index_select(0, at).to(device);
     }
 
-    private void Build(VlmModel model, Collate collate, Device device)
+    private void Build(Device device)
     {
         Tensor? tokens = null;
-        bool training = model.training;
-        model.eval();
+        bool training = _model.training;
+        _model.eval();
         try
         {
             using var noGrad = torch.no_grad();
@@ -98,7 +96,7 @@ public sealed class VisionTokenCache : IDisposable
             {
                 using var scope = torch.NewDisposeScope();
                 int n = Math.Min(EncodeBatch, Count - start);
-                var encoded = model.EncodeImage(collate.Images(_paths.GetRange(start, n)).ToTensor(device)).Last;   // [n, N, D]
+                var encoded = _model.EncodeImage(_collate.Images(_paths.GetRange(start, n)).ToTensor(device)).Last;   // [n, N, D]
                 if (tokens is null)
                 {
                     tokens = torch.empty(Count, encoded.shape[1], encoded.shape[2], dtype: ScalarType.Float32);
@@ -114,16 +112,16 @@ public sealed class VisionTokenCache : IDisposable
         }
         finally
         {
-            model.train(training);
+            _model.train(training);
         }
         _tokens = tokens;
     }
 
     /// <summary>SHA-256 (first 16 hex digits) of the vision weights, in name order, and of each image's path and length.</summary>
-    private string Key(VlmModel model)
+    private string Key()
     {
         using var sha = System.Security.Cryptography.IncrementalHash.CreateHash(System.Security.Cryptography.HashAlgorithmName.SHA256);
-        foreach (var (name, parameter) in model.named_parameters().Where(p => p.name.StartsWith("vision.", StringComparison.Ordinal)).OrderBy(p => p.name, StringComparer.Ordinal))
+        foreach (var (name, parameter) in _model.named_parameters().Where(p => p.name.StartsWith("vision.", StringComparison.Ordinal)).OrderBy(p => p.name, StringComparer.Ordinal))
         {
             sha.AppendData(System.Text.Encoding.UTF8.GetBytes(name));
             using var values = parameter.detach().to(ScalarType.Float32).cpu().contiguous();
