@@ -112,7 +112,7 @@ internal static class TrainCommand
             if ((parse.GetValue(edited) || parse.GetValue(sameText)) && which != VlmTask.Retrieval)
                 throw new ArgumentException("--edited-negatives and --same-text-negatives are for --task retrieval only.");
             bool cached = VisionCache(parse, out var cacheFolder);
-            if (cached && which != VlmTask.Nlvr2) throw new ArgumentException("--vision-cache is for --task nlvr2 (and nlvr-pretrain) only.");
+            if (cached && which == VlmTask.Vqa) throw new ArgumentException("--vision-cache is for --task nlvr2, retrieval and captioning (and nlvr-pretrain).");
             var model = TaskConversion.ToTask(pretrained, which, out var fresh);
             Freeze(parse, model);
             var taskData = data(model.Config, parse.GetValue(init)!.FullName);
@@ -126,10 +126,20 @@ internal static class TrainCommand
                 VlmTask.Vqa => () => new VqaStage(model, taskData, batch, seed, fresh).Train(),
                 VlmTask.Nlvr2 when cached => CachedNlvr(),
                 VlmTask.Nlvr2 => () => new NlvrStage(model, taskData, batch, seed, fresh, repeats).Train(),
-                VlmTask.Retrieval => () => new RetrievalStage(model, taskData, batch, seed,
-                    parse.GetValue(edited) ? CaptionNegatives.ShapesWorld : null, parse.GetValue(sameText)).Train(),
-                _ => () => new CaptionStage(model, taskData, batch, seed).Train(),
+                VlmTask.Retrieval => RetrievalTrainer(),
+                _ => CaptionTrainer(),
             };
+            Func<ITrainer> RetrievalTrainer()
+            {
+                var s = new RetrievalStage(model, taskData, batch, seed, parse.GetValue(edited) ? CaptionNegatives.ShapesWorld : null,
+                    parse.GetValue(sameText), cached, cacheFolder);
+                return cached ? Cached(s, s.CachedImages) : () => s.Train();
+            }
+            Func<ITrainer> CaptionTrainer()
+            {
+                var s = new CaptionStage(model, taskData, batch, seed, cacheVision: cached, cacheFolder: cacheFolder);
+                return cached ? Cached(s, s.CachedImages) : () => s.Train();
+            }
             return (model, stage, model.Config);
         }));
 
@@ -267,7 +277,7 @@ internal static class TrainCommand
 
     private static readonly Option<bool> VisionCacheOption = new("--vision-cache")
     {
-        Description = "with --freeze vision (finetune --task nlvr2, nlvr-pretrain): encode every train image once and read its vision tokens " +
+        Description = "with --freeze vision (finetune --task nlvr2 | retrieval | captioning, nlvr-pretrain): encode every train image once and read its vision tokens " +
             "from memory instead of decoding and encoding the images at every step (same results, faster; docs/training.md)",
     };
 

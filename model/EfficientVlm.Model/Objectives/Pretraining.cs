@@ -142,12 +142,18 @@ public static class Pretraining
     /// <param name="collect">Keep every hidden state and attention map (distillation).</param>
     /// <param name="withMlm">Run the MLM pass (retrieval fine-tuning trains ITC + ITM only).</param>
     /// <param name="hardShare">Share of the ITM negatives drawn by similarity when this call draws them (see <see cref="SampleHardNegatives"/>).</param>
+    /// <param name="visionTokens">
+    /// The batch's vision tokens [B, N, D] from a frozen encoder (<c>VisionTokenCache</c>) instead of its pixels, which are then
+    /// not read; not with <paramref name="collect"/>.
+    /// </param>
     public static PretrainResult Run(VlmModel model, PretrainBatch batch, SpecialTokens tokens,
-        PretrainSamples? samples = null, ModelGates? gates = null, bool collect = false, bool withMlm = true, double hardShare = 1.0)
+        PretrainSamples? samples = null, ModelGates? gates = null, bool collect = false, bool withMlm = true, double hardShare = 1.0,
+        Tensor? visionTokens = null)
     {
-        var vision = model.EncodeImage(batch.Images, gates, collect);
+        if (visionTokens is not null && collect) throw new ArgumentException("Cached vision tokens carry no hidden states or attention maps to collect.");
+        var vision = visionTokens is null ? model.EncodeImage(batch.Images, gates, collect) : null;
         var text = model.EncodeText(batch.Ids, batch.Padding, gates, collect);
-        var imageTokens = vision.Last;                                                        // (B, N, D)
+        var imageTokens = visionTokens ?? vision!.Last;                                       // (B, N, D)
         var textStates = text.Last;                                                           // (B, T, D)
         var imageEmb = model.ImageEmbedding(imageTokens);
         var textEmb = model.TextEmbedding(textStates);
@@ -188,7 +194,7 @@ public static class Pretraining
         {
             var none = torch.zeros(1, model.Config.VocabSize, device: itm.device);
             return new PretrainResult(itc, itm, torch.zeros_like(itm), itmLogits, none, negText, negImage, maskedIds, positions, targets,
-                collect ? new PretrainStreams(vision, text, itmFusion, pairPadding, null, null) : null);
+                collect ? new PretrainStreams(vision!, text, itmFusion, pairPadding, null, null) : null);
         }
 
         // MLM: masked text through text and fusion layers, logits at masked positions only
@@ -198,7 +204,7 @@ public static class Pretraining
         var mlmLogits = model.LmLogits(states);                                               // (M, V)
         var mlm = functional.cross_entropy(mlmLogits, targets);
 
-        var streams = collect ? new PretrainStreams(vision, text, itmFusion, pairPadding, mlmText, mlmFusion) : null;
+        var streams = collect ? new PretrainStreams(vision!, text, itmFusion, pairPadding, mlmText, mlmFusion) : null;
         return new PretrainResult(itc, itm, mlm, itmLogits, mlmLogits, negText, negImage, maskedIds, positions, targets, streams);
     }
 }

@@ -48,9 +48,13 @@ public static class Captioning
             ignore_index: -100, label_smoothing: LabelSmoothing);
 
     /// <summary>Label-smoothed next-token loss on positions at or after <paramref name="promptLength"/> (the caption).</summary>
-    public static Tensor Loss(VlmModel model, Tensor images, Tensor ids, Tensor padding, int promptLength, ModelGates? gates = null)
+    public static Tensor Loss(VlmModel model, Tensor images, Tensor ids, Tensor padding, int promptLength, ModelGates? gates = null) =>
+        LossFromTokens(model, model.EncodeImage(images, gates).Last, ids, padding, promptLength, gates);
+
+    /// <summary>As <see cref="Loss"/>, from each image's vision tokens [B, N, D] (a frozen encoder's, read from <c>VisionTokenCache</c>).</summary>
+    public static Tensor LossFromTokens(VlmModel model, Tensor imageTokens, Tensor ids, Tensor padding, int promptLength, ModelGates? gates = null)
     {
-        var logits = NextTokenLogits(model, model.EncodeImage(images, gates).Last, ids, padding, gates);
+        var logits = NextTokenLogits(model, imageTokens, ids, padding, gates);
         var (_, targets) = CaptionTargets(ids, padding, promptLength);
         return SmoothedLoss(logits.narrow(1, 0, ids.shape[1] - 1), targets);                // (B, T-1, V)
     }

@@ -176,3 +176,31 @@ public sealed class VisionTokenCache : IDisposable
 
     public void Dispose() => _tokens?.Dispose();
 }
+
+/// <summary>
+/// The vision tokens of a data set's caption train images (<see cref="VisionTokenCache"/>), gathered by image id: the
+/// frozen-vision caption stages (text assignment, retrieval, captioning) share one file per encoder.
+/// </summary>
+public sealed class CaptionImageTokens : IDisposable
+{
+    private readonly VisionTokenCache _cache;
+    private readonly Dictionary<long, int> _rowOfImage;
+
+    public CaptionImageTokens(VlmModel model, TaskData data, string? folder)
+    {
+        var images = data.Captions("train");
+        _cache = new VisionTokenCache(model, data.Collate, images.Select(i => i.ImagePath), folder);
+        _rowOfImage = images.ToDictionary(i => i.ImageId, i => _cache.IndexOf(i.ImagePath));
+    }
+
+    /// <summary>The distinct train images whose tokens are held.</summary>
+    public int Count => _cache.Count;
+
+    /// <summary>Whether the tokens were read from the folder rather than encoded (after the first gather).</summary>
+    public bool WasRead => _cache.WasRead;
+
+    /// <summary>The tokens [B, N, D] of the images with these ids (the first call encodes or reads them all).</summary>
+    public Tensor Gather(long[] imageIds, Device device) => _cache.Gather(imageIds.Select(id => _rowOfImage[id]).ToArray(), device);
+
+    public void Dispose() => _cache.Dispose();
+}

@@ -247,21 +247,66 @@ public sealed class TrainingTests(TinyDataFixture fixture) : IClassFixture<TinyD
         using var cached = new TextAssignmentStage(nlvr, data, 8, 1, cacheVision: true);
         Assert.Equal(data.Captions("train").Count, cached.CachedImages);
         nlvr.train();
+        Assert.Equal(plain.BatchesPerEpoch, SameLosses(plain, cached, b => b.ImageIds, b => b.Images.Count, "text assignment"));
+    }
+
+    [Fact]
+    public void Retrieval_and_captioning_from_cached_vision_tokens_give_the_losses_of_encoding_the_images()
+    {
+        var folder = Directory.CreateTempSubdirectory("fleet-tokens-").FullName;
+        try
+        {
+            torch.manual_seed(12);
+            using var pretrained = new VlmModel(TinyDataFixture.Teacher);
+            using var retrieval = TaskConversion.ToTask(pretrained, VlmTask.Retrieval);
+            using var captioning = TaskConversion.ToTask(pretrained, VlmTask.Captioning);
+            var data = fixture.Data(TinyDataFixture.Teacher);
+            Assert.Throws<ArgumentException>(() => new CaptionStage(captioning, data, 8, 1, cacheVision: true));   // the encoder still trains
+            ParameterGroups.Freeze(retrieval, ["vision"]);
+            ParameterGroups.Freeze(captioning, ["vision"]);
+            retrieval.train();
+            captioning.train();
+
+            // retrieval with both negative options (edited captions, same-text ITM negatives); its cache is written to the folder
+            using var plainRetrieval = new RetrievalStage(retrieval, data, 8, 1, CaptionNegatives.ShapesWorld, sameTextNegatives: true);
+            using var cachedRetrieval = new RetrievalStage(retrieval, data, 8, 1, CaptionNegatives.ShapesWorld, sameTextNegatives: true,
+                cacheVision: true, cacheFolder: folder);
+            Assert.Equal(data.Captions("train").Count, cachedRetrieval.CachedImages);
+            Assert.Equal(plainRetrieval.BatchesPerEpoch,
+                SameLosses(plainRetrieval, cachedRetrieval, b => b.ImageIds, b => b.Images.Count, "retrieval"));
+            Assert.False(cachedRetrieval.TokensRead);
+
+            // captioning from the same frozen encoder and images: reads the file retrieval wrote
+            using var plainCaptions = new CaptionStage(captioning, data, 8, 1);
+            using var cachedCaptions = new CaptionStage(captioning, data, 8, 1, cacheVision: true, cacheFolder: folder);
+            Assert.Equal(plainCaptions.BatchesPerEpoch,
+                SameLosses(plainCaptions, cachedCaptions, b => b.ImageIds, b => b.Images.Count, "captioning"));
+            Assert.True(cachedCaptions.TokensRead);
+        }
+        finally
+        {
+            Directory.Delete(folder, recursive: true);
+        }
+    }
+
+    /// <summary>Steps two stages over the same batches with the same draws and checks their losses agree; returns the batches compared.</summary>
+    private static int SameLosses<T>(ITrainingStage<T> encoding, ITrainingStage<T> cached, Func<T, long[]> imageIds, Func<T, int> pixels, string what)
+    {
         int compared = 0;
-        foreach (var (a, b) in plain.Batches(0, 0).Zip(cached.Batches(0, 0)))
+        foreach (var (a, b) in encoding.Batches(0, 0).Zip(cached.Batches(0, 0)))
         {
             using var scope = torch.NewDisposeScope();
             using var noGrad = torch.no_grad();
-            Assert.Equal(a.ImageIds, b.ImageIds);
-            Assert.Equal(0, b.Images.Count);   // the cached stage reads no pixels
+            Assert.Equal(imageIds(a), imageIds(b));
+            Assert.Equal(0, pixels(b));   // the cached stage reads no pixels
             torch.manual_seed(20 + compared);
-            float encoded = plain.Loss(a, torch.CPU, 0).Total.item<float>();
-            torch.manual_seed(20 + compared);   // the same pairs drawn
+            float encoded = encoding.Loss(a, torch.CPU, 0).Total.item<float>();
+            torch.manual_seed(20 + compared);   // the same pairs and negatives drawn
             float read = cached.Loss(b, torch.CPU, 0).Total.item<float>();
-            Assert.True(Math.Abs(encoded - read) < 1e-4, $"batch {compared}: loss {encoded} from the images, {read} from the cache");
+            Assert.True(Math.Abs(encoded - read) < 1e-4, $"{what} batch {compared}: loss {encoded} from the images, {read} from the cache");
             compared++;
         }
-        Assert.Equal(plain.BatchesPerEpoch, compared);
+        return compared;
     }
 
     [Fact]

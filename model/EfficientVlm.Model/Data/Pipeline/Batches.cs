@@ -27,7 +27,7 @@ public sealed record ImageTextBatchData(ImageBlock Images, long[][] Ids, long[] 
 }
 
 /// <summary>Captioning: [CLS] prompt caption [SEP]; the loss starts at <see cref="PromptLength"/>.</summary>
-public sealed record CaptionBatchData(ImageBlock Images, long[][] Ids, int PromptLength, long Pad)
+public sealed record CaptionBatchData(ImageBlock Images, long[][] Ids, int PromptLength, long Pad, long[] ImageIds)
 {
     public (Tensor Images, Tensor Ids, Tensor Padding) ToTensors(Device device)
     {

@@ -75,7 +75,8 @@ public sealed class Collate(ImageLoader images, VlmTokenizer tokenizer, int imag
         static string Key(long[] tokens) => string.Join(',', tokens);
     }
 
-    public CaptionBatchData Captions(IReadOnlyList<(CaptionImage Image, string Caption)> pairs, string prompt)
+    /// <param name="pixels">False: no image is read (an empty image block), for a stage that reads vision tokens from a cache.</param>
+    public CaptionBatchData Captions(IReadOnlyList<(CaptionImage Image, string Caption)> pairs, string prompt, bool pixels = true)
     {
         var promptPieces = tokenizer.EncodeWithoutSpecials(prompt);
         var rows = pairs.Select(p =>
@@ -84,7 +85,8 @@ public sealed class Collate(ImageLoader images, VlmTokenizer tokenizer, int imag
             int room = Math.Max(0, maxTextLength - 2 - promptPieces.Length);
             return (long[])[tokenizer.Special.Cls, .. promptPieces, .. caption.Take(room), tokenizer.Special.Sep];
         }).ToArray();
-        return new CaptionBatchData(Images(pairs.Select(p => p.Image.ImagePath).ToList()), rows, 1 + promptPieces.Length, tokenizer.Special.Pad);
+        return new CaptionBatchData(Images(pixels ? pairs.Select(p => p.Image.ImagePath).ToList() : []), rows, 1 + promptPieces.Length,
+            tokenizer.Special.Pad, pairs.Select(p => p.Image.ImageId).ToArray());
     }
 
     /// <summary>Questions with their distinct answers weighted by count / number of answers (the X-VLM VQA loader's rule).</summary>
