@@ -373,4 +373,3 @@ public sealed class CaptionStage : CaptionPairStage<CaptionBatchData>, IDisposab
 
     public void Dispose() => _cache?.Dispose();
 }
-
