@@ -126,20 +126,10 @@ internal static class TrainCommand
                 VlmTask.Vqa => () => new VqaStage(model, taskData, batch, seed, fresh).Train(),
                 VlmTask.Nlvr2 when cached => CachedNlvr(),
                 VlmTask.Nlvr2 => () => new NlvrStage(model, taskData, batch, seed, fresh, repeats).Train(),
-                VlmTask.Retrieval => RetrievalTrainer(),
-                _ => CaptionTrainer(),
+                VlmTask.Retrieval => CaptionPairs(new RetrievalStage(model, taskData, batch, seed,
+                    parse.GetValue(edited) ? CaptionNegatives.ShapesWorld : null, parse.GetValue(sameText), cached, cacheFolder)),
+                _ => CaptionPairs(new CaptionStage(model, taskData, batch, seed, cacheVision: cached, cacheFolder: cacheFolder)),
             };
-            Func<ITrainer> RetrievalTrainer()
-            {
-                var s = new RetrievalStage(model, taskData, batch, seed, parse.GetValue(edited) ? CaptionNegatives.ShapesWorld : null,
-                    parse.GetValue(sameText), cached, cacheFolder);
-                return cached ? Cached(s, s.CachedImages) : () => s.Train();
-            }
-            Func<ITrainer> CaptionTrainer()
-            {
-                var s = new CaptionStage(model, taskData, batch, seed, cacheVision: cached, cacheFolder: cacheFolder);
-                return cached ? Cached(s, s.CachedImages) : () => s.Train();
-            }
             return (model, stage, model.Config);
         }));
 
@@ -159,7 +149,7 @@ internal static class TrainCommand
             bool cached = VisionCache(parse, out var cacheFolder);
             var stage = new TextAssignmentStage(model, data(model.Config, parse.GetValue(taInit)!.FullName), batch, seed, parse.GetValue(taHardShare),
                 cached, cacheFolder);
-            return (model, cached ? Cached(stage, stage.CachedImages) : () => stage.Train(), model.Config);
+            return (model, CaptionPairs(stage), model.Config);
         }));
 
         var teacherPreset = new Option<string>("--preset") { Description = "model preset", DefaultValueFactory = _ => "cpu-teacher" };
@@ -295,6 +285,9 @@ internal static class TrainCommand
         if (folder is not null && !on) throw new ArgumentException("--vision-cache-dir needs --vision-cache.");
         return on;
     }
+
+    /// <summary>A caption-pair stage, saying so when it reads cached vision tokens.</summary>
+    private static Func<ITrainer> CaptionPairs<T>(CaptionPairStage<T> stage) => stage.CachedImages > 0 ? Cached(stage, stage.CachedImages) : () => stage.Train();
 
     /// <summary>A stage that reads cached vision tokens, made (and its cache checked) before training starts.</summary>
     private static Func<ITrainer> Cached<T>(ITrainingStage<T> stage, int images)

@@ -54,10 +54,26 @@ public abstract class StageBase<TBatch>(VlmModel model, TaskData data, int batch
         Batching.Prefetch(Batching.Shuffle(items, seed, epoch).Skip(skip * batchSize).ToList(), batchSize, seed, epoch, collate, shuffle: false);
 }
 
-/// <summary>Stages that train on (image, caption) pairs: every train image once per epoch, with a caption chosen by the epoch.</summary>
-public abstract class CaptionPairStage<TBatch>(VlmModel model, TaskData data, int batchSize, int seed)
-    : StageBase<TBatch>(model, data, batchSize, seed)
+/// <summary>
+/// Stages that train on (image, caption) pairs: every train image once per epoch, with a caption chosen by the epoch.
+/// With <c>cacheVision</c> (the vision encoder frozen) the train images' tokens are encoded once, or read from
+/// <c>cacheFolder</c>, and a subclass gathers them from <see cref="Tokens"/> instead of decoding and encoding the images.
+/// </summary>
+public abstract class CaptionPairStage<TBatch>(VlmModel model, TaskData data, int batchSize, int seed, bool cacheVision = false,
+    string? cacheFolder = null)
+    : StageBase<TBatch>(model, data, batchSize, seed), IDisposable
 {
+    /// <summary>The frozen encoder's tokens of the train images; null without the cache.</summary>
+    protected CaptionImageTokens? Tokens { get; } = cacheVision ? new CaptionImageTokens(model, data, cacheFolder) : null;
+
+    /// <summary>The distinct train images whose tokens the stage holds (0 without the cache).</summary>
+    public int CachedImages => Tokens?.Count ?? 0;
+
+    /// <summary>Whether the tokens came from the cache folder (after the first step).</summary>
+    public bool TokensRead => Tokens?.WasRead ?? false;
+
+    public virtual void Dispose() => Tokens?.Dispose();
+
     public override int BatchesPerEpoch => Count(Data.Captions("train").Count, BatchSize);
 
     public override IEnumerable<TBatch> Batches(int epoch, int skip) =>
@@ -96,28 +112,23 @@ public sealed class TextAssignmentStage : CaptionPairStage<ImageTextBatchData>, 
     private const string HeadFile = "text-assignment-head.safetensors";
     private readonly Linear _head;
     private readonly double _hardShare;
-    private readonly CaptionImageTokens? _cache;
 
     /// <param name="cacheVision">
     /// With the vision encoder frozen: every train image encoded once, at the first step, and its tokens read from memory
     /// (and from <paramref name="cacheFolder"/> when given) instead of decoded and encoded at every step (<see cref="VisionTokenCache"/>).
     /// </param>
     public TextAssignmentStage(VlmModel model, TaskData data, int batchSize, int seed, double hardShare = 1.0, bool cacheVision = false,
-        string? cacheFolder = null) : base(model, data, batchSize, seed)
+        string? cacheFolder = null) : base(model, data, batchSize, seed, cacheVision, cacheFolder)
     {
         if (model.Config.Task != Config.VlmTask.Nlvr2) throw new ArgumentException("Text assignment trains a model converted to NLVR2 (doubled fusion stack).");
         if (batchSize < TextAssignment.MinImages) throw new ArgumentException($"Text assignment needs batches of at least {TextAssignment.MinImages} images.");
         _hardShare = Pretraining.CheckHardShare(hardShare);
         var device = model.parameters().First().device;
         _head = Runtime.Scopes.Keep(torch.nn.Linear(model.Config.Hidden, TextAssignment.Classes, device: device));
-        if (cacheVision) _cache = new CaptionImageTokens(model, data, cacheFolder);
     }
 
-    /// <summary>The distinct train images whose tokens the stage holds (0 without the cache).</summary>
-    public int CachedImages => _cache?.Count ?? 0;
-
     protected override ImageTextBatchData Collate(IReadOnlyList<(CaptionImage Image, string Caption)> pairs) =>
-        Data.Collate.ImageText(pairs, pixels: _cache is null);
+        Data.Collate.ImageText(pairs, pixels: Tokens is null);
 
     /// <summary>Every full batch, and the last one only when it has the images a draw needs.</summary>
     public override int BatchesPerEpoch
@@ -139,9 +150,9 @@ public sealed class TextAssignmentStage : CaptionPairStage<ImageTextBatchData>, 
     public override StepLoss Loss(ImageTextBatchData batch, Device device, int step)
     {
         var tensors = batch.ToTensors(device);
-        var (loss, _, _) = _cache is null
+        var (loss, _, _) = Tokens is null
             ? TextAssignment.Loss(Model, _head, tensors, _hardShare)
-            : TextAssignment.Loss(Model, _head, _cache.Gather(batch.ImageIds, device), tensors, _hardShare);
+            : TextAssignment.Loss(Model, _head, Tokens.Gather(batch.ImageIds, device), tensors, _hardShare);
         return new StepLoss(loss, new Dictionary<string, Tensor> { ["ta"] = loss });
     }
 
@@ -152,10 +163,10 @@ public sealed class TextAssignmentStage : CaptionPairStage<ImageTextBatchData>, 
 
     public override void LoadState(string folder) => LoadHead(_head, Path.Combine(folder, HeadFile));
 
-    public void Dispose()
+    public override void Dispose()
     {
         _head.Dispose();
-        _cache?.Dispose();
+        base.Dispose();
     }
 }
 
@@ -292,84 +303,47 @@ public sealed class CachedNlvrStage : StageBase<NlvrTokenBatchData>, IDisposable
 
 /// <summary>
 /// Retrieval fine-tuning: ITC + ITM with hard negatives; validated by the mean of R@1/5/10 both ways (ITC top-16, ITM rescoring).
-/// With <c>negatives</c>, each caption's edited copy is one more negative for both (<see cref="CaptionNegatives"/>).
-/// With <c>sameTextNegatives</c>, a caption of another image is an ITM negative even when its text equals one
+/// With <paramref name="negatives"/>, each caption's edited copy is one more negative for both (<see cref="CaptionNegatives"/>).
+/// With <paramref name="sameTextNegatives"/>, a caption of another image is an ITM negative even when its text equals one
 /// of the image's own (X-VLM's rule: only the image's own captions are left out of the draw), so ITM learns which image
 /// a caption was written for, not only whether it is true of it.
 /// </summary>
-public sealed class RetrievalStage : CaptionPairStage<ImageTextBatchData>, IDisposable
+public sealed class RetrievalStage(VlmModel model, TaskData data, int batchSize, int seed, CaptionNegatives? negatives = null,
+    bool sameTextNegatives = false, bool cacheVision = false, string? cacheFolder = null)
+    : CaptionPairStage<ImageTextBatchData>(model, data, batchSize, seed, cacheVision, cacheFolder)
 {
-    private readonly CaptionNegatives? _negatives;
-    private readonly bool _sameTextNegatives;
-    private readonly CaptionImageTokens? _cache;
-
-    /// <param name="cacheVision">With the vision encoder frozen: the train images' tokens encoded once (or read from
-    /// <paramref name="cacheFolder"/>) and gathered at every step instead of decoding and encoding the images (<see cref="CaptionImageTokens"/>).</param>
-    public RetrievalStage(VlmModel model, TaskData data, int batchSize, int seed, CaptionNegatives? negatives = null,
-        bool sameTextNegatives = false, bool cacheVision = false, string? cacheFolder = null) : base(model, data, batchSize, seed)
-    {
-        _negatives = negatives;
-        _sameTextNegatives = sameTextNegatives;
-        if (cacheVision) _cache = new CaptionImageTokens(model, data, cacheFolder);
-    }
-
-    /// <summary>The distinct train images whose tokens the stage holds (0 without the cache).</summary>
-    public int CachedImages => _cache?.Count ?? 0;
-
-    /// <summary>Whether the tokens came from the cache folder (after the first step).</summary>
-    public bool TokensRead => _cache?.WasRead ?? false;
-
     protected override ImageTextBatchData Collate(IReadOnlyList<(CaptionImage Image, string Caption)> pairs) =>
-        Data.Collate.ImageText(pairs, _negatives, Seed, pixels: _cache is null);
+        Data.Collate.ImageText(pairs, negatives, Seed, pixels: Tokens is null);
 
     public override StepLoss Loss(ImageTextBatchData batch, Device device, int step)
     {
         var tensors = batch.ToTensors(device);
-        if (_sameTextNegatives) tensors = tensors with { Matches = PretrainBatch.SameImage(tensors.ImageIds) };
-        var r = Pretraining.Run(Model, tensors, Data.Tokenizer.Special, withMlm: false, visionTokens: _cache?.Gather(batch.ImageIds, device));
+        if (sameTextNegatives) tensors = tensors with { Matches = PretrainBatch.SameImage(tensors.ImageIds) };
+        var r = Pretraining.Run(Model, tensors, Data.Tokenizer.Special, withMlm: false, visionTokens: Tokens?.Gather(batch.ImageIds, device));
         return new StepLoss(r.Itc.add(r.Itm), new Dictionary<string, Tensor> { ["itc"] = r.Itc, ["itm"] = r.Itm });
     }
 
     public override double Validate(Device device) => Evaluation.Retrieval(Model, Data.Captions("val"), Data.Collate, device, k: 16).Mean;
-
-    public void Dispose() => _cache?.Dispose();
 }
 
 /// <summary>Captioning fine-tuning: label-smoothed next-token loss after the prompt; validated by CIDEr-D on val (greedy).</summary>
-public sealed class CaptionStage : CaptionPairStage<CaptionBatchData>, IDisposable
+public sealed class CaptionStage(VlmModel model, TaskData data, int batchSize, int seed, int validationImages = 200, bool cacheVision = false,
+    string? cacheFolder = null)
+    : CaptionPairStage<CaptionBatchData>(model, data, batchSize, seed, cacheVision, cacheFolder)
 {
-    private readonly int _validationImages;
-    private readonly CaptionImageTokens? _cache;
-
-    /// <param name="cacheVision">As for <see cref="RetrievalStage"/>: the frozen encoder's tokens of the train images, encoded once.</param>
-    public CaptionStage(VlmModel model, TaskData data, int batchSize, int seed, int validationImages = 200, bool cacheVision = false,
-        string? cacheFolder = null) : base(model, data, batchSize, seed)
-    {
-        _validationImages = validationImages;
-        if (cacheVision) _cache = new CaptionImageTokens(model, data, cacheFolder);
-    }
-
-    /// <summary>The distinct train images whose tokens the stage holds (0 without the cache).</summary>
-    public int CachedImages => _cache?.Count ?? 0;
-
-    /// <summary>Whether the tokens came from the cache folder (after the first step).</summary>
-    public bool TokensRead => _cache?.WasRead ?? false;
-
     protected override CaptionBatchData Collate(IReadOnlyList<(CaptionImage Image, string Caption)> pairs) =>
-        Data.Collate.Captions(pairs, TaskData.CaptionPrompt, pixels: _cache is null);
+        Data.Collate.Captions(pairs, TaskData.CaptionPrompt, pixels: Tokens is null);
 
     public override StepLoss Loss(CaptionBatchData batch, Device device, int step)
     {
         var (images, ids, padding) = batch.ToTensors(device);
-        var loss = _cache is null
+        var loss = Tokens is null
             ? Captioning.Loss(Model, images, ids, padding, batch.PromptLength)
-            : Captioning.LossFromTokens(Model, _cache.Gather(batch.ImageIds, device), ids, padding, batch.PromptLength);
+            : Captioning.LossFromTokens(Model, Tokens.Gather(batch.ImageIds, device), ids, padding, batch.PromptLength);
         return new StepLoss(loss, new Dictionary<string, Tensor> { ["caption"] = loss });
     }
 
     public override double Validate(Device device) =>
-        Evaluation.Captioning(Model, Data.Captions("val").Take(_validationImages).ToList(), Data.Collate, TaskData.CaptionPrompt, device,
+        Evaluation.Captioning(Model, Data.Captions("val").Take(validationImages).ToList(), Data.Collate, TaskData.CaptionPrompt, device,
             new BeamSettings(1, 20, 5)).CiderD;
-
-    public void Dispose() => _cache?.Dispose();
 }
