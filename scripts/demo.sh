@@ -38,7 +38,7 @@ vlm() { dotnet model/EfficientVlm.Tool/bin/Release/net10.0/vlm.dll "$@"; }
 DEMO_SCALE="${DEMO_SCALE:-demo}"
 case "$DEMO_SCALE" in
   demo)
-    model=compact-cpu; vqa_budget=(--train-limit 2048); nlvr2_budget=()
+    model=compact-cpu; vqa_budget=(--train-limit 2048); nlvr2_budget=(); distill_schedule=()
     echo "== data (ShapesWorld: 4,000 train images, 300 test images with 600 questions, 4,000 + 500 NLVR2 pairs)"
     data="$state/data-v2"
     if [[ ! -f "$data/vocab.txt" ]]; then
@@ -46,6 +46,7 @@ case "$DEMO_SCALE" in
     fi;;
   full)
     model=compact-cpu-full; vqa_budget=(--train-limit 8192); nlvr2_budget=(--train-limit 12000)
+    distill_schedule=(--decay Cosine --warmup 0.05)   # as scripts/compress.sh distils
     echo "== data (ShapesWorld, the default sizes: 20,000 train images, 20,000 NLVR2 pairs; test 2,000 questions, 2,000 pairs)"
     data="${FULL_DATA:-data/shapes}"
     [[ -f "$data/annotations/instances_train.json" ]] || vlm data generate --out "$data" --seed 1;;
@@ -82,7 +83,7 @@ echo "dataset $dataset"
 # the task teachers (each variant starts at pruning: the teachers come fine-tuned)
 fleet models create --id "$model" --preset cpu --teacher "$teachers/teacher" \
   --task-teacher "vqa=$teachers/vqa" --task-teacher "nlvr2=$teachers/nlvr2" --dataset "$dataset" \
-  --distill-epochs 1 --lr 3e-4 --checkpoint-every 50 --watch
+  --distill-epochs 1 --lr 3e-4 "${distill_schedule[@]}" --checkpoint-every 50 --watch
 fleet models list
 fleet variants create --task vqa --model "$model" --target 0.35 --dataset "$dataset" \
   --prune-epochs 4 --prune-warmup-epochs 1 --prune-lr 3e-4 "${vqa_budget[@]}" --checkpoint-every 100 --watch

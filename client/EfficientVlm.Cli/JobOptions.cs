@@ -17,9 +17,11 @@ internal sealed class JobOptions
     private readonly Option<double> _maskLr = new("--mask-lr") { Description = "rate of the pruning gates and lambdas", DefaultValueFactory = _ => Defaults.MaskLearningRate };
     private readonly Option<int?> _trainLimit = new("--train-limit") { Description = "use only the first N training records" };
     private readonly Option<int?> _evalLimit = new("--eval-limit") { Description = "use only the first N validation/test records" };
+    private readonly Option<double> _rateWarmup = new("--warmup") { Description = "warm-up of distillation's and fine-tuning's rate, a fraction of their steps", DefaultValueFactory = _ => Defaults.WarmupFraction };
+    private readonly Option<RateDecay> _decay = new("--decay") { Description = "how that rate falls after the warm-up: Linear or Cosine", DefaultValueFactory = _ => Defaults.Decay };
     private readonly Option<int> _checkpointEvery = new("--checkpoint-every") { Description = "upload a resumable checkpoint every N steps", DefaultValueFactory = _ => Defaults.CheckpointEvery };
 
-    private Option[] All => [_distillEpochs, _finetuneEpochs, _pruneEpochs, _warmup, _batch, _lr, _pruneLr, _maskLr, _trainLimit, _evalLimit, _checkpointEvery];
+    private Option[] All => [_distillEpochs, _finetuneEpochs, _pruneEpochs, _warmup, _batch, _lr, _pruneLr, _maskLr, _trainLimit, _evalLimit, _checkpointEvery, _rateWarmup, _decay];
 
     public void AddTo(Command command)
     {
@@ -42,5 +44,7 @@ internal sealed class JobOptions
         TrainLimit = parse.GetValue(_trainLimit),
         EvalLimit = parse.GetValue(_evalLimit),
         CheckpointEvery = parse.GetValue(_checkpointEvery),
+        WarmupFraction = parse.GetValue(_rateWarmup),
+        Decay = parse.GetValue(_decay),
     };
 }

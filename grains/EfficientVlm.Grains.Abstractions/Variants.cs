@@ -1,3 +1,5 @@
+using System.Text.Json.Serialization;
+
 namespace EfficientVlm.Grains.Abstractions;
 
 /// <summary>The tasks a variant serves (ShapesWorld is written in these datasets' formats).</summary>
@@ -21,6 +23,16 @@ public enum VariantStage
     Failed,
 }
 
+/// <summary>How the rate of distillation and fine-tuning falls after its warm-up (JSON: "Linear" or "Cosine").</summary>
+[JsonConverter(typeof(JsonStringEnumConverter<RateDecay>))]
+public enum RateDecay
+{
+    /// <summary>Linear to zero at the last step (the method's).</summary>
+    Linear,
+    /// <summary>Half a cosine period to zero.</summary>
+    Cosine,
+}
+
 /// <summary>Budgets and rates of a fleet job's training stages (the defaults suit the <c>demo</c> preset on 2 CPU cores).</summary>
 [GenerateSerializer, Immutable]
 public sealed record JobSettings
@@ -40,6 +52,10 @@ public sealed record JobSettings
     /// <summary>Upload a resumable checkpoint every this many steps.</summary>
     [Id(10)] public int CheckpointEvery { get; init; } = 50;
     [Id(11)] public int Seed { get; init; } = 1;
+    /// <summary>Warm-up of distillation's and fine-tuning's rate, as a fraction of their steps.</summary>
+    [Id(12)] public double WarmupFraction { get; init; } = 0.1;
+    /// <summary>How that rate falls after the warm-up (pruning keeps the method's linear decay).</summary>
+    [Id(13)] public RateDecay Decay { get; init; } = RateDecay.Linear;
 
     /// <summary>
     /// The budgets that differ from <paramref name="other"/>'s, in declaration order, as "name this (other)" (a missing

@@ -27,6 +27,10 @@ public sealed record PipelineSettings
     public int BatchSize { get; init; } = 32;
     /// <summary>Peak rate of distillation and fine-tuning.</summary>
     public double LearningRate { get; init; } = 1e-4;
+    /// <summary>Warm-up of distillation's and fine-tuning's rate, as a fraction of their steps; then <see cref="Decay"/> to zero.</summary>
+    public double WarmupFraction { get; init; } = 0.1;
+    /// <summary>How distillation's and fine-tuning's rate falls after the warm-up (pruning keeps the method's linear decay).</summary>
+    public LrDecay Decay { get; init; } = LrDecay.Linear;
     /// <summary>Peak rate of the model's weights while pruning.</summary>
     public double PruneLearningRate { get; init; } = 5e-5;
     /// <summary>Rate of log_alpha and the lambdas (paper 0.01; 0.1 reaches the target in short runs, see docs/pruning.md).</summary>
@@ -47,14 +51,30 @@ public sealed record PipelineSettings
     public int CheckpointEvery { get; init; } = 200;
     public int Seed { get; init; } = 1;
 
+    /// <summary>The most epochs a stage may ask for (a job's budget comes from its caller).</summary>
+    public const int MaxEpochs = 100;
+    /// <summary>The largest record limit (ShapesWorld's default train split has 100,000 captions).</summary>
+    public const int MaxRecords = 10_000_000;
+    /// <summary>The largest peak rate of the weights; the gates' rate may go to 10 times that.</summary>
+    public const double MaxLearningRate = 1;
+
+    /// <summary>Every budget within its bounds (so steps = records / batch x epochs stays far inside an int).</summary>
+    /// <exception cref="ArgumentException">The first budget out of bounds, named, with its bounds.</exception>
     public void Validate()
     {
         if (DistillEpochs < 1 || FineTuneEpochs < 1 || PruneEpochs < 1) throw new ArgumentException("Every stage needs at least one epoch.");
+        if (DistillEpochs > MaxEpochs || FineTuneEpochs > MaxEpochs || PruneEpochs > MaxEpochs)
+            throw new ArgumentException($"A stage may take at most {MaxEpochs} epochs.");
         if (BatchSize is < 1 or > 1024) throw new ArgumentException($"Batch size {BatchSize} is outside 1..1024.");
-        if (LearningRate <= 0 || PruneLearningRate <= 0 || MaskLearningRate <= 0) throw new ArgumentException("Learning rates must be positive.");
-        if (PruneWarmupEpochs < 0 || PruneWarmupEpochs > PruneEpochs) throw new ArgumentException("The sparsity warm-up must lie within the pruning epochs.");
-        if (TrainLimit is < 1 || EvalLimit is < 1) throw new ArgumentException("Record limits must be at least 1.");
-        if (CheckpointEvery < 1) throw new ArgumentException("CheckpointEvery must be at least 1.");
+        // written as !(x > 0) so that NaN is refused too
+        if (!(LearningRate > 0) || !(PruneLearningRate > 0) || !(MaskLearningRate > 0)) throw new ArgumentException("Learning rates must be positive.");
+        if (LearningRate > MaxLearningRate || PruneLearningRate > MaxLearningRate || MaskLearningRate > 10 * MaxLearningRate)
+            throw new ArgumentException($"Learning rates must be at most {MaxLearningRate} ({10 * MaxLearningRate} for the gates).");
+        if (!(WarmupFraction >= 0 && WarmupFraction < 1)) throw new ArgumentException($"The warm-up fraction {WarmupFraction} is outside [0, 1).");
+        if (!(PruneWarmupEpochs >= 0 && PruneWarmupEpochs <= PruneEpochs)) throw new ArgumentException("The sparsity warm-up must lie within the pruning epochs.");
+        if (TrainLimit is < 1 or > MaxRecords || EvalLimit is < 1 or > MaxRecords)
+            throw new ArgumentException($"Record limits must lie in 1..{MaxRecords:N0}.");
+        if (CheckpointEvery is < 1 or > 1_000_000) throw new ArgumentException("CheckpointEvery must lie in 1..1,000,000.");
         if (VqaFrozenMaskEpochs < 0 || VqaFrozenMaskEpochs > PruneEpochs) throw new ArgumentException("VqaFrozenMaskEpochs must lie within the pruning epochs.");
     }
 }
@@ -117,7 +137,7 @@ public static class Pipeline
         }, cancellationToken: ct);
         try
         {
-            var result = await Bind(stage).RunAsync(Options(settings, settings.DistillEpochs, settings.LearningRate), executor, runDir, hooks, ct);
+            var result = await Bind(stage).RunAsync(Options(settings, settings.DistillEpochs, settings.LearningRate, scheduled: true), executor, runDir, hooks, ct);
             CarryWords(runDir, data, VlmTask.Pretrain);
             return result;
         }
@@ -158,7 +178,7 @@ public static class Pipeline
         }, cancellationToken: ct);
         try
         {
-            var result = await stage.RunAsync(Options(settings, settings.FineTuneEpochs, settings.LearningRate), executor, runDir, hooks, ct);
+            var result = await stage.RunAsync(Options(settings, settings.FineTuneEpochs, settings.LearningRate, scheduled: true), executor, runDir, hooks, ct);
             CarryWords(runDir, data, task);
             return result;
         }
@@ -376,8 +396,12 @@ public static class Pipeline
             Breakdown.Nlvr(statements, held, sentence => Statements.FamilyOf(sentence)?.ToString() ?? "other"));
     }
 
-    private static TrainerOptions Options(PipelineSettings s, int epochs, double lr) =>
-        new() { Epochs = epochs, LearningRate = lr, Seed = s.Seed, CheckpointEvery = s.CheckpointEvery };
+    /// <param name="scheduled">Distillation and fine-tuning: the settings' warm-up and decay; pruning: the trainer's (the method's).</param>
+    private static TrainerOptions Options(PipelineSettings s, int epochs, double lr, bool scheduled = false)
+    {
+        var options = new TrainerOptions { Epochs = epochs, LearningRate = lr, Seed = s.Seed, CheckpointEvery = s.CheckpointEvery };
+        return scheduled ? options with { WarmupFraction = s.WarmupFraction, Decay = s.Decay } : options;
+    }
 
     private static Task DisposeAsync(DeviceExecutor executor, params IDisposable[] items) =>
         executor.RunAsync(_ =>
