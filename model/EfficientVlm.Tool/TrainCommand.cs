@@ -347,7 +347,8 @@ internal static class TrainCommand
                             $"{p.StepsPerSecond:0.00} it/s lr {p.LearningRate:0.0e0}{(lastValidation is double v ? $" val {v:0.000}" : "")}");
                         if (p.Validation is double val || p.Step % 50 == 0)
                             File.AppendAllText(Path.Combine(dir, "log.tsv"),
-                                $"{p.Step}\t{p.Loss:0.00000}\t{parts}\t{p.Validation?.ToString("0.00000") ?? ""}\t{p.Elapsed.TotalSeconds:0}\n");
+                                $"{p.Step}\t{p.Loss:0.00000}\t{parts}\t{p.Validation?.ToString("0.00000") ?? ""}\t{p.Elapsed.TotalSeconds:0}\t" +
+                                string.Join(" ", (p.Seconds ?? new Dictionary<string, double>()).Select(kv => $"{kv.Key} {kv.Value:0.0}")) + "\n");
                     });
                     result = await trainer.RunAsync(options, executor, dir, progress, ct);
                 });

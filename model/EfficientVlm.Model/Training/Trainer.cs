@@ -50,7 +50,15 @@ public sealed record StepLoss(Tensor Total, IReadOnlyDictionary<string, Tensor> 
 
 /// <summary>What a trainer reports while it runs.</summary>
 public sealed record TrainingProgress(int Step, int TotalSteps, int Epoch, double Loss, IReadOnlyDictionary<string, double> Parts,
-    double StepsPerSecond, double LearningRate, double? Validation, TimeSpan Elapsed);
+    double StepsPerSecond, double LearningRate, double? Validation, TimeSpan Elapsed)
+{
+    /// <summary>
+    /// Seconds of this run (since it started or resumed) by where they went: "data" (waiting for the next batch, an epoch's
+    /// start included), "step" (loss, backward, optimiser), "validate", "save" (best and resumable checkpoints), "report"
+    /// (the progress callback). Where an epoch end's time goes is read from two of them.
+    /// </summary>
+    public IReadOnlyDictionary<string, double>? Seconds { get; init; }
+}
 
 /// <summary>The outcome of a run: the best validation score and where its model is.</summary>
 public sealed record TrainingResult(int Steps, double BestValidation, int BestStep, string BestCheckpoint, IReadOnlyList<double> Losses, TimeSpan Elapsed);
@@ -131,12 +139,20 @@ public sealed class Trainer<TBatch>(ITrainingStage<TBatch> stage, TrainerOptions
         var recent = Stopwatch.StartNew();
         int recentSteps = 0;
         int step = state.Step;
+        var seconds = new Dictionary<string, double> { ["data"] = 0, ["step"] = 0, ["validate"] = 0, ["save"] = 0, ["report"] = 0 };
+        var lap = Stopwatch.StartNew();
+        void Lap(string part)
+        {
+            seconds[part] += lap.Elapsed.TotalSeconds;
+            lap.Restart();
+        }
 
         while (step < total)
         {
             int epoch = step / perEpoch;
             foreach (var batch in stage.Batches(epoch, step % perEpoch))
             {
+                Lap("data");
                 cancellationToken.ThrowIfCancellationRequested();
                 double lr = Schedule(step, total, warmup, options.Decay);
                 var (loss, parts) = await executor.RunAsync(ctx =>
@@ -152,6 +168,7 @@ public sealed class Trainer<TBatch>(ITrainingStage<TBatch> stage, TrainerOptions
                     stage.AfterStep();
                     return (result.Total.item<float>(), result.Parts.ToDictionary(p => p.Key, p => (double)p.Value.item<float>()));
                 }, GradMode.Grad, cancellationToken);
+                Lap("step");
                 if (!float.IsFinite(loss)) throw new InvalidOperationException($"The loss became {loss} at step {step}; lower the learning rate.");
                 step++;
                 recentSteps++;
@@ -162,10 +179,12 @@ public sealed class Trainer<TBatch>(ITrainingStage<TBatch> stage, TrainerOptions
                 if (epochEnd || (options.EvaluateEvery > 0 && step % options.EvaluateEvery == 0))
                 {
                     validation = await executor.RunAsync(ctx => { stage.Model.eval(); return stage.Validate(ctx.Device); });
+                    Lap("validate");
                     if (validation > state.BestValidation)
                     {
                         state = state with { BestValidation = validation.Value, BestStep = step };
                         await executor.RunAsync(_ => Checkpoint.Save(stage.Model, BestCheckpoint));
+                        Lap("save");
                     }
                 }
                 bool stopping = stopAfterSteps is int stop && step >= stop;
@@ -176,11 +195,13 @@ public sealed class Trainer<TBatch>(ITrainingStage<TBatch> stage, TrainerOptions
                     state = snapshot;
                     clock.Restart();
                     if (CheckpointSaved is { } saved) await saved(step, cancellationToken);
+                    Lap("save");
                 }
                 double rate = recentSteps / Math.Max(1e-9, recent.Elapsed.TotalSeconds);
                 if (recent.Elapsed.TotalSeconds > 10) { recent.Restart(); recentSteps = 0; }
                 progress?.Report(new TrainingProgress(step, total, epoch, loss, parts, rate, options.LearningRate * lr, validation,
-                    TimeSpan.FromSeconds(state.ElapsedSeconds + clock.Elapsed.TotalSeconds)));
+                    TimeSpan.FromSeconds(state.ElapsedSeconds + clock.Elapsed.TotalSeconds)) { Seconds = new Dictionary<string, double>(seconds) });
+                Lap("report");
                 if (stopping) return Result(state, step);
                 if (epochEnd) break;
             }

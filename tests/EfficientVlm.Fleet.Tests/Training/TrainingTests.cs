@@ -81,6 +81,30 @@ public sealed class TrainingTests(TinyDataFixture fixture) : IClassFixture<TinyD
     }
 
     [Fact]
+    public async Task Progress_says_where_the_seconds_went_and_they_add_up_to_no_more_than_the_run()
+    {
+        torch.manual_seed(4);
+        using var pretrained = new VlmModel(TinyDataFixture.Teacher);
+        using var vqa = TaskConversion.ToTask(pretrained, VlmTask.Vqa, out var fresh);
+        var reports = new List<TrainingProgress>();
+        var clock = System.Diagnostics.Stopwatch.StartNew();
+        var result = await new Trainer<EfficientVlm.Model.Data.Pipeline.VqaBatchData>(new VqaStage(vqa, fixture.Data(TinyDataFixture.Teacher), 8, 1, fresh),
+            Fast with { Epochs = 2, CheckpointEvery = 0 }, _executor, Path.Combine(_runs, "timed")).RunAsync(new CallbackProgress<TrainingProgress>(reports.Add));
+        double wall = clock.Elapsed.TotalSeconds;
+
+        Assert.Equal(result.Steps, reports.Count);
+        var last = reports[^1].Seconds!;
+        Assert.Equal(new[] { "data", "report", "save", "step", "validate" }, last.Keys.Order(StringComparer.Ordinal).ToArray());
+        Assert.True(last.Values.Sum() <= wall, $"{last.Values.Sum():0.000} s accounted, {wall:0.000} s in all");
+        Assert.All(reports.Zip(reports.Skip(1)), pair => Assert.All(pair.First.Seconds!, kv => Assert.True(pair.Second.Seconds![kv.Key] >= kv.Value)));
+        // nothing is validated or saved before the first epoch ends, and both happen there
+        var firstEnd = reports.First(r => r.Validation is not null);
+        Assert.All(reports.TakeWhile(r => r.Validation is null), r => Assert.Equal(0, r.Seconds!["validate"] + r.Seconds["save"]));
+        Assert.True(firstEnd.Seconds!["validate"] > 0 && firstEnd.Seconds["save"] > 0);
+        Assert.True(last["step"] > 0);
+    }
+
+    [Fact]
     public async Task A_run_stopped_and_resumed_from_its_checkpoint_repeats_the_uninterrupted_losses_exactly()
     {
         var options = Fast with { Epochs = 3, CheckpointEvery = 1 }; // step 1 is saved before any validation (best = -infinity)
