@@ -35,7 +35,7 @@ internal static class VariantsCommand
             {
                 AnsiConsole.MarkupLineInterpolated($"[yellow]variant {spec.VariantId} is waiting:[/] {e.Message}");
                 if (!parse.GetValue(watch)) return;
-                info = await client.GetVariantAsync(spec.VariantId, ct) ?? throw new ArgumentException($"No variant '{spec.VariantId}'.");
+                info = await client.GetVariantAsync(spec.VariantId, ct) ?? throw new UnknownVariantException($"No variant '{spec.VariantId}'.");
             }
             AnsiConsole.MarkupLineInterpolated($"variant [green]{info.Id}[/]: {info.Stage}");
             if (parse.GetValue(watch)) await WatchAsync(client, info.Id, ct);
@@ -59,7 +59,7 @@ internal static class VariantsCommand
         var id = new Argument<string>("id");
         var show = new Command("show", "Show a variant: stage, progress, history, metrics.") { id };
         show.SetAction((parse, ct) => CliConnection.RunAsync(parse, ct, async client =>
-            Views.Write(await client.GetVariantAsync(parse.GetValue(id)!, ct) ?? throw new ArgumentException($"No variant '{parse.GetValue(id)}'."))));
+            Views.Write(await client.GetVariantAsync(parse.GetValue(id)!, ct) ?? throw new UnknownVariantException($"No variant '{parse.GetValue(id)}'."))));
 
         var watchId = new Argument<string>("id");
         var watchCommand = new Command("watch", "Follow a variant until it is ready or failed (progress bar), then show it.") { watchId };
@@ -78,7 +78,7 @@ internal static class VariantsCommand
 
     private static async Task WatchAsync(EfficientVlm.Client.FleetClient client, string id, CancellationToken ct)
     {
-        var info = await Views.FollowAsync(ct, async () => await client.GetVariantAsync(id, ct) ?? throw new ArgumentException($"No variant '{id}'."),
+        var info = await Views.FollowAsync(ct, async () => await client.GetVariantAsync(id, ct) ?? throw new UnknownVariantException($"No variant '{id}'."),
             v => v.IsTerminal, v => v.Progress, v => v.Stage.ToString());
         Views.Write(info);
         if (info.Stage == VariantStage.Failed) throw new ArgumentException($"variant {id} failed: {info.Error}");

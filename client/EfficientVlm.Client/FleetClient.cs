@@ -152,7 +152,7 @@ public sealed class FleetClient : IAsyncDisposable
     {
         while (true)
         {
-            var info = await GetVariantAsync(id, cancellationToken) ?? throw new ArgumentException($"No variant '{id}'.");
+            var info = await GetVariantAsync(id, cancellationToken) ?? throw new UnknownVariantException($"No variant '{id}'.");
             yield return info;
             if (info.IsTerminal) yield break;
             await Task.Delay(interval ?? TimeSpan.FromSeconds(1), cancellationToken);

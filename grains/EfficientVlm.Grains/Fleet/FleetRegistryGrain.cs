@@ -116,7 +116,7 @@ public sealed class FleetRegistryGrain(
     public async Task RemoveVariant(string id)
     {
         Identifiers.Validate(id, "variant id");
-        if (!state.State.Variants.Contains(id)) throw new ArgumentException($"No variant '{id}'.");
+        if (!state.State.Variants.Contains(id)) throw new UnknownVariantException($"No variant '{id}'.");
         var aliases = state.State.Aliases.Values.Where(a => a.Variant == id).Select(a => $"'{a.Alias}'").ToList();
         if (aliases.Count > 0)
             throw new ArgumentException($"Variant '{id}' is behind alias {string.Join(", ", aliases)}: move the alias to another variant first.");
@@ -130,7 +130,7 @@ public sealed class FleetRegistryGrain(
         Identifiers.Validate(alias, "alias");
         Identifiers.Validate(variant, "variant id");
         if (state.State.Variants.Contains(alias)) throw new ArgumentException($"'{alias}' is a variant id; an alias needs another name.");
-        if (!state.State.Variants.Contains(variant)) throw new ArgumentException($"No variant '{variant}'.");
+        if (!state.State.Variants.Contains(variant)) throw new UnknownVariantException($"No variant '{variant}'.");
         var serving = await GrainFactory.GetGrain<IVariantGrain>(variant).Serving(); // throws when not ready
         // Warm every replica before the move: the first call through the alias must not pay for the load.
         await Task.WhenAll(Enumerable.Range(0, serving.Replicas)
@@ -166,7 +166,7 @@ public sealed class FleetRegistryGrain(
     {
         Identifiers.Validate(variantOrAlias, "variant id or alias");
         var variant = state.State.Aliases.TryGetValue(variantOrAlias, out var alias) ? alias.Variant : variantOrAlias;
-        if (!state.State.Variants.Contains(variant)) throw new ArgumentException($"No variant '{variantOrAlias}'.");
+        if (!state.State.Variants.Contains(variant)) throw new UnknownVariantException($"No variant '{variantOrAlias}'.");
         return GrainFactory.GetGrain<IVariantGrain>(variant).Serving();
     }
 

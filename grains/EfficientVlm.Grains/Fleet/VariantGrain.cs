@@ -69,7 +69,7 @@ public sealed class VariantGrain(
         var compact = await GrainFactory.GetGrain<ICompactModelGrain>(spec.CompactModel).Get()
                       ?? throw new ArgumentException($"No compact model '{spec.CompactModel}' is registered.");
         if (compact.Status != CompactModelStatus.Ready || compact.Student is null)
-            throw new ArgumentException($"Compact model '{spec.CompactModel}' is not ready ({compact.Status}{(compact.Error is null ? "" : ": " + compact.Error)}).");
+            throw new NotReadyException($"Compact model '{spec.CompactModel}' is not ready ({compact.Status}{(compact.Error is null ? "" : ": " + compact.Error)}).");
 
         state.State.Spec = spec;
         state.State.Settings = settings;
@@ -95,7 +95,7 @@ public sealed class VariantGrain(
     public async Task Remove()
     {
         var s = state.State;
-        if (s.Spec is null) throw new ArgumentException($"No variant '{this.GetPrimaryKeyString()}'.");
+        if (s.Spec is null) throw new UnknownVariantException($"No variant '{this.GetPrimaryKeyString()}'.");
         await DiscardJobAsync("removed");
         _scaler?.Dispose();
         _scaler = null;
@@ -121,9 +121,9 @@ public sealed class VariantGrain(
     public Task<ServingInfo> Serving()
     {
         var s = state.State;
-        if (s.Spec is null) throw new ArgumentException($"No variant '{this.GetPrimaryKeyString()}'.");
+        if (s.Spec is null) throw new UnknownVariantException($"No variant '{this.GetPrimaryKeyString()}'.");
         if (s.Stage != VariantStage.Ready || s.Job?.Artifacts.GetValueOrDefault(Shrunk) is not { } model)
-            throw new ArgumentException($"Variant '{this.GetPrimaryKeyString()}' is not ready ({s.Stage}).");
+            throw new NotReadyException($"Variant '{this.GetPrimaryKeyString()}' is not ready ({s.Stage}).");
         StartScaler();
         return Task.FromResult(new ServingInfo(this.GetPrimaryKeyString(), s.Spec.Task, model, ReplicaCount));
     }

@@ -196,7 +196,7 @@ public sealed class InferenceReplicaGrain(DeviceExecutor executor, ModelCache ca
         var pending = new Pending(kind, images, text, DateTime.UtcNow, new TaskCompletionSource<object>(TaskCreationOptions.RunContinuationsAsynchronously),
             gallery, k);
         if (!_queue.Writer.TryWrite(pending))
-            throw new InvalidOperationException(_stop.IsCancellationRequested ? "The replica is shutting down; retry." : "The replica is busy (its queue is full); retry.");
+            throw new ReplicaBusyException(_stop.IsCancellationRequested ? "The replica is shutting down; retry." : "The replica is busy (its queue is full); retry.");
         return pending.Result.Task;
     }
 
@@ -235,7 +235,7 @@ public sealed class InferenceReplicaGrain(DeviceExecutor executor, ModelCache ca
         {
             // shutting down
         }
-        while (reader.TryRead(out var left)) left.Result.TrySetException(new InvalidOperationException("The replica shut down; retry."));
+        while (reader.TryRead(out var left)) left.Result.TrySetException(new ReplicaBusyException("The replica shut down; retry."));
     }
 
     /// <summary>Each request's own k of a batch ranked at the batch's largest k.</summary>

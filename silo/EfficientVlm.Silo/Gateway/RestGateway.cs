@@ -154,34 +154,32 @@ public static class RestGateway
 
     private static IResult NotFound(string detail) => Results.Problem(title: "not found", detail: detail, statusCode: 404);
 
-    /// <summary>Turns the fleet's errors into problem details: bad input 400, unknown 404, not ready 409, no GPU 503.</summary>
+    /// <summary>
+    /// Turns the fleet's errors into problem details, by type (never by message): unknown variant 404, not ready 409,
+    /// other bad input 400, no GPU silo and a busy replica 503. Anything else is ours: 500.
+    /// </summary>
     private static async Task<IResult> Guard(Func<Task<IResult>> call)
     {
         try
         {
             return await call();
         }
-        catch (ArgumentException e) when (e.Message.StartsWith("No variant", StringComparison.Ordinal))
+        catch (Exception e) when (Status(e) is { } problem)
         {
-            return NotFound(e.Message);
-        }
-        catch (ArgumentException e) when (e.Message.Contains("is not ready", StringComparison.Ordinal))
-        {
-            return Results.Problem(title: "variant not ready", detail: e.Message, statusCode: 409);
-        }
-        catch (ArgumentException e)
-        {
-            return Results.Problem(title: "bad input", detail: e.Message, statusCode: 400);
-        }
-        catch (NoGpuSiloException e)
-        {
-            return Results.Problem(title: "no GPU silo", detail: e.Message, statusCode: 503);
-        }
-        catch (InvalidOperationException e) when (e.Message.Contains("retry", StringComparison.Ordinal))
-        {
-            return Results.Problem(title: "busy", detail: e.Message, statusCode: 503);
+            return Results.Problem(title: problem.Title, detail: e.Message, statusCode: problem.Code);
         }
     }
+
+    /// <summary>The status and title of a fleet error; null for an error that is not the caller's and not a known outage.</summary>
+    private static (int Code, string Title)? Status(Exception e) => e switch
+    {
+        UnknownVariantException => (404, "not found"),
+        NotReadyException => (409, "variant not ready"),
+        ArgumentException => (400, "bad input"),
+        NoGpuSiloException => (503, "no GPU silo"),
+        ReplicaBusyException => (503, "busy"),
+        _ => null,
+    };
 
     /// <summary>The configured keys, compared in constant time (as SHA-256 digests).</summary>
     private sealed class ApiKeys(GatewayOptions options)

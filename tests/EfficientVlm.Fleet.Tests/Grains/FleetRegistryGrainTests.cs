@@ -56,6 +56,26 @@ public sealed class FleetRegistryGrainTests(InProcessClusterFixture fixture) : I
         Assert.Null(await registry.GetCompactModel("missing"));
     }
 
+    [Fact]
+    public async Task Fleet_errors_reach_the_caller_as_their_own_types_and_as_what_callers_caught_before()
+    {
+        var unknown = await Assert.ThrowsAsync<UnknownVariantException>(() => Registry("typed").Resolve("no-such-variant"));
+        Assert.Equal("No variant 'no-such-variant'.", unknown.Message);
+        Assert.IsAssignableFrom<ArgumentException>(unknown);
+
+        // every kind through the cluster's own serializer, as a grain's exception travels
+        var serializer = fixture.Cluster.Client.ServiceProvider.GetRequiredService<Orleans.Serialization.Serializer>();
+        Exception[] kinds = [new UnknownVariantException("u"), new NotReadyException("n"), new ReplicaBusyException("b"), new NoGpuSiloException("g")];
+        foreach (var kind in kinds)
+        {
+            var back = serializer.Deserialize<Exception>(serializer.SerializeToArray<Exception>(kind))!;
+            Assert.Equal(kind.GetType(), back.GetType());
+            Assert.Equal(kind.Message, back.Message);
+        }
+        Assert.IsAssignableFrom<ArgumentException>(kinds[1]);
+        Assert.IsAssignableFrom<InvalidOperationException>(kinds[2]);
+    }
+
     [Theory]
     [InlineData("", "tiny", "compact model id")]
     [InlineData("Upper", "tiny", "compact model id")]
