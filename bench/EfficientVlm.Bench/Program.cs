@@ -10,6 +10,7 @@ return name switch
     "train-step" => TrainStepBench.Run(args.Skip(1).ToArray()),
     "task-latency" => TaskLatencyBench.Run(args.Skip(1).ToArray()),
     "pruning-plot" => PruningPlot.Run(args.Skip(1).ToArray()),
+    "stem-widths" => StemWidthBench.Run(args.Skip(1).ToArray()),
     "serving-executor" => await ServingExecutorBench.RunAsync(args.Skip(1).ToArray()),
     _ => Usage(),
 };
@@ -24,6 +25,8 @@ static int Usage()
     Console.WriteLine("                                             a task's serving call on real records, teacher and variants side by side (VQA, NLVR2, captioning)");
     Console.WriteLine("  pruning-plot --runs DIR --out PREFIX [--teacher-scores models/shapesworld/scores.json]");
     Console.WriteLine("                                             test score against target sparsity, modal-adaptive vs uniform, one SVG per task");
+    Console.WriteLine("  stem-widths [--widths 16-32-64,8-16-32,...] [--batch 2] [--repeats 300] [--threads 1]");
+    Console.WriteLine("                                             the conv stem's forward time at several inner widths, interleaved (docs/stem-pruning-plan.md)");
     Console.WriteLine("  train-step [--presets a,b] [--steps N] [--batch B] [--threads T]   VQA training-step time side by side (demo-teacher vs cpu-teacher)");
     Console.WriteLine("  serving-executor --bundle DIR --images DIR [--batches 1,2,...] [--seconds S] [--threads T] [--cpus 0,..]");
     Console.WriteLine("                                             the serving ceiling: a VQA bundle's answers/s per batch size, straight on the executor");

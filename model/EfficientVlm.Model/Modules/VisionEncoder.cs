@@ -150,10 +150,14 @@ public sealed class ConvStem : Module
 {
     private readonly ModuleList<Conv2d> convs;
 
-    public ConvStem(string name, int hidden, int patch, Device? device) : base(name)
+    /// <param name="inner">The widths of the convolutions before the last (which gives <paramref name="hidden"/>); null: the
+    /// preset's, 16 doubling per halving up to <paramref name="hidden"/>. One per halving of <paramref name="patch"/>.</param>
+    public ConvStem(string name, int hidden, int patch, Device? device, IReadOnlyList<int>? inner = null) : base(name)
     {
         int halvings = (int)Math.Round(Math.Log2(patch));
-        int[] widths = [.. Enumerable.Range(0, halvings).Select(i => Math.Min(hidden, 16 << i)), hidden];
+        if (inner is not null && (inner.Count != halvings || inner.Any(w => w < 1)))
+            throw new ArgumentException($"A stem for patch {patch} has {halvings} inner widths, each at least 1; got [{string.Join(", ", inner)}].");
+        int[] widths = [.. inner ?? Enumerable.Range(0, halvings).Select(i => Math.Min(hidden, 16 << i)).ToList(), hidden];
         var layers = new List<Conv2d> { Conv2d(3, widths[0], 3, padding: 1, device: device) };
         for (int i = 0; i < halvings; i++)
             layers.Add(Conv2d(widths[i], widths[i + 1], 3, stride: 2, padding: 1, device: device));

@@ -10,6 +10,23 @@ namespace EfficientVlm.Fleet.Tests.Model;
 public sealed class ForwardShapeTests
 {
     [Fact]
+    public void A_conv_stem_of_any_inner_widths_gives_the_patch_grid_and_the_wrong_count_is_refused()
+    {
+        using var scope = torch.NewDisposeScope();
+        using var noGrad = torch.no_grad();
+        torch.manual_seed(52);
+        var images = torch.randn(2, 3, 64, 64);
+        using var preset = new ConvStem("stem", 128, 8, null);
+        using var narrow = new ConvStem("stem", 128, 8, null, [9, 21, 37]);
+        Assert.Equal(new long[] { 2, 128, 8, 8 }, preset.Forward(images).shape);
+        Assert.Equal(new long[] { 2, 128, 8, 8 }, narrow.Forward(images).shape);
+        Assert.Equal(3 * 16 * 9 + 16, preset.parameters().First().numel() + preset.parameters().Skip(1).First().numel()); // conv 0: 3 -> 16
+        Assert.Equal(3 * 9 * 9 + 9, narrow.parameters().First().numel() + narrow.parameters().Skip(1).First().numel());    // conv 0: 3 -> 9
+        var e = Assert.Throws<ArgumentException>(() => new ConvStem("stem", 128, 8, null, [16, 32]));
+        Assert.Contains("3 inner widths", e.Message);
+    }
+
+    [Fact]
     public void Every_stack_gives_the_documented_shapes_at_odd_tiny_sizes()
     {
         using var scope = torch.NewDisposeScope();
