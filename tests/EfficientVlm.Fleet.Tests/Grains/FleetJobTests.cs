@@ -132,7 +132,7 @@ public sealed class FleetJobTests(AzuriteFixture azurite, TinyDataFixture data, 
         Assert.All(answers, a => Assert.Equal(spec.VariantId, a.Id));
         Assert.Single(await registry.ListVariants());
         // Before it is ready, an alias cannot point at it.
-        Assert.Contains("is not ready", (await Assert.ThrowsAsync<ArgumentException>(() => registry.SetAlias("vqa-default", spec.VariantId))).Message);
+        Assert.Contains("is not ready", (await Assert.ThrowsAsync<NotReadyException>(() => registry.SetAlias("vqa-default", spec.VariantId))).Message);
 
         var seen = new HashSet<VariantStage>();
         var ready = await Until(async () =>
@@ -250,7 +250,7 @@ public sealed class FleetJobTests(AzuriteFixture azurite, TinyDataFixture data, 
         Assert.Contains(ready2.Id, served);
         Assert.Equal(ready2.Id, (await registry.Resolve("vqa-default")).VariantId);
         Assert.Contains("is a variant id", (await Assert.ThrowsAsync<ArgumentException>(() => registry.SetAlias(ready.Id, ready2.Id))).Message);
-        Assert.Contains("No variant 'nothing'", (await Assert.ThrowsAsync<ArgumentException>(() => registry.SetAlias("vqa-other", "nothing"))).Message);
+        Assert.Contains("No variant 'nothing'", (await Assert.ThrowsAsync<UnknownVariantException>(() => registry.SetAlias("vqa-other", "nothing"))).Message);
 
         // Retrieval: a variant ranks a registered gallery's images for a text and its texts for an image.
         var spec3 = spec with { Task = FleetTask.Retrieval, TargetSparsity = 0.25 };
@@ -306,7 +306,7 @@ public sealed class FleetJobTests(AzuriteFixture azurite, TinyDataFixture data, 
         await registry.RemoveVariant(ready.Id);
         Assert.Null(await registry.GetVariant(ready.Id));
         Assert.DoesNotContain(await registry.ListVariants(), v => v.Id == ready.Id);
-        Assert.Contains($"No variant '{ready.Id}'", (await Assert.ThrowsAsync<ArgumentException>(() => registry.RemoveVariant(ready.Id))).Message);
+        Assert.Contains($"No variant '{ready.Id}'", (await Assert.ThrowsAsync<UnknownVariantException>(() => registry.RemoveVariant(ready.Id))).Message);
         var running = spec with { TargetSparsity = 0.5 };
         await registry.EnsureVariant(running, Tiny);
         var underWay = await Until(() => registry.GetVariant(running.VariantId), v => v.Progress is not null || v.IsTerminal, TimeSpan.FromMinutes(1), "a job under way");
