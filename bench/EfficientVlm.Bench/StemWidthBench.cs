@@ -46,8 +46,9 @@ public static class StemWidthBench
         for (int s = 0; s < stems.Count; s++)
         {
             double macs = MultiplyAdds(configs[s], hidden, size), median = Quantiles.Median(times[s]);
+            var sorted = times[s].Order().ToList();
             table.AddRow(string.Join(" / ", configs[s]), $"{macs:N0}", $"{macs / firstMacs:0.00}", $"{median:0.000}",
-                $"{Quantiles.NearestRank(times[s].Order().ToList(), 0.1):0.000}", $"{Quantiles.NearestRank(times[s].Order().ToList(), 0.9):0.000}", $"{median / firstTime:0.00}");
+                $"{Quantiles.NearestRank(sorted, 0.1):0.000}", $"{Quantiles.NearestRank(sorted, 0.9):0.000}", $"{median / firstTime:0.00}");
         }
         AnsiConsole.MarkupLine($"[bold]Conv stem forward[/] (inference, batch {batch}, {size} px, patch {patch}, last width {hidden}; {repeats} calls each, interleaved)");
         AnsiConsole.MarkupLine(BenchMachine.Describe(threads));

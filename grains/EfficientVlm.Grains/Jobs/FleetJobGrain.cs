@@ -260,6 +260,13 @@ public static class JobMapping
         _ => throw new ArgumentOutOfRangeException(nameof(task)),
     };
 
+    public static LrDecay ToModel(this RateDecay decay) => decay switch
+    {
+        RateDecay.Linear => LrDecay.Linear,
+        RateDecay.Cosine => LrDecay.Cosine,
+        _ => throw new ArgumentOutOfRangeException(nameof(decay)),
+    };
+
     /// <exception cref="ArgumentException">A budget or rate is out of range (from <see cref="PipelineSettings.Validate"/>).</exception>
     public static PipelineSettings ToPipeline(this JobSettings s)
     {
@@ -268,7 +275,7 @@ public static class JobMapping
             DistillEpochs = s.DistillEpochs, FineTuneEpochs = s.FineTuneEpochs, PruneEpochs = s.PruneEpochs, PruneWarmupEpochs = s.PruneWarmupEpochs,
             BatchSize = s.BatchSize, LearningRate = s.LearningRate, PruneLearningRate = s.PruneLearningRate, MaskLearningRate = s.MaskLearningRate,
             TrainLimit = s.TrainLimit, EvalLimit = s.EvalLimit, CheckpointEvery = s.CheckpointEvery, Seed = s.Seed,
-            WarmupFraction = s.WarmupFraction, Decay = s.Decay == RateDecay.Cosine ? LrDecay.Cosine : LrDecay.Linear,
+            WarmupFraction = s.WarmupFraction, Decay = s.Decay.ToModel(),
         };
         settings.Validate();
         return settings;
