@@ -4,11 +4,12 @@
 # task given (default: vqa nlvr2) modal-adaptive pruning to the paper's target with KD from the shipped task teacher,
 # shrink, and the test score per question type / statement family ($RUNS/results.jsonl). A stage with a result is
 # skipped; an interrupted one resumes from its last checkpoint when the script runs again (and retries after a crash).
-# Knobs: DATA, RUNS, THREADS. About 30 minutes for vqa and nlvr2 on 2 cores.
+# Knobs: DATA, RUNS, THREADS; STEM_TARGET (e.g. 0.6) also prunes the conv stem's channels to that sparsity of its
+# multiply-adds (the run folder is then <task>-stem<target>). About 30 minutes for vqa and nlvr2 on 2 cores.
 set -euo pipefail
 root="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 cd "$root"
-DATA="${DATA:-data/shapes}"; RUNS="${RUNS:-runs/compress}"; THREADS="${THREADS:-2}"; T=models/shapesworld
+DATA="${DATA:-data/shapes}"; RUNS="${RUNS:-runs/compress}"; THREADS="${THREADS:-2}"; STEM_TARGET="${STEM_TARGET:-}"; T=models/shapesworld
 dotnet build model/EfficientVlm.Tool -c Release -nologo -clp:ErrorsOnly
 vlm() { dotnet model/EfficientVlm.Tool/bin/Release/net10.0/vlm.dll "$@"; }
 [[ -f "$DATA/annotations/instances_train.json" ]] || vlm data generate --out "$DATA" --seed 1
@@ -35,10 +36,12 @@ for task in "${tasks[@]}"; do
     captioning) budget=(--target 0.25 --train-limit 8000 --epochs 2 --lr 3e-4);;
     *) echo "compress: vqa, nlvr2, retrieval or captioning, not $task"; exit 2;;
   esac
-  stage "$task" prune --task "$task" --student "$RUNS/distill/best" --teacher "$T/$task" --data "$DATA" "${budget[@]}" \
-    --warmup-epochs 1 --mask-lr 0.1 --eval-limit 500 --out "$RUNS/$task"
+  name=$task; stem=()
+  [[ -n $STEM_TARGET ]] && { name="$task-stem$STEM_TARGET"; stem=(--stem-target "$STEM_TARGET"); }
+  stage "$name" prune --task "$task" --student "$RUNS/distill/best" --teacher "$T/$task" --data "$DATA" "${budget[@]}" "${stem[@]}" \
+    --warmup-epochs 1 --mask-lr 0.1 --eval-limit 500 --out "$RUNS/$name"
   form=(); [[ $task == vqa || $task == nlvr2 ]] && form=(--by-form)
-  stage "$task-test" eval --model "$RUNS/$task/shrunk" --data "$DATA" --split test --task "$task" "${form[@]}" \
-    --results "$RUNS/results.jsonl" --label "$task"
+  stage "$name-test" eval --model "$RUNS/$name/shrunk" --data "$DATA" --split test --task "$task" "${form[@]}" \
+    --results "$RUNS/results.jsonl" --label "$name"
 done
 stamp "done: scores in $RUNS/results.jsonl"

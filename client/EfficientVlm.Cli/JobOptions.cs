@@ -21,7 +21,9 @@ internal sealed class JobOptions
     private readonly Option<RateDecay> _decay = new("--decay") { Description = "how that rate falls after the warm-up: Linear or Cosine", DefaultValueFactory = _ => Defaults.Decay };
     private readonly Option<int> _checkpointEvery = new("--checkpoint-every") { Description = "upload a resumable checkpoint every N steps", DefaultValueFactory = _ => Defaults.CheckpointEvery };
 
-    private Option[] All => [_distillEpochs, _finetuneEpochs, _pruneEpochs, _warmup, _batch, _lr, _pruneLr, _maskLr, _trainLimit, _evalLimit, _checkpointEvery, _rateWarmup, _decay];
+    private readonly Option<double?> _stemTarget = new("--stem-target") { Description = "also prune the conv stem's channels, to this sparsity of its multiply-adds (e.g. 0.6)" };
+
+    private Option[] All => [_distillEpochs, _finetuneEpochs, _pruneEpochs, _warmup, _batch, _lr, _pruneLr, _maskLr, _trainLimit, _evalLimit, _checkpointEvery, _rateWarmup, _decay, _stemTarget];
 
     public void AddTo(Command command)
     {
@@ -46,5 +48,6 @@ internal sealed class JobOptions
         CheckpointEvery = parse.GetValue(_checkpointEvery),
         WarmupFraction = parse.GetValue(_rateWarmup),
         Decay = parse.GetValue(_decay),
+        StemTarget = parse.GetValue(_stemTarget),
     };
 }

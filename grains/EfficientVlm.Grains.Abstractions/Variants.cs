@@ -56,16 +56,21 @@ public sealed record JobSettings
     [Id(12)] public double WarmupFraction { get; init; } = 0.1;
     /// <summary>How that rate falls after the warm-up (pruning keeps the method's linear decay).</summary>
     [Id(13)] public RateDecay Decay { get; init; } = RateDecay.Linear;
+    /// <summary>Also prune the conv stem's channels, to this sparsity of its multiply-adds (e.g. 0.6); null: the stem stays whole.</summary>
+    [Id(14)] public double? StemTarget { get; init; }
 
     /// <summary>
     /// The budgets that differ from <paramref name="other"/>'s, in declaration order, as "name this (other)" (a missing
-    /// limit reads "all"); empty when they are equal. Every budget counts, including any added later.
+    /// limit reads "all", a missing stem target "off"); empty when they are equal. Every budget counts, including any added later.
     /// </summary>
     public IReadOnlyList<string> Differences(JobSettings other) =>
         Budgets.Select(p => (p.Name, Mine: p.GetValue(this), Theirs: p.GetValue(other)))
             .Where(d => !Equals(d.Mine, d.Theirs))
-            .Select(d => $"{d.Name} {d.Mine ?? "all"} ({d.Theirs ?? "all"})")
+            .Select(d => (d.Name, Mine: d.Mine ?? Missing(d.Name), Theirs: d.Theirs ?? Missing(d.Name)))
+            .Select(d => $"{d.Name} {d.Mine} ({d.Theirs})")
             .ToList();
+
+    private static string Missing(string budget) => budget == nameof(StemTarget) ? "off" : "all";
 
     private static readonly System.Reflection.PropertyInfo[] Budgets = typeof(JobSettings)
         .GetProperties(System.Reflection.BindingFlags.Public | System.Reflection.BindingFlags.Instance)

@@ -34,9 +34,13 @@ internal static class PruneCommand
         {
             Description = "VQA: freeze the masks in the last N epochs, once the sparsity is within 0.02 of the target (only after the warm-up; 0: never)", DefaultValueFactory = _ => 1,
         };
+        var stemTarget = new Option<double?>("--stem-target")
+        {
+            Description = "also prune the conv stem's channels, to this sparsity of its multiply-adds (e.g. 0.6; kept widths are multiples of 8)",
+        };
         var command = new Command("prune", "Prune a fine-tuned compact model for its task (modal-adaptive, one global target), then shrink it.")
         {
-            task, student, teacher, target, data, output, epochs, warmup, batch, lr, maskLr, trainLimit, evalLimit, Torch.Threads, uniform, frozen,
+            task, student, teacher, target, data, output, epochs, warmup, batch, lr, maskLr, trainLimit, evalLimit, Torch.Threads, uniform, frozen, stemTarget,
         };
         command.SetAction(async (parse, ct) =>
         {
@@ -52,7 +56,7 @@ internal static class PruneCommand
                     PruneLearningRate = parse.GetValue(lr), MaskLearningRate = parse.GetValue(maskLr),
                     TrainLimit = parse.GetValue(trainLimit), EvalLimit = parse.GetValue(evalLimit),
                     Sparsity = parse.GetValue(uniform) ? SparsityMode.Uniform : SparsityMode.Global,
-                    VqaFrozenMaskEpochs = parse.GetValue(frozen),
+                    VqaFrozenMaskEpochs = parse.GetValue(frozen), StemTarget = parse.GetValue(stemTarget),
                 };
                 TrainingResult result = null!;
                 await AnsiConsole.Progress()
@@ -67,7 +71,9 @@ internal static class PruneCommand
                             var kept = string.Join(" ", p.Parts.Where(kv => kv.Key.StartsWith("kept_", StringComparison.Ordinal))
                                 .Select(kv => $"{kv.Key[5..]} {100 * kv.Value:0}%"));
                             bar.Description = Markup.Escape($"prune {which} step {p.Step}/{p.TotalSteps} task {p.Parts["task"]:0.000} " +
-                                $"sparsity {100 * p.Parts["sparsity"]:0.0}%/{100 * p.Parts["target"]:0.0}% FFN kept: {kept}" +
+                                $"sparsity {100 * p.Parts["sparsity"]:0.0}%/{100 * p.Parts["target"]:0.0}% " +
+                                (p.Parts.TryGetValue("stem_sparsity", out var stem) ? $"stem {100 * stem:0.0}%/{100 * p.Parts["stem_target"]:0.0}% " : "") +
+                                $"FFN kept: {kept}" +
                                 (p.Parts.GetValueOrDefault("frozen") > 0 ? " (masks frozen)" : ""));
                             if (p.Validation is not null || p.Step % 25 == 0)
                                 File.AppendAllText(Path.Combine(dir, "log.tsv"),
@@ -81,13 +87,16 @@ internal static class PruneCommand
                 foreach (var m in report.KeptHeads.Keys)
                     table.AddRow(m, $"{100 * report.KeptHeads[m]:0.0}%", $"{100 * report.KeptNeurons[m]:0.0}%");
                 AnsiConsole.Write(table);
+                if (report.StemWidths is { } widths && !widths.Before.SequenceEqual(widths.After))
+                    AnsiConsole.WriteLine($"stem widths {string.Join("/", widths.Before)} -> {string.Join("/", widths.After)}");
                 AnsiConsole.WriteLine($"pruned {which} (target {100 * goal:0}%): parameters {report.ParametersBefore:N0} -> {report.ParametersAfter:N0}; " +
                     $"best validation {result.BestValidation:0.0000} at step {result.BestStep}; shrunk model {dir}/shrunk ({report.Hash[..12]})");
                 File.WriteAllText(Path.Combine(dir, "prune-result.json"), JsonSerializer.Serialize(new
                 {
                     task = which.ToString(), target = goal, sparsity_mode = settings.Sparsity.ToString(), report.KeptHeads, report.KeptNeurons,
                     parameters_before = report.ParametersBefore, parameters_after = report.ParametersAfter, result.BestValidation, result.BestStep,
-                    seconds = result.Elapsed.TotalSeconds, hash = report.Hash,
+                    seconds = result.Elapsed.TotalSeconds, hash = report.Hash, stem_target = settings.StemTarget,
+                    stem_widths_before = report.StemWidths?.Before, stem_widths_after = report.StemWidths?.After,
                 }, new JsonSerializerOptions { WriteIndented = true }));
                 return 0;
             }

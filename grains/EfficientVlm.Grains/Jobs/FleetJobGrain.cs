@@ -275,7 +275,7 @@ public static class JobMapping
             DistillEpochs = s.DistillEpochs, FineTuneEpochs = s.FineTuneEpochs, PruneEpochs = s.PruneEpochs, PruneWarmupEpochs = s.PruneWarmupEpochs,
             BatchSize = s.BatchSize, LearningRate = s.LearningRate, PruneLearningRate = s.PruneLearningRate, MaskLearningRate = s.MaskLearningRate,
             TrainLimit = s.TrainLimit, EvalLimit = s.EvalLimit, CheckpointEvery = s.CheckpointEvery, Seed = s.Seed,
-            WarmupFraction = s.WarmupFraction, Decay = s.Decay.ToModel(),
+            WarmupFraction = s.WarmupFraction, Decay = s.Decay.ToModel(), StemTarget = s.StemTarget,
         };
         settings.Validate();
         return settings;

@@ -86,6 +86,16 @@ public sealed record VlmConfig
 
     [JsonIgnore] public int HeadSize => Hidden / Heads;
 
+    /// <summary>
+    /// Widths of the conv stem's convolutions before the last (which gives <see cref="Hidden"/>): the pruned ones when the
+    /// stem's channels were pruned, else <see cref="DefaultStemWidths"/>. Only meaningful for <see cref="VisionStem.Conv"/>.
+    /// </summary>
+    [JsonIgnore] public IReadOnlyList<int> StemWidths => Pruned?.StemWidths ?? DefaultStemWidths(Hidden, PatchSize);
+
+    /// <summary>The conv stem's inner widths: 16, doubling per halving of the resolution, at most <paramref name="hidden"/>; one per halving of <paramref name="patch"/>.</summary>
+    public static IReadOnlyList<int> DefaultStemWidths(int hidden, int patch) =>
+        Enumerable.Range(0, (int)Math.Round(Math.Log2(patch))).Select(i => Math.Min(hidden, 16 << i)).ToArray();
+
     /// <summary>Image tokens N = (ImageSize / PatchSize)^2 + 1 (class token).</summary>
     [JsonIgnore] public int ImageTokens => (ImageSize / PatchSize) * (ImageSize / PatchSize) + 1;
 
@@ -197,6 +207,11 @@ public sealed record PrunedShape
     public IReadOnlyList<LayerShape>? Text { get; init; }
     public IReadOnlyList<LayerShape>? Fusion { get; init; }
     public IReadOnlyList<LayerShape>? Decoder { get; init; }
+    /// <summary>
+    /// The conv stem's inner widths after its channels were pruned (one per convolution before the last; the last still
+    /// gives the hidden size); null: the stem is whole.
+    /// </summary>
+    public IReadOnlyList<int>? StemWidths { get; init; }
 
     public IReadOnlyList<LayerShape>? For(Stack stack) => stack switch
     {
@@ -207,18 +222,29 @@ public sealed record PrunedShape
         _ => throw new ArgumentOutOfRangeException(nameof(stack)),
     };
 
-    /// <summary>Structural equality: two pruned shapes are equal when every layer shape is.</summary>
+    /// <summary>Structural equality: two pruned shapes are equal when every layer shape and the stem's widths are.</summary>
     public bool Equals(PrunedShape? other) =>
-        other is not null && Enum.GetValues<Stack>().All(s => Same(For(s), other.For(s)));
+        other is not null && Enum.GetValues<Stack>().All(s => Same(For(s), other.For(s)))
+        && (StemWidths is null ? other.StemWidths is null : other.StemWidths is not null && StemWidths.SequenceEqual(other.StemWidths));
 
     public override int GetHashCode() =>
-        Enum.GetValues<Stack>().Aggregate(0, (h, s) => HashCode.Combine(h, For(s)?.Aggregate(17, HashCode.Combine) ?? 0));
+        Enum.GetValues<Stack>().Aggregate(StemWidths?.Aggregate(31, HashCode.Combine) ?? 0,
+            (h, s) => HashCode.Combine(h, For(s)?.Aggregate(17, HashCode.Combine) ?? 0));
 
     private static bool Same(IReadOnlyList<LayerShape>? a, IReadOnlyList<LayerShape>? b) =>
         a is null ? b is null : b is not null && a.SequenceEqual(b);
 
     internal void Validate(VlmConfig config)
     {
+        if (StemWidths is { } stem)
+        {
+            if (config.Stem != VisionStem.Conv)
+                throw new ArgumentException("Invalid model config: pruned stem widths need the conv stem.");
+            var full = VlmConfig.DefaultStemWidths(config.Hidden, config.PatchSize);
+            if (stem.Count != full.Count || stem.Where((w, i) => w < 1 || w > full[i]).Any())
+                throw new ArgumentException($"Invalid model config: pruned stem widths [{string.Join(", ", stem)}] must be {full.Count} widths, " +
+                    $"each in 1..[{string.Join(", ", full)}].");
+        }
         foreach (var stack in Enum.GetValues<Stack>())
         {
             var shapes = For(stack);

@@ -38,6 +38,11 @@ public sealed record PipelineSettings
     /// <summary>Global (modal-adaptive, the method) or Uniform (the same sparsity in every modality: the ablation).</summary>
     public SparsityMode Sparsity { get; init; } = SparsityMode.Global;
     /// <summary>
+    /// Prune the conv stem's channels too, to this sparsity of the stem's multiply-adds (a target of its own, beside the
+    /// parameter target; docs/stem-pruning-plan.md); null: the stem stays whole.
+    /// </summary>
+    public double? StemTarget { get; init; }
+    /// <summary>
     /// VQA: in the last this many pruning epochs the masks freeze (method.md section 4; the weights adapt to the final
     /// masks), from the first step there at which the expected sparsity is within 0.02 of the target. Only when those
     /// epochs start at or after the warm-up's end; 0: never.
@@ -76,6 +81,7 @@ public sealed record PipelineSettings
             throw new ArgumentException($"Record limits must lie in 1..{MaxRecords:N0}.");
         if (CheckpointEvery is < 1 or > 1_000_000) throw new ArgumentException("CheckpointEvery must lie in 1..1,000,000.");
         if (VqaFrozenMaskEpochs < 0 || VqaFrozenMaskEpochs > PruneEpochs) throw new ArgumentException("VqaFrozenMaskEpochs must lie within the pruning epochs.");
+        if (StemTarget is { } stem && !(stem > 0 && stem < 1)) throw new ArgumentException($"The stem's target sparsity {stem} must lie strictly between 0 and 1.");
     }
 }
 
@@ -83,8 +89,10 @@ public sealed record PipelineSettings
 public sealed record StageHooks(IProgress<TrainingProgress>? Progress = null, Func<int, CancellationToken, Task>? CheckpointSaved = null);
 
 /// <summary>What the physical shrink produced.</summary>
+/// <param name="StemWidths">The conv stem's inner widths before and after (null: no conv stem).</param>
 public sealed record ShrinkReport(long ParametersBefore, long ParametersAfter, string Hash,
-    IReadOnlyDictionary<string, double> KeptHeads, IReadOnlyDictionary<string, double> KeptNeurons);
+    IReadOnlyDictionary<string, double> KeptHeads, IReadOnlyDictionary<string, double> KeptNeurons,
+    (IReadOnlyList<int> Before, IReadOnlyList<int> After)? StemWidths = null);
 
 /// <summary>A model scored on the test split next to its teacher, with the measured speed-up.</summary>
 public sealed record EvaluationReport(string Metric, double Score, double TeacherScore, IReadOnlyDictionary<string, double> Scores,
@@ -220,7 +228,7 @@ public static class Pipeline
                 foreach (var p in teacher.parameters()) p.requires_grad = false;
                 var data = new TaskData(dataDir, student.Config, settings.TrainLimit, settings.EvalLimit, model: studentDir);
                 SameWords(data.VocabularyPath, ModelPackage.Vocabulary(teacherDir) ?? Path.Combine(dataDir, "vocab.txt"));
-                var masks = Scopes.Keep(new PruningMasks(student.Config));
+                var masks = Scopes.Keep(new PruningMasks(student.Config, stem: settings.StemTarget is not null));
                 return (Student: student, Teacher: teacher, Data: data, Masks: masks);
             }
             catch
@@ -272,7 +280,8 @@ public static class Pipeline
         var hash = Checkpoint.Save(shrunk, outDir);
         new TaskData(dataDir, best.Config, model: Path.Combine(pruneRunDir, "best")).WriteWords(outDir, best.Config.Task);
         var (heads, neurons) = KeptFractions(best.Config, keep);
-        return new ShrinkReport(ParameterCounts.Count(best), ParameterCounts.Count(shrunk), hash, heads, neurons);
+        var stem = best.Config.Stem == VisionStem.Conv ? (best.Config.StemWidths, shrunk.Config.StemWidths) : ((IReadOnlyList<int>, IReadOnlyList<int>)?)null;
+        return new ShrinkReport(ParameterCounts.Count(best), ParameterCounts.Count(shrunk), hash, heads, neurons, stem);
     });
 
     /// <summary>
@@ -447,7 +456,8 @@ public static class Pipeline
             string runDir, StageHooks hooks, CancellationToken ct)
         {
             int warmup = (int)Math.Round(settings.PruneWarmupEpochs * stage.BatchesPerEpoch);
-            var controller = await executor.RunAsync(_ => new SparsityController(masks, target, warmup, settings.MaskLearningRate, mode: settings.Sparsity), cancellationToken: ct);
+            var controller = await executor.RunAsync(_ => new SparsityController(masks, target, warmup, settings.MaskLearningRate,
+                mode: settings.Sparsity, stemTarget: settings.StemTarget), cancellationToken: ct);
             try
             {
                 var (taskWeight, kdWeight) = TaskPruning.Weights(task);

@@ -14,6 +14,8 @@ public sealed class ModelGates
     public LayerGates[]? Text { get; init; }
     public LayerGates[]? Fusion { get; init; }
     public LayerGates[]? Decoder { get; init; }
+    /// <summary>One row per inner convolution of the conv stem (its output channels; part of the vision modality); null: not gated.</summary>
+    public Tensor[]? Stem { get; init; }
 
     public static LayerGates? At(LayerGates[]? stack, int layer) => stack is null ? null : stack[layer];
 }

@@ -63,7 +63,7 @@ public sealed class VisionEncoder : Module
     public VisionEncoder(string name, VlmConfig config, Device? device) : base(name)
     {
         _patch = config.PatchSize;
-        if (config.Stem == VisionStem.Conv) stem = new ConvStem("stem", config.Hidden, config.PatchSize, device);
+        if (config.Stem == VisionStem.Conv) stem = new ConvStem("stem", config.Hidden, config.PatchSize, device, config.StemWidths);
         else conv1 = Conv2d(3, config.Hidden, config.PatchSize, stride: config.PatchSize, bias: false, device: device);
         class_embedding = Parameter(torch.randn(config.Hidden, device: device).mul_(Math.Pow(config.Hidden, -0.5)));
         // By default CLIP's scale, D^-0.5. At 0.01 (a sixth of it at D = 256) the tokens of object patches did not
@@ -82,12 +82,13 @@ public sealed class VisionEncoder : Module
         RegisterComponents();
     }
 
-    /// <summary>images [B, C, H, W] (normalised) -> tokens [B, N, D]</summary>
-    public EncoderOutput Forward(Tensor images, LayerGates[]? gates = null, bool collect = false)
+    /// <summary>images [B, C, H, W] (normalised) -> tokens [B, N, D]; <paramref name="stemGates"/>: one gate row per inner stem convolution.</summary>
+    public EncoderOutput Forward(Tensor images, LayerGates[]? gates = null, bool collect = false, Tensor[]? stemGates = null)
     {
+        if (stemGates is not null && stem is null) throw new ArgumentException("Stem gates need the conv stem; this encoder has a patch projection.");
         if (images.dim() != 4 || images.shape[1] != 3 || images.shape[2] % _patch != 0 || images.shape[3] % _patch != 0)
             throw new ArgumentException($"Images must be [B, 3, H, W] with H and W multiples of {_patch}; got [{string.Join(", ", images.shape)}].");
-        var x = stem is not null ? stem.Forward(images) : conv1!.forward(images);        // (B, D, P, P)
+        var x = stem is not null ? stem.Forward(images, stemGates) : conv1!.forward(images); // (B, D, P, P)
         long b = x.shape[0], d = x.shape[1];
         x = x.flatten(2).transpose(1, 2);                                               // (B, P*P, D)
         var cls = class_embedding.view(1, 1, d).expand(b, 1, d);
@@ -157,7 +158,7 @@ public sealed class ConvStem : Module
         int halvings = (int)Math.Round(Math.Log2(patch));
         if (inner is not null && (inner.Count != halvings || inner.Any(w => w < 1)))
             throw new ArgumentException($"A stem for patch {patch} has {halvings} inner widths, each at least 1; got [{string.Join(", ", inner)}].");
-        int[] widths = [.. inner ?? Enumerable.Range(0, halvings).Select(i => Math.Min(hidden, 16 << i)).ToList(), hidden];
+        int[] widths = [.. inner ?? VlmConfig.DefaultStemWidths(hidden, patch), hidden];
         var layers = new List<Conv2d> { Conv2d(3, widths[0], 3, padding: 1, device: device) };
         for (int i = 0; i < halvings; i++)
             layers.Add(Conv2d(widths[i], widths[i + 1], 3, stride: 2, padding: 1, device: device));
@@ -165,14 +166,21 @@ public sealed class ConvStem : Module
         RegisterComponents();
     }
 
-    /// <summary>images [B, 3, H, W] -> [B, D, H/P, W/P]</summary>
-    public Tensor Forward(Tensor images)
+    /// <summary>
+    /// images [B, 3, H, W] -> [B, D, H/P, W/P]. <paramref name="gates"/> (pruning): one row [C_i] per inner convolution,
+    /// multiplying its channels after the GELU, so a channel gated to 0 feeds exact zeros on, as if it were cut.
+    /// </summary>
+    public Tensor Forward(Tensor images, Tensor[]? gates = null)
     {
+        if (gates is not null && gates.Length != convs.Count - 1)
+            throw new ArgumentException($"The stem has {convs.Count - 1} inner convolutions; got {gates.Length} gate rows.");
         var x = images;
         for (int i = 0; i < convs.Count; i++)
         {
             x = convs[i].forward(x);
-            if (i < convs.Count - 1) x = functional.gelu(x);
+            if (i == convs.Count - 1) break;
+            x = functional.gelu(x);
+            if (gates is not null) x = x.mul(gates[i].view(1, -1, 1, 1));
         }
         return x;
     }

@@ -66,7 +66,7 @@ public sealed class VlmModel : Module
 
     /// <summary>images [B, 3, H, W] -> image tokens [B, N, D]</summary>
     public EncoderOutput EncodeImage(Tensor images, ModelGates? gates = null, bool collect = false) =>
-        vision.Forward(images, gates?.Vision, collect);
+        vision.Forward(images, gates?.Vision, collect, gates?.Stem);
 
     /// <summary>ids [B, T], padding [B, T] (1 token, 0 pad) -> text states [B, T, D] (text layers, no image)</summary>
     public EncoderOutput EncodeText(Tensor ids, Tensor padding, ModelGates? gates = null, bool collect = false, bool causal = false)

@@ -151,6 +151,8 @@ public static class Pretraining
         Tensor? visionTokens = null)
     {
         if (visionTokens is not null && collect) throw new ArgumentException("Cached vision tokens carry no hidden states or attention maps to collect.");
+        if (visionTokens is not null && (gates?.Vision is not null || gates?.Stem is not null))
+            throw new ArgumentException("Cached vision tokens cannot be gated: the vision encoder's gates would be ignored.");
         var vision = visionTokens is null ? model.EncodeImage(batch.Images, gates, collect) : null;
         var text = model.EncodeText(batch.Ids, batch.Padding, gates, collect);
         var imageTokens = visionTokens ?? vision!.Last;                                       // (B, N, D)

@@ -16,17 +16,30 @@ public sealed record PruningSize(double ExpectedSparsity, IReadOnlyDictionary<st
 /// attention block (vision, text, fusion self- and cross-attention, decoder self- and cross-attention)
 /// and one row of neuron gates per FFN, each stack indexing its own rows (reference bug 1 fixed).
 /// NLVR2's two cross-attentions of a fusion pair share key/value, so they share one gate row.
+/// Opt-in (<c>stem: true</c>): one row of channel gates per inner convolution of the conv stem, part of the vision
+/// modality but outside the parameter pool above: their cost is the stem's multiply-adds (<see cref="StemCost"/>), held at
+/// a target of its own by the controller, so the parameter sparsity keeps its meaning (docs/stem-pruning-plan.md).
 /// </summary>
 public sealed class PruningMasks : Module
 {
     private readonly Parameter? vision_heads, text_heads, fusion_heads, fusion_cross_heads, decoder_heads, decoder_cross_heads;
     private readonly Parameter? vision_ffn, text_ffn, fusion_ffn, decoder_ffn;
+    private readonly Parameter? vision_stem_0, vision_stem_1, vision_stem_2, vision_stem_3;
     private readonly VlmConfig _config;
 
-    public PruningMasks(VlmConfig config, Device? device = null) : base("l0")
+    /// <summary>The stem's channel gates start at log_alpha 3 (P(keep) 0.99): the stem feeds every token, so it starts whole.</summary>
+    public const double StemInitialLogAlpha = 3;
+
+    /// <param name="stem">Gate the conv stem's channels too (needs <see cref="VisionStem.Conv"/>).</param>
+    /// <param name="stemMultiple">The final masks keep a multiple of this many channels in each stem row (odd widths run
+    /// slower than multiples of 8 in libtorch's convolutions: docs/stem-pruning-plan.md, step 0).</param>
+    public PruningMasks(VlmConfig config, Device? device = null, bool stem = false, int stemMultiple = 8) : base("l0")
     {
         if (config.Pruned is not null) throw new ArgumentException("Masks are learned on an unpruned model.");
+        if (stem && config.Stem != VisionStem.Conv) throw new ArgumentException("Stem channels can be pruned only in a conv stem; this model has a patch projection.");
+        if (stemMultiple < 1) throw new ArgumentException($"The stem's channel multiple must be at least 1; got {stemMultiple}.");
         _config = config;
+        StemMultiple = stemMultiple;
         Parameter? Heads(int rows) => rows == 0 ? null :
             Parameter(torch.normal(10, 0.01, [rows, config.Heads], device: device).clamp(HardConcrete.MinLogAlpha, HardConcrete.MaxLogAlpha));
         Parameter? Ffn(int rows) => rows == 0 ? null : Parameter(torch.normal(0, 0.01, [rows, config.Intermediate], device: device));
@@ -42,8 +55,53 @@ public sealed class PruningMasks : Module
         text_ffn = Ffn(config.Layers(Stack.Text));
         fusion_ffn = Ffn(fusion);
         decoder_ffn = Ffn(config.Layers(Stack.Decoder));
+        if (stem)
+        {
+            var widths = config.StemWidths;
+            if (widths.Count > 4) throw new ArgumentException($"At most 4 stem rows can be gated; this stem has {widths.Count}.");
+            Parameter Row(int i) => Parameter(torch.normal(StemInitialLogAlpha, 0.01, [widths[i]], device: device));
+            vision_stem_0 = Row(0);
+            if (widths.Count > 1) vision_stem_1 = Row(1);
+            if (widths.Count > 2) vision_stem_2 = Row(2);
+            if (widths.Count > 3) vision_stem_3 = Row(3);
+        }
         RegisterComponents();
     }
+
+    /// <summary>Whether the conv stem's channels are gated.</summary>
+    public bool HasStem => vision_stem_0 is not null;
+
+    public int StemMultiple { get; }
+
+    private Parameter[] StemRows => new[] { vision_stem_0, vision_stem_1, vision_stem_2, vision_stem_3 }.OfType<Parameter>().ToArray();
+
+    /// <summary>1 - E[stem multiply-adds] / the whole stem's, differentiable in the stem's log_alpha.</summary>
+    public Tensor ExpectedStemSparsity()
+    {
+        if (!HasStem) throw new InvalidOperationException("These masks do not gate the stem.");
+        return StemCost.ExpectedSparsity(_config, StemRows.Select(r => HardConcrete.KeepProbability(r).sum()).ToList());
+    }
+
+    /// <summary>
+    /// The stem's widths in the final masks: each row's expected width Σ P(keep), rounded to the nearest multiple of
+    /// <see cref="StemMultiple"/>, at least that multiple (a row is never emptied: the stem has no residual) and at most
+    /// the row's width.
+    /// </summary>
+    public int[] FinalStemWidths()
+    {
+        using var _ = torch.no_grad();
+        return StemRows.Select(r =>
+        {
+            int width = (int)r.shape[0];
+            double expected = HardConcrete.KeepProbability(r).sum().item<float>();
+            int m = Math.Min(StemMultiple, width);
+            return Math.Clamp((int)Math.Round(expected / m, MidpointRounding.AwayFromZero) * m, m, width);
+        }).ToArray();
+    }
+
+    /// <summary>The stem's multiply-add sparsity of the final masks (<see cref="FinalStemWidths"/>).</summary>
+    public double FinalStemSparsity() =>
+        1 - StemCost.Macs(_config, FinalStemWidths().Select(w => (double)w).ToList()) / StemCost.Macs(_config);
 
     /// <summary>Parameters per attention head: (4 D^2 + 4 D) / heads.</summary>
     public double ParamsPerHead => (4.0 * _config.Hidden * _config.Hidden + 4.0 * _config.Hidden) / _config.Heads;
@@ -123,7 +181,7 @@ public sealed class PruningMasks : Module
     }
 
     /// <summary>One hard-concrete sample of every gate, shared by the batch (training).</summary>
-    public ModelGates Sample() => Gates(HardConcrete.Sample);
+    public ModelGates Sample() => Gates(HardConcrete.Sample, HasStem ? StemRows.Select(HardConcrete.Sample).ToArray() : null);
 
     /// <summary>
     /// The final binary masks (deterministic; see <see cref="HardConcrete.DeterministicRow"/>), with the number of
@@ -132,7 +190,8 @@ public sealed class PruningMasks : Module
     public ModelGates DeterministicGates()
     {
         var zeros = ZeroCounts();
-        return Gates(logAlpha => Deterministic(logAlpha, zeros[logAlpha]));
+        var stem = HasStem ? StemRows.Zip(FinalStemWidths(), (r, w) => Deterministic(r.view(1, -1), [(int)r.shape[0] - w]).view(-1)).ToArray() : null;
+        return Gates(logAlpha => Deterministic(logAlpha, zeros[logAlpha]), stem);
     }
 
     /// <summary>
@@ -182,7 +241,7 @@ public sealed class PruningMasks : Module
         return torch.tensor(result, device: logAlpha.device).view(rows.shape);
     }
 
-    private ModelGates Gates(Func<Tensor, Tensor> make)
+    private ModelGates Gates(Func<Tensor, Tensor> make, Tensor[]? stem)
     {
         LayerGates[]? Stack(Parameter? heads, Parameter? cross, Parameter? ffn, bool pairs)
         {
@@ -199,6 +258,7 @@ public sealed class PruningMasks : Module
             Text = Stack(text_heads, null, text_ffn, false),
             Fusion = Stack(fusion_heads, fusion_cross_heads, fusion_ffn, _config.Task == VlmTask.Nlvr2),
             Decoder = Stack(decoder_heads, decoder_cross_heads, decoder_ffn, false),
+            Stem = stem,
         };
     }
 }

@@ -16,6 +16,8 @@ public sealed record ModelKeep
     public LayerKeep[]? Text { get; init; }
     public LayerKeep[]? Fusion { get; init; }
     public LayerKeep[]? Decoder { get; init; }
+    /// <summary>Kept output channels (ascending) of each inner convolution of the conv stem; null: the stem is kept whole.</summary>
+    public long[][]? Stem { get; init; }
 
     public LayerKeep[]? For(Stack stack) => stack switch
     {
@@ -44,6 +46,7 @@ public sealed record ModelKeep
             Text = Read(gates.Text),
             Fusion = Read(gates.Fusion),
             Decoder = Read(gates.Decoder),
+            Stem = gates.Stem?.Select(g => Nonzero(g, g.shape[0])).ToArray(),
         };
     }
 }
@@ -58,6 +61,9 @@ public static partial class Shrinker
     [GeneratedRegex(@"^(vision|text|fusion|decoder)\.layers\.(\d+)\.(attn|self_attn|cross_attn|mlp|ffn)\.(query|key|value|output|fc1|fc2)\.(weight|bias)$")]
     private static partial Regex PrunableKey();
 
+    [GeneratedRegex(@"^vision\.stem\.convs\.(\d+)\.(weight|bias)$")]
+    private static partial Regex StemKey();
+
     public static VlmModel Shrink(VlmModel model, ModelKeep keep)
     {
         var config = model.Config;
@@ -71,9 +77,9 @@ public static partial class Shrinker
             shapes[stack] = stackKeep.Select((k, i) =>
             {
                 var current = config.Shape(stack, i);
-                Check(k.Heads, current.Heads, stack, i, "heads");
-                Check(k.CrossHeads, current.CrossHeads, stack, i, "cross heads");
-                Check(k.Ffn, current.FfnWidth, stack, i, "FFN neurons");
+                Check(k.Heads, current.Heads, $"{stack} layer {i}", "heads");
+                Check(k.CrossHeads, current.CrossHeads, $"{stack} layer {i}", "cross heads");
+                Check(k.Ffn, current.FfnWidth, $"{stack} layer {i}", "FFN neurons");
                 return new LayerShape(k.Heads.Length, k.CrossHeads.Length, k.Ffn.Length);
             }).ToArray();
         }
@@ -83,6 +89,21 @@ public static partial class Shrinker
             for (int i = 1; i < fusionKeep.Length; i += 2)
                 if (!fusionKeep[i].CrossHeads.SequenceEqual(fusionKeep[i - 1].CrossHeads))
                     throw new ArgumentException($"NLVR2 fusion layers {i - 1} and {i} share cross-attention key/value: they must keep the same cross heads.");
+        }
+
+        var stemWidths = config.Pruned?.StemWidths;
+        if (keep.Stem is { } stemKeep)
+        {
+            if (config.Stem != VisionStem.Conv) throw new ArgumentException("Kept stem channels need the conv stem; this model has a patch projection.");
+            var current = config.StemWidths;
+            if (stemKeep.Length != current.Count)
+                throw new ArgumentException($"Keep lists for the stem have {stemKeep.Length} rows; the stem has {current.Count} inner convolutions.");
+            for (int i = 0; i < stemKeep.Length; i++)
+            {
+                if (stemKeep[i].Length == 0) throw new ArgumentException($"The stem cannot lose every channel of convolution {i}.");
+                Check(stemKeep[i], current[i], $"stem convolution {i}", "channels");
+            }
+            stemWidths = stemKeep.Select(k => k.Length).ToArray();
         }
 
         LayerShape[]? ShapesOf(Stack s) => shapes.TryGetValue(s, out var v) ? v
@@ -95,6 +116,7 @@ public static partial class Shrinker
                 Text = ShapesOf(Stack.Text),
                 Fusion = ShapesOf(Stack.Fusion),
                 Decoder = ShapesOf(Stack.Decoder),
+                StemWidths = stemWidths,
             },
         };
 
@@ -120,6 +142,16 @@ public static partial class Shrinker
     /// <summary>The kept part of one tensor; null when the whole sub-block is gone.</summary>
     private static Tensor? Slice(string name, Tensor tensor, ModelKeep keep, VlmConfig config)
     {
+        if (keep.Stem is { } stem && StemKey().Match(name) is { Success: true } conv)
+        {
+            // conv i: its output channels (weight rows, bias) when it is an inner one, and its input channels (weight
+            // columns) when the one before it lost some; the last conv's output (the hidden size) stays whole
+            int i = int.Parse(conv.Groups[1].Value);
+            var t = tensor;
+            if (i < stem.Length) t = t.index_select(0, torch.tensor(stem[i], device: tensor.device));
+            if (conv.Groups[2].Value == "weight" && i >= 1 && i - 1 < stem.Length) t = t.index_select(1, torch.tensor(stem[i - 1], device: tensor.device));
+            return t.clone();
+        }
         var match = PrunableKey().Match(name);
         if (!match.Success) return tensor;
         var stack = Enum.Parse<Stack>(match.Groups[1].Value, ignoreCase: true);
@@ -143,12 +175,12 @@ public static partial class Shrinker
         return kind == "weight" ? tensor.index_select(1, index).clone() : tensor; // output / fc2: columns; bias unchanged
     }
 
-    private static void Check(long[] keep, int current, Stack stack, int layer, string what)
+    private static void Check(long[] keep, int current, string where, string what)
     {
         for (int i = 0; i < keep.Length; i++)
         {
             if (keep[i] < 0 || keep[i] >= current || (i > 0 && keep[i] <= keep[i - 1]))
-                throw new ArgumentException($"{stack} layer {layer}: kept {what} must be ascending indices below {current}.");
+                throw new ArgumentException($"{where}: kept {what} must be ascending indices below {current}.");
         }
     }
 }

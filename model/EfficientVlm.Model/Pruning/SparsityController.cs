@@ -16,11 +16,15 @@ namespace EfficientVlm.Model.Pruning;
 /// <see cref="DefaultDamping"/>, not 0, so the quadratic term damps the loop from the first step (lambda2 only
 /// grows, so this is its floor). With lambda1 the integral of the gap and the gates the integral of lambda1, the
 /// loop is otherwise undamped, and a ramp faster than the gates can follow is repaid by an overshoot.
+/// When the masks gate the conv stem, a second term of the same form holds the stem's expected multiply-add sparsity at
+/// its own target (<see cref="StemTarget"/>), with its own lambdas and ramp (docs/stem-pruning-plan.md).
 /// </summary>
 public sealed class SparsityController : IDisposable
 {
     private readonly Parameter _lambda1;
     private readonly Parameter _lambda2;
+    private readonly Parameter? _stemLambda1, _stemLambda2;
+    private float _stemStart;
     private readonly AdamW _masksOptimizer;
     private readonly AdamW _lambdaOptimizer;
 
@@ -31,10 +35,14 @@ public sealed class SparsityController : IDisposable
     private float[] _start;
 
     public SparsityController(PruningMasks masks, double target, int warmupSteps, double learningRate = 0.01, Device? device = null,
-        SparsityMode mode = SparsityMode.Global, double damping = DefaultDamping)
+        SparsityMode mode = SparsityMode.Global, double damping = DefaultDamping, double? stemTarget = null)
     {
         if (damping < 0) throw new ArgumentException($"The damping must not be negative; got {damping}.");
         if (target is < 0 or >= 1) throw new ArgumentException($"The target sparsity must be in [0, 1); got {target}.");
+        if (stemTarget is { } st && !(st > 0 && st < 1)) throw new ArgumentException($"The stem's target sparsity must be in (0, 1); got {st}.");
+        if (masks.HasStem != stemTarget.HasValue)
+            throw new ArgumentException(masks.HasStem ? "These masks gate the stem: give the stem a target." : "A stem target needs masks that gate the stem.");
+        StemTarget = stemTarget;
         Masks = masks;
         Target = target;
         WarmupSteps = Math.Max(0, warmupSteps);
@@ -49,12 +57,26 @@ public sealed class SparsityController : IDisposable
             _start = start.cpu().data<float>().ToArray();
         _lambda1.DetachFromDisposeScope();
         _lambda2.DetachFromDisposeScope();
+        List<Parameter> lambdas = [_lambda1, _lambda2];
+        if (stemTarget is not null)
+        {
+            _stemLambda1 = new Parameter(torch.zeros(Array.Empty<long>(), device: device));
+            _stemLambda2 = new Parameter(torch.full(Array.Empty<long>(), damping, device: device));
+            _stemLambda1.DetachFromDisposeScope();
+            _stemLambda2.DetachFromDisposeScope();
+            using (torch.no_grad())
+            using (var start = masks.ExpectedStemSparsity())
+                _stemStart = start.cpu().item<float>();
+            lambdas.AddRange([_stemLambda1, _stemLambda2]);
+        }
         _masksOptimizer = torch.optim.AdamW(masks.parameters(), learningRate, weight_decay: 0);
-        _lambdaOptimizer = torch.optim.AdamW([_lambda1, _lambda2], learningRate, weight_decay: 0, maximize: true);
+        _lambdaOptimizer = torch.optim.AdamW(lambdas, learningRate, weight_decay: 0, maximize: true);
     }
 
     public PruningMasks Masks { get; }
     public double Target { get; }
+    /// <summary>The target of the stem's expected multiply-add sparsity; null when the stem is not pruned.</summary>
+    public double? StemTarget { get; }
     public int WarmupSteps { get; }
     public SparsityMode Mode { get; }
     /// <summary>λ1 (the mean over modalities in the uniform mode).</summary>
@@ -77,6 +99,9 @@ public sealed class SparsityController : IDisposable
     /// <summary>The target in force at a global step (the mean over modalities in the uniform mode).</summary>
     public double TargetAt(int step) => StartSparsity + (Target - StartSparsity) * Ramp(step);
 
+    /// <summary>The stem's target in force at a global step (ramped from where its masks started, like the global one).</summary>
+    public double StemTargetAt(int step) => StemTarget is { } t ? _stemStart + (t - _stemStart) * Ramp(step) : 0;
+
     /// <summary>Clears the gradients of masks and lambdas (call with the model's zero_grad).</summary>
     public void ZeroGrad()
     {
@@ -96,7 +121,13 @@ public sealed class SparsityController : IDisposable
         // no temporary Scalar in this per-step call (docs/platform.md): the target is a tensor made from floats, the add has its alpha
         var target = torch.tensor(_start.Select(s0 => (float)(s0 + (Target - s0) * ramp)).ToArray(), device: sparsity.device);
         var gap = Mode == SparsityMode.Global ? sparsity.sub(target.squeeze()) : Masks.ExpectedSparsityPerModality().sub(target);
-        return (_lambda1.mul(gap).add(_lambda2.mul(gap.mul(gap)), Scalars.One).sum(), sparsity);
+        var loss = _lambda1.mul(gap).add(_lambda2.mul(gap.mul(gap)), Scalars.One).sum();
+        if (StemTarget is not null)
+        {
+            var stemGap = Masks.ExpectedStemSparsity().sub(torch.tensor((float)StemTargetAt(step), device: sparsity.device));
+            loss = loss.add(_stemLambda1!.mul(stemGap).add(_stemLambda2!.mul(stemGap.mul(stemGap)), Scalars.One), Scalars.One);
+        }
+        return (loss, sparsity);
     }
 
     /// <summary>Steps both optimisers (after backward) and clamps log_alpha.</summary>
@@ -114,6 +145,7 @@ public sealed class SparsityController : IDisposable
         _lambdaOptimizer.save_state_dict(Path.Combine(folder, "lambda-optimizer.bin"));
         TorchSharp.PyBridge.Safetensors.SaveStateDict(Path.Combine(folder, "masks.safetensors"),
             Masks.state_dict().Concat([new("lambda1", _lambda1), new("lambda2", (Tensor)_lambda2), new("start", torch.tensor(_start))])
+                .Concat(StemTarget is null ? [] : [new("stem_lambda1", _stemLambda1!), new("stem_lambda2", (Tensor)_stemLambda2!), new("stem_start", torch.tensor(_stemStart))])
                 .ToDictionary(kv => kv.Key, kv => kv.Value.detach().cpu().contiguous()));
     }
 
@@ -121,6 +153,10 @@ public sealed class SparsityController : IDisposable
     {
         using var scope = torch.NewDisposeScope();
         var state = TorchSharp.PyBridge.Safetensors.LoadStateDict(Path.Combine(folder, "masks.safetensors"));
+        if (state.ContainsKey("stem_lambda1") != StemTarget.HasValue)
+            throw new InvalidOperationException(StemTarget.HasValue
+                ? $"The pruning state in {folder} was saved without stem gates; this run prunes the stem: start it in a new folder."
+                : $"The pruning state in {folder} was saved with stem gates; this run does not prune the stem: give it the stem target again.");
         using (torch.no_grad())
         {
             foreach (var (name, tensor) in Masks.state_dict()) tensor.copy_(state[name]);
@@ -128,6 +164,12 @@ public sealed class SparsityController : IDisposable
             _lambda2.copy_(state["lambda2"]);
             // saved since 2026-12-07; a run saved before ramped from 0, and goes on doing so
             _start = state.TryGetValue("start", out var start) ? start.data<float>().ToArray() : new float[_start.Length];
+            if (StemTarget is not null)
+            {
+                _stemLambda1!.copy_(state["stem_lambda1"]);
+                _stemLambda2!.copy_(state["stem_lambda2"]);
+                _stemStart = state["stem_start"].item<float>();
+            }
         }
         _masksOptimizer.load_state_dict(Path.Combine(folder, "masks-optimizer.bin"));
         _lambdaOptimizer.load_state_dict(Path.Combine(folder, "lambda-optimizer.bin"));
@@ -139,6 +181,8 @@ public sealed class SparsityController : IDisposable
         _lambdaOptimizer.Dispose();
         _lambda1.Dispose();
         _lambda2.Dispose();
+        _stemLambda1?.Dispose();
+        _stemLambda2?.Dispose();
     }
 }
 

@@ -24,6 +24,8 @@ namespace EfficientVlm.Model.Training;
 /// are used, the Lagrangian is dropped and neither gates nor lambdas move, while the weights go on learning under the
 /// final masks. (The method freezes at the set epoch unconditionally, after long runs that sit on the target by then; a
 /// short run that is still off target would lock in a miss, so it waits for the window.)
+/// When the stem's channels are pruned too, "in the window" also needs the stem's expected multiply-add sparsity within
+/// 0.03 of its own target.
 /// </summary>
 public sealed class PruneStage<TBatch> : ITrainingStage<TBatch>
 {
@@ -69,7 +71,20 @@ public sealed class PruneStage<TBatch> : ITrainingStage<TBatch>
 
     private const double TargetWindow = 0.02;
 
-    private bool InWindow(double sparsity) => Math.Abs(sparsity - Controller.Target) <= TargetWindow;
+    /// <summary>The stem's window is wider: a stem channel is 0.9-2.5% of its multiply-adds, against 0.013% of the pool for a neuron.</summary>
+    private const double StemWindow = 0.03;
+
+    private bool InWindow(double sparsity) => Math.Abs(sparsity - Controller.Target) <= TargetWindow && StemInWindow();
+
+    private bool StemInWindow() => StemDistance() <= StemWindow;
+
+    /// <summary>How far the stem's expected multiply-add sparsity is from its target (0 when the stem is not pruned).</summary>
+    private double StemDistance()
+    {
+        if (Controller.StemTarget is not { } target) return 0;
+        using var stem = Masks.ExpectedStemSparsity();
+        return Math.Abs(stem.item<float>() - target);
+    }
 
     public StepLoss Loss(TBatch batch, Device device, int step)
     {
@@ -89,6 +104,11 @@ public sealed class PruneStage<TBatch> : ITrainingStage<TBatch>
             ["task"] = losses.Task, ["kd"] = losses.Kd, ["lag"] = lagrangian, ["sparsity"] = sparsity,
             ["target"] = torch.tensor((float)Controller.TargetAt(step)), ["frozen"] = torch.tensor(frozen ? 1f : 0f),
         };
+        if (Controller.StemTarget is not null)
+        {
+            parts["stem_sparsity"] = Masks.ExpectedStemSparsity().detach();
+            parts["stem_target"] = torch.tensor((float)Controller.StemTargetAt(step));
+        }
         // expected kept fraction of FFN neurons per modality, for progress bars and logs
         foreach (var (modality, kept) in Masks.Report().KeptNeurons) parts[$"kept_{modality}"] = torch.tensor((float)kept);
         return new StepLoss(total, parts);
@@ -109,7 +129,7 @@ public sealed class PruneStage<TBatch> : ITrainingStage<TBatch>
         // Reached: ranked by score (scores are at most 1, or 100 for CIDEr). Not reached: below every reached step, and
         // ranked by closeness to the target, so a short run that never lands in the window keeps the masks nearest to it
         // (ranking those by score would favour the least pruned).
-        double ranked = reached ? score : -1000 - Math.Abs(sparsity - Controller.Target);
+        double ranked = reached ? score : -1000 - Math.Abs(sparsity - Controller.Target) - StemDistance();
         if (ranked > _best)
         {
             _best = ranked;

@@ -14,7 +14,7 @@ public sealed class JobSettingsTests
     {
         DistillEpochs = 2, FineTuneEpochs = 3, PruneEpochs = 4, PruneWarmupEpochs = 2, BatchSize = 16, LearningRate = 3e-4,
         PruneLearningRate = 5e-4, MaskLearningRate = 0.05, TrainLimit = 100, EvalLimit = 50, CheckpointEvery = 7, Seed = 9,
-        WarmupFraction = 0.05, Decay = RateDecay.Cosine,
+        WarmupFraction = 0.05, Decay = RateDecay.Cosine, StemTarget = 0.6,
     };
 
     [Fact]
@@ -45,6 +45,8 @@ public sealed class JobSettingsTests
         { """{"EvalLimit":0}""", "Record limits" },
         { """{"CheckpointEvery":0}""", "CheckpointEvery" },
         { """{"BatchSize":100000}""", "Batch size 100000" },
+        { """{"StemTarget":1}""", "stem's target" },
+        { """{"StemTarget":"NaN"}""", "stem's target" },
     };
 
     [Theory]
@@ -64,6 +66,7 @@ public sealed class JobSettingsTests
         Assert.Equal(RateDecay.Cosine, read.Decay);
         Assert.Equal(0.05, read.WarmupFraction);
         Assert.Contains("Decay Cosine (Linear)", read.Differences(new JobSettings()));
+        Assert.Contains("StemTarget 0.6 (off)", (new JobSettings() with { StemTarget = 0.6 }).Differences(new JobSettings()));
         var e = Assert.Throws<ArgumentException>(() => (new JobSettings() with { WarmupFraction = 1 }).ToPipeline());
         Assert.Contains("warm-up fraction", e.Message);
     }

@@ -63,14 +63,59 @@ public sealed class PruneStageTests(TinyDataFixture fixture) : IClassFixture<Tin
         _ = result;
     }
 
+    [Fact]
+    public async Task Pruning_the_stem_too_moves_its_compute_toward_its_target_and_the_shrunk_model_scores_as_the_masked_one()
+    {
+        using var executor = new DeviceExecutor(new DeviceExecutorOptions { Device = "cpu" });
+        torch.manual_seed(9);
+        var conv = TinyDataFixture.Teacher with { Stem = VisionStem.Conv, Positions = VisionPositions.SinCos };
+        using var pretrained = new VlmModel(conv);
+        using var teacher = TaskConversion.ToTask(pretrained, VlmTask.Vqa);
+        using var student = TaskConversion.ToTask(StudentInit.FromTeacher(pretrained, TinyDataFixture.Student with { Stem = VisionStem.Conv, Positions = VisionPositions.SinCos }), VlmTask.Vqa);
+        var data = fixture.Data(student.Config);
+        using var masks = new PruningMasks(student.Config, stem: true, stemMultiple: 1);
+        double start = masks.ExpectedStemSparsity().item<float>();
+        using var controller = await executor.RunAsync(_ => new SparsityController(masks, target: 0.3, warmupSteps: 10, learningRate: 0.1, stemTarget: 0.5));
+        var (tw, kw) = TaskPruning.Weights(VlmTask.Vqa);
+        var dir = Path.Combine(_runs, "vqa-stem");
+        double Validate(torch.Device d, ModelGates g) => Evaluation.Vqa(student, data.Vqa("val"), data.Collate, data.AnswerList, d, gates: g);
+        var stage = new PruneStage<EfficientVlm.Model.Data.Pipeline.VqaBatchData>(new VqaStage(student, data, 8, 1), masks, controller,
+            TaskPruning.Vqa(student, teacher), Validate, tw, kw, dir);
+        await new Trainer<EfficientVlm.Model.Data.Pipeline.VqaBatchData>(stage,
+            new TrainerOptions { Epochs = 15, LearningRate = 1e-3, CheckpointEvery = 0 }, executor, dir).RunAsync();
+
+        double end = masks.ExpectedStemSparsity().item<float>();
+        Assert.True(end > start + 0.2, $"stem sparsity {start:0.000} -> {end:0.000}, target 0.5");
+        var keep = JsonSerializer.Deserialize<ModelKeep>(File.ReadAllText(stage.BestMasksFile))!;
+        Assert.NotNull(keep.Stem);
+        using var best = Checkpoint.Load(Path.Combine(dir, "best"));
+        using var shrunk = Shrinker.Shrink(best, keep);
+        best.eval();
+        shrunk.eval();
+        Assert.Equal(keep.Stem!.Select(k => k.Length), shrunk.Config.StemWidths);
+        var widths = best.Config.StemWidths;
+        var gates = new ModelGates
+        {
+            Vision = keep.Vision!.Select((k, i) => Gate(k, best.Config, Stack.Vision)).ToArray(),
+            Text = keep.Text!.Select(k => Gate(k, best.Config, Stack.Text)).ToArray(),
+            Fusion = keep.Fusion!.Select(k => Gate(k, best.Config, Stack.Fusion)).ToArray(),
+            Decoder = keep.Decoder!.Select(k => Gate(k, best.Config, Stack.Decoder)).ToArray(),
+            Stem = keep.Stem.Select((k, i) => Row(k, widths[i])).ToArray(),
+        };
+        double masked = Evaluation.Vqa(best, data.Vqa("val"), data.Collate, data.AnswerList, torch.CPU, gates: gates);
+        double small = Evaluation.Vqa(shrunk, data.Vqa("val"), data.Collate, data.AnswerList, torch.CPU);
+        Assert.Equal(masked, small, 9);
+    }
+
+    private static torch.Tensor Row(long[] kept, int size)
+    {
+        var g = new float[size];
+        foreach (var i in kept) g[i] = 1;
+        return torch.tensor(g);
+    }
+
     private static LayerGates Gate(LayerKeep keep, VlmConfig config, Stack stack)
     {
-        torch.Tensor Row(long[] kept, int size)
-        {
-            var g = new float[size];
-            foreach (var i in kept) g[i] = 1;
-            return torch.tensor(g);
-        }
         bool cross = stack is Stack.Fusion or Stack.Decoder;
         return new LayerGates(Row(keep.Heads, config.Heads), cross ? Row(keep.CrossHeads, config.Heads) : null, Row(keep.Ffn, config.Intermediate));
     }
