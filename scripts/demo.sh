@@ -34,11 +34,12 @@ fi
 
 vlm() { dotnet model/EfficientVlm.Tool/bin/Release/net10.0/vlm.dll "$@"; }
 # DEMO_SCALE=full: the same job at the budgets of docs/pruning.md ("variants that keep 98.4%") on the full default data
-# set (data/shapes; about 40 minutes more), as its own compact model; the default is the 15-minute main job.
+# set (data/shapes; about an hour), as its own compact model, with retrieval and captioning variants as well; the
+# default is the 15-minute main job.
 DEMO_SCALE="${DEMO_SCALE:-demo}"
 case "$DEMO_SCALE" in
   demo)
-    model=compact-cpu; vqa_budget=(--train-limit 2048); nlvr2_budget=(); distill_schedule=()
+    model=compact-cpu; vqa_budget=(--train-limit 2048); nlvr2_budget=(); distill_schedule=(); more_tasks=()
     echo "== data (ShapesWorld: 4,000 train images, 300 test images with 600 questions, 4,000 + 500 NLVR2 pairs)"
     data="$state/data-v2"
     if [[ ! -f "$data/vocab.txt" ]]; then
@@ -47,6 +48,7 @@ case "$DEMO_SCALE" in
   full)
     model=compact-cpu-full; vqa_budget=(--train-limit 8192); nlvr2_budget=(--train-limit 12000)
     distill_schedule=(--decay Cosine --warmup 0.05)   # as scripts/compress.sh distils
+    more_tasks=(retrieval captioning)                 # the other two tasks' variants too, at compress.sh's budgets
     echo "== data (ShapesWorld, the default sizes: 20,000 train images, 20,000 NLVR2 pairs; test 2,000 questions, 2,000 pairs)"
     data="${FULL_DATA:-data/shapes}"
     [[ -f "$data/annotations/instances_train.json" ]] || vlm data generate --out "$data" --seed 1;;
@@ -55,7 +57,7 @@ esac
 
 echo "== teacher: shipped in models/shapesworld/ (test scores of its card: models/shapesworld/MODEL_CARD.md)"
 teachers=models/shapesworld
-for name in teacher vqa nlvr2; do
+for name in teacher vqa nlvr2 "${more_tasks[@]}"; do
   [[ -f "$teachers/$name/model.safetensors" ]] || { echo "missing $teachers/$name: the shipped teacher comes with the clone"; exit 1; }
 done
 
@@ -81,14 +83,19 @@ dataset=$(fleet data upload "$data" --name shapesworld-demo | tail -1)
 echo "dataset $dataset"
 # general distillation of the compact model from the task-agnostic teacher; its variants are pruned with KD from
 # the task teachers (each variant starts at pruning: the teachers come fine-tuned)
-fleet models create --id "$model" --preset cpu --teacher "$teachers/teacher" \
-  --task-teacher "vqa=$teachers/vqa" --task-teacher "nlvr2=$teachers/nlvr2" --dataset "$dataset" \
+task_teachers=()
+for task in vqa nlvr2 "${more_tasks[@]}"; do task_teachers+=(--task-teacher "$task=$teachers/$task"); done
+fleet models create --id "$model" --preset cpu --teacher "$teachers/teacher" "${task_teachers[@]}" --dataset "$dataset" \
   --distill-epochs 1 --lr 3e-4 "${distill_schedule[@]}" --checkpoint-every 50 --watch
 fleet models list
 fleet variants create --task vqa --model "$model" --target 0.35 --dataset "$dataset" \
   --prune-epochs 4 --prune-warmup-epochs 1 --prune-lr 3e-4 "${vqa_budget[@]}" --checkpoint-every 100 --watch
 fleet variants create --task nlvr2 --model "$model" --target 0.25 --dataset "$dataset" \
   --prune-epochs 4 --prune-warmup-epochs 1 --prune-lr 5e-4 "${nlvr2_budget[@]}" --checkpoint-every 100 --watch
+for task in "${more_tasks[@]}"; do
+  fleet variants create --task "$task" --model "$model" --target 0.25 --dataset "$dataset" \
+    --prune-epochs 2 --prune-warmup-epochs 1 --prune-lr 3e-4 --train-limit 8000 --checkpoint-every 100 --watch
+done
 echo "== the fleet's variants (full test split; speed-up over the task teacher, measured side by side)"
 fleet variants list
 

@@ -13,7 +13,7 @@ namespace EfficientVlm.Bench;
 
 /// <summary>
 /// What a user waits for: a task's serving call (<see cref="ServingModel"/>: VQA answers ranked over the answer list,
-/// NLVR2 verdicts over two images, captions by beam search) on real records of a split, for a teacher and its variants
+/// NLVR2 verdicts over two images, captions by beam search, texts ranked for image queries) on real records of a split, for a teacher and its variants
 /// side by side in one process. Every repeat times each model once, in alternating order, so machine noise falls on all
 /// alike; the speed-up is the ratio of medians, and its spread the 10th-90th percentile of the per-repeat ratios.
 /// </summary>
@@ -35,7 +35,7 @@ public static class TaskLatencyBench
         torch.set_num_threads(threads);
         var device = torch.CPU;
 
-        var models = folders.Select(f => (Name: Path.GetFileName(Path.TrimEndingDirectorySeparator(f)), Model: ServingModel.Load(f, device))).ToList();
+        var models = folders.Select(f => (Name: Path.TrimEndingDirectorySeparator(f), Model: ServingModel.Load(f, device))).ToList();
         try
         {
             var task = models[0].Model.Config.Task;
@@ -112,8 +112,20 @@ public static class TaskLatencyBench
                     return (Action<int>)(b => m.Caption(images.Take(b).ToList(), device));
                 }).ToList();
             }
+            case VlmTask.Retrieval:
+            {
+                // text retrieval as served: image queries ranked against a gallery of captions embedded once (not timed)
+                var items = DataFolder.Captions(data, split).Take(Math.Max(count, 100)).ToList();
+                var texts = items.SelectMany(i => i.Captions).Distinct().ToList();
+                return models.Select(m =>
+                {
+                    var images = Decode(items.Select(i => i.ImagePath), m.Config.ImageSize);
+                    var gallery = m.EmbedGallery(items.Select(i => $"{i.ImageId}").ToList(), images, texts, device);
+                    return (Action<int>)(b => m.RankTexts(gallery, images.Take(b).ToList(), 10, device));
+                }).ToList();
+            }
             default:
-                throw new ArgumentException($"task-latency times VQA, NLVR2 and captioning calls; for {task} use model-latency (the ITM path).");
+                throw new ArgumentException($"task-latency times VQA, NLVR2, retrieval and captioning calls, not {task}.");
         }
     }
 }
