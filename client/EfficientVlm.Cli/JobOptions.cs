@@ -23,7 +23,9 @@ internal sealed class JobOptions
 
     private readonly Option<double?> _stemTarget = new("--stem-target") { Description = "also prune the conv stem's channels, to this sparsity of its multiply-adds (e.g. 0.6)" };
 
-    private Option[] All => [_distillEpochs, _finetuneEpochs, _pruneEpochs, _warmup, _batch, _lr, _pruneLr, _maskLr, _trainLimit, _evalLimit, _checkpointEvery, _rateWarmup, _decay, _stemTarget];
+    private readonly Option<int?> _frozenMaskEpochs = new("--frozen-mask-epochs") { Description = "freeze the pruning masks in the last N epochs (default: 1 for VQA, 0 for the other tasks)" };
+
+    private Option[] All => [_distillEpochs, _finetuneEpochs, _pruneEpochs, _warmup, _batch, _lr, _pruneLr, _maskLr, _trainLimit, _evalLimit, _checkpointEvery, _rateWarmup, _decay, _stemTarget, _frozenMaskEpochs];
 
     public void AddTo(Command command)
     {
@@ -49,5 +51,6 @@ internal sealed class JobOptions
         WarmupFraction = parse.GetValue(_rateWarmup),
         Decay = parse.GetValue(_decay),
         StemTarget = parse.GetValue(_stemTarget),
+        FrozenMaskEpochs = parse.GetValue(_frozenMaskEpochs),
     };
 }

@@ -58,10 +58,12 @@ public sealed record JobSettings
     [Id(13)] public RateDecay Decay { get; init; } = RateDecay.Linear;
     /// <summary>Also prune the conv stem's channels, to this sparsity of its multiply-adds (e.g. 0.6); null: the stem stays whole.</summary>
     [Id(14)] public double? StemTarget { get; init; }
+    /// <summary>Freeze the masks in the last this many pruning epochs (null: the method's, 1 for VQA and 0 for the other tasks).</summary>
+    [Id(15)] public int? FrozenMaskEpochs { get; init; }
 
     /// <summary>
     /// The budgets that differ from <paramref name="other"/>'s, in declaration order, as "name this (other)" (a missing
-    /// limit reads "all", a missing stem target "off"); empty when they are equal. Every budget counts, including any added later.
+    /// limit reads "all", a missing stem target "off", the task's default "default"); empty when they are equal. Every budget counts, including any added later.
     /// </summary>
     public IReadOnlyList<string> Differences(JobSettings other) =>
         Budgets.Select(p => (p.Name, Mine: p.GetValue(this), Theirs: p.GetValue(other)))
@@ -70,7 +72,12 @@ public sealed record JobSettings
             .Select(d => $"{d.Name} {d.Mine} ({d.Theirs})")
             .ToList();
 
-    private static string Missing(string budget) => budget == nameof(StemTarget) ? "off" : "all";
+    private static string Missing(string budget) => budget switch
+    {
+        nameof(StemTarget) => "off",
+        nameof(FrozenMaskEpochs) => "default",
+        _ => "all",
+    };
 
     private static readonly System.Reflection.PropertyInfo[] Budgets = typeof(JobSettings)
         .GetProperties(System.Reflection.BindingFlags.Public | System.Reflection.BindingFlags.Instance)

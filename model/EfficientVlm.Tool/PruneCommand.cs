@@ -30,9 +30,10 @@ internal static class PruneCommand
         {
             Description = "ablation: the target on every modality's own sparsity instead of one global target (modal-adaptive, the method)",
         };
-        var frozen = new Option<int>("--vqa-frozen-mask-epochs")
+        var frozen = new Option<int?>("--frozen-mask-epochs", "--vqa-frozen-mask-epochs")
         {
-            Description = "VQA: freeze the masks in the last N epochs, once the sparsity is within 0.02 of the target (only after the warm-up; 0: never)", DefaultValueFactory = _ => 1,
+            Description = "freeze the masks in the last N epochs, once the sparsity is within 0.02 of the target (only after the warm-up; 0: never; " +
+                          "default: the method's, 1 for VQA, 0 for the other tasks)",
         };
         var stemTarget = new Option<double?>("--stem-target")
         {
@@ -56,7 +57,7 @@ internal static class PruneCommand
                     PruneLearningRate = parse.GetValue(lr), MaskLearningRate = parse.GetValue(maskLr),
                     TrainLimit = parse.GetValue(trainLimit), EvalLimit = parse.GetValue(evalLimit),
                     Sparsity = parse.GetValue(uniform) ? SparsityMode.Uniform : SparsityMode.Global,
-                    VqaFrozenMaskEpochs = parse.GetValue(frozen), StemTarget = parse.GetValue(stemTarget),
+                    FrozenMaskEpochs = parse.GetValue(frozen), StemTarget = parse.GetValue(stemTarget),
                 };
                 TrainingResult result = null!;
                 await AnsiConsole.Progress()

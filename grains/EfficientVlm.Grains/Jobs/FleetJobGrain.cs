@@ -276,6 +276,7 @@ public static class JobMapping
             BatchSize = s.BatchSize, LearningRate = s.LearningRate, PruneLearningRate = s.PruneLearningRate, MaskLearningRate = s.MaskLearningRate,
             TrainLimit = s.TrainLimit, EvalLimit = s.EvalLimit, CheckpointEvery = s.CheckpointEvery, Seed = s.Seed,
             WarmupFraction = s.WarmupFraction, Decay = s.Decay.ToModel(), StemTarget = s.StemTarget,
+            FrozenMaskEpochs = s.FrozenMaskEpochs,
         };
         settings.Validate();
         return settings;

@@ -43,11 +43,11 @@ public sealed record PipelineSettings
     /// </summary>
     public double? StemTarget { get; init; }
     /// <summary>
-    /// VQA: in the last this many pruning epochs the masks freeze (method.md section 4; the weights adapt to the final
+    /// In the last this many pruning epochs the masks freeze (method.md section 4, for VQA; the weights adapt to the final
     /// masks), from the first step there at which the expected sparsity is within 0.02 of the target. Only when those
-    /// epochs start at or after the warm-up's end; 0: never.
+    /// epochs start at or after the warm-up's end; 0: never; null: the method's, 1 for VQA and 0 for the other tasks.
     /// </summary>
-    public int VqaFrozenMaskEpochs { get; init; } = 1;
+    public int? FrozenMaskEpochs { get; init; }
     /// <summary>Use only the first N training records (short runs); null: all.</summary>
     public int? TrainLimit { get; init; }
     /// <summary>Use only the first N validation and test records; null: all.</summary>
@@ -80,7 +80,7 @@ public sealed record PipelineSettings
         if (TrainLimit is < 1 or > MaxRecords || EvalLimit is < 1 or > MaxRecords)
             throw new ArgumentException($"Record limits must lie in 1..{MaxRecords:N0}.");
         if (CheckpointEvery is < 1 or > 1_000_000) throw new ArgumentException("CheckpointEvery must lie in 1..1,000,000.");
-        if (VqaFrozenMaskEpochs < 0 || VqaFrozenMaskEpochs > PruneEpochs) throw new ArgumentException("VqaFrozenMaskEpochs must lie within the pruning epochs.");
+        if (FrozenMaskEpochs is { } frozen && (frozen < 0 || frozen > PruneEpochs)) throw new ArgumentException("FrozenMaskEpochs must lie within the pruning epochs.");
         if (StemTarget is { } stem && !(stem > 0 && stem < 1)) throw new ArgumentException($"The stem's target sparsity {stem} must lie strictly between 0 and 1.");
     }
 }
@@ -438,11 +438,12 @@ public static class Pipeline
             string runDir, StageHooks hooks, CancellationToken ct);
     }
 
-    /// <summary>The step from which VQA's masks are frozen (<see cref="PipelineSettings.VqaFrozenMaskEpochs"/>), or null.</summary>
+    /// <summary>The step from which the masks are frozen (<see cref="PipelineSettings.FrozenMaskEpochs"/>), or null.</summary>
     public static int? FreezeMasksAtStep(VlmTask task, PipelineSettings settings, int batchesPerEpoch, int warmupSteps)
     {
-        if (task != VlmTask.Vqa || settings.VqaFrozenMaskEpochs == 0) return null;
-        int step = (settings.PruneEpochs - settings.VqaFrozenMaskEpochs) * batchesPerEpoch;
+        int epochs = settings.FrozenMaskEpochs ?? (task == VlmTask.Vqa ? 1 : 0);
+        if (epochs == 0) return null;
+        int step = (settings.PruneEpochs - epochs) * batchesPerEpoch;
         return step >= warmupSteps ? step : null;
     }
 

@@ -14,7 +14,7 @@ public sealed class JobSettingsTests
     {
         DistillEpochs = 2, FineTuneEpochs = 3, PruneEpochs = 4, PruneWarmupEpochs = 2, BatchSize = 16, LearningRate = 3e-4,
         PruneLearningRate = 5e-4, MaskLearningRate = 0.05, TrainLimit = 100, EvalLimit = 50, CheckpointEvery = 7, Seed = 9,
-        WarmupFraction = 0.05, Decay = RateDecay.Cosine, StemTarget = 0.6,
+        WarmupFraction = 0.05, Decay = RateDecay.Cosine, StemTarget = 0.6, FrozenMaskEpochs = 1,
     };
 
     [Fact]
@@ -46,6 +46,7 @@ public sealed class JobSettingsTests
         { """{"CheckpointEvery":0}""", "CheckpointEvery" },
         { """{"BatchSize":100000}""", "Batch size 100000" },
         { """{"StemTarget":1}""", "stem's target" },
+        { """{"FrozenMaskEpochs":3}""", "FrozenMaskEpochs" },
         { """{"StemTarget":"NaN"}""", "stem's target" },
     };
 

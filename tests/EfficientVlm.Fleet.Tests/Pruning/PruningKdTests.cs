@@ -103,14 +103,15 @@ public sealed class PruningKdTests(TinyDataFixture fixture) : IClassFixture<Tiny
     }
 
     [Fact]
-    public void Vqa_masks_freeze_only_in_the_last_epochs_and_only_after_the_warm_up()
+    public void Masks_freeze_only_in_the_last_epochs_and_only_after_the_warm_up_by_default_for_vqa_alone()
     {
-        var settings = new PipelineSettings { PruneEpochs = 4, VqaFrozenMaskEpochs = 1 };
+        var settings = new PipelineSettings { PruneEpochs = 4 };
         Assert.Equal(30, Pipeline.FreezeMasksAtStep(VlmTask.Vqa, settings, batchesPerEpoch: 10, warmupSteps: 10));
-        Assert.Null(Pipeline.FreezeMasksAtStep(VlmTask.Nlvr2, settings, 10, 10));
-        Assert.Null(Pipeline.FreezeMasksAtStep(VlmTask.Vqa, settings with { VqaFrozenMaskEpochs = 0 }, 10, 10));
+        Assert.Null(Pipeline.FreezeMasksAtStep(VlmTask.Nlvr2, settings, 10, 10));                                   // the method: VQA only
+        Assert.Equal(20, Pipeline.FreezeMasksAtStep(VlmTask.Nlvr2, settings with { FrozenMaskEpochs = 2 }, 10, 10)); // asked for
+        Assert.Null(Pipeline.FreezeMasksAtStep(VlmTask.Vqa, settings with { FrozenMaskEpochs = 0 }, 10, 10));
         Assert.Null(Pipeline.FreezeMasksAtStep(VlmTask.Vqa, settings with { PruneEpochs = 1 }, 10, 10)); // no room after the warm-up
-        Assert.Throws<ArgumentException>(() => (settings with { VqaFrozenMaskEpochs = 5 }).Validate());
+        Assert.Throws<ArgumentException>(() => (settings with { FrozenMaskEpochs = 5 }).Validate());
     }
 
     /// <summary>
