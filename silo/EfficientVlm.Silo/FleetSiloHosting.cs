@@ -28,6 +28,11 @@ public static class FleetSiloHosting
         builder.Services.AddSingleton(silo);
         builder.Services.AddSingleton(TimeProvider.System);
         builder.Services.AddSingleton(_ => new DeviceExecutor(silo.Executor));
+        builder.Services.AddOptions<HealthOptions>().Bind(builder.Configuration.GetSection(HealthOptions.SectionName))
+            .Validate(o => o.StallAfter > TimeSpan.Zero && o.Every > TimeSpan.Zero, "Fleet:Health:StallAfter and Every must be positive.")
+            .ValidateOnStart();
+        builder.Services.AddSingleton<SiloHealth>();
+        builder.Services.AddHostedService(sp => sp.GetRequiredService<SiloHealth>());
         var jobs = builder.Configuration.GetSection(FleetJobOptions.SectionName).Get<FleetJobOptions>() ?? new FleetJobOptions();
         var placement = builder.Configuration.GetSection(GpuPlacementOptions.SectionName).Get<GpuPlacementOptions>() ?? new GpuPlacementOptions();
         // The accelerator this silo advertises: its own setting, else what the executor device will be.
@@ -91,22 +96,16 @@ public static class FleetSiloHosting
             .FirstOrDefault(a => a.AddressFamily == System.Net.Sockets.AddressFamily.InterNetwork && !IPAddress.IsLoopback(a))
         ?? throw new InvalidOperationException("Fleet:Silo:AdvertisedAddress is 'auto' but this host has no non-loopback IPv4 address.");
 
-    /// <summary><c>/health</c> (the process is up) and <c>/ready</c> (the silo has joined the cluster and its device executor answers).</summary>
+    /// <summary>
+    /// <c>/health</c> (the process is up) and <c>/ready</c> (joined the cluster as active, the device works and its executor
+    /// makes progress), answered at once from <see cref="SiloHealth"/>'s state; neither says more than the state's name.
+    /// </summary>
     public static WebApplication MapFleetHealth(this WebApplication app)
     {
         app.MapGet("/health", () => Results.Ok(new { status = "up" }));
-        app.MapGet("/ready", async (IGrainFactory grains, CancellationToken ct) =>
-        {
-            try
-            {
-                var probe = await grains.GetGrain<IDeviceProbeGrain>(0).Probe().WaitAsync(TimeSpan.FromSeconds(10), ct);
-                return Results.Ok(new { status = "ready", probe.SiloAddress, probe.Device });
-            }
-            catch (Exception e) when (e is not OperationCanceledException)
-            {
-                return Results.Problem(title: "not ready", detail: e.Message, statusCode: 503);
-            }
-        });
+        app.MapGet("/ready", (SiloHealth health) => health.State == Readiness.Ready
+            ? Results.Ok(new { status = "ready" })
+            : Results.Problem(title: "not ready", detail: health.State.ToString(), statusCode: 503));
         return app;
     }
 

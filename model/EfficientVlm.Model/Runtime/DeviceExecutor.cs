@@ -103,6 +103,23 @@ public sealed class DeviceExecutor : IDisposable
     /// <summary>Work items queued and not yet started.</summary>
     public int QueueLength => _queue.Count;
 
+    private int _running;
+    private long _lastProgressTicks = DateTime.UtcNow.Ticks;
+
+    /// <summary>Work items running now.</summary>
+    public int Running => Volatile.Read(ref _running);
+
+    /// <summary>When a work item last started or ended (UTC): how a health check tells a busy executor from a stalled one.</summary>
+    public DateTime LastProgress => new(Interlocked.Read(ref _lastProgressTicks), DateTimeKind.Utc);
+
+    /// <summary>
+    /// How long the executor has had work without starting or finishing any (zero when it has none): a long work item
+    /// (a whole-split evaluation) shows here as a growing stall, a busy stream of short ones does not.
+    /// </summary>
+    public TimeSpan Stalled(DateTime nowUtc) => Running + QueueLength == 0 ? TimeSpan.Zero : nowUtc - LastProgress;
+
+    private void Progress() => Interlocked.Exchange(ref _lastProgressTicks, DateTime.UtcNow.Ticks);
+
     /// <summary>Runs <paramref name="work"/> on a worker thread and returns its result.</summary>
     /// <remarks>
     /// Tensors created by the work are disposed when it ends, except a <see cref="Tensor"/> result,
@@ -166,7 +183,19 @@ public sealed class DeviceExecutor : IDisposable
         }
         ready.SetResult();
         foreach (var item in _queue.GetConsumingEnumerable())
-            item.Run(Device);
+        {
+            Interlocked.Increment(ref _running);
+            Progress();
+            try
+            {
+                item.Run(Device);
+            }
+            finally
+            {
+                Interlocked.Decrement(ref _running);
+                Progress();
+            }
+        }
     }
 
     /// <summary>Stops taking work, lets queued work finish, and joins the worker threads.</summary>

@@ -448,6 +448,13 @@ public sealed class FleetJobTests(AzuriteFixture azurite, TinyDataFixture data, 
         var model = "tiny-" + container; // Azure Blob grain state is not keyed by service id: unique ids per test
 
         await using var cpu = await SiloProcess.StartAsync(TestPaths.SiloAssembly, clusterId, azurite.ConnectionString, SiloSettings("cpu", "cpu", container));
+        using (var probe = new HttpClient { BaseAddress = new Uri($"http://127.0.0.1:{cpu.HttpPort}") })
+        {
+            // ready from the silo's health state, saying no more than that (no addresses, devices or exception text)
+            var readiness = await probe.GetAsync("/ready");
+            Assert.Equal(System.Net.HttpStatusCode.OK, readiness.StatusCode);
+            Assert.Equal("""{"status":"ready"}""", await readiness.Content.ReadAsStringAsync());
+        }
         await using var client = await FleetClient.ConnectAsync(connection);
         var dataset = await client.UploadDatasetAsync(data.Root, "tiny");
         var teacher = await client.UploadModelAsync(teacherDir);

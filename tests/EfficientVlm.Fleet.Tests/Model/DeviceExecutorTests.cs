@@ -10,6 +10,26 @@ public sealed class DeviceExecutorTests
         new(new DeviceExecutorOptions { Device = "cpu", WorkerThreads = workers, QueueCapacity = capacity });
 
     [Fact]
+    public async Task A_long_work_item_shows_as_a_growing_stall_and_an_idle_executor_as_none()
+    {
+        using var executor = Cpu();
+        Assert.Equal(TimeSpan.Zero, executor.Stalled(DateTime.UtcNow.AddHours(1)));   // nothing to do: never stalled
+        var release = new ManualResetEventSlim();
+        var running = executor.RunAsync(_ => release.Wait(TimeSpan.FromSeconds(30)));
+        var queued = executor.RunAsync(_ => 1);
+        while (executor.Running == 0) await Task.Delay(5);
+        var started = executor.LastProgress;
+        Assert.Equal(1, executor.QueueLength);
+        Assert.True(executor.Stalled(started.AddMinutes(5)) >= TimeSpan.FromMinutes(5));
+        release.Set();
+        await running;
+        await queued;
+        while (executor.Running > 0) await Task.Delay(5);
+        Assert.True(executor.LastProgress > started, "finishing work counts as progress");
+        Assert.Equal(TimeSpan.Zero, executor.Stalled(DateTime.UtcNow.AddHours(1)));
+    }
+
+    [Fact]
     public async Task Many_concurrent_submitters_each_get_their_own_result()
     {
         using var executor = Cpu(workers: 2);
