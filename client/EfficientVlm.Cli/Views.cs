@@ -17,6 +17,7 @@ internal static class Views
     private static string Line(JobProgress p) =>
         $"{p.Stage} step {p.Step}/{p.TotalSteps} loss {p.Loss:0.000}" +
         (p.ExpectedSparsity is double s ? $" sparsity {100 * s:0.0}%" + (p.Parts.TryGetValue("target", out var t) ? $"/{100 * t:0.0}%" : "") : "") +
+        (p.Parts.TryGetValue("stem_sparsity", out var stem) ? $" stem {100 * stem:0.0}%" : "") +
         string.Concat(p.Parts.Where(kv => kv.Key.StartsWith("kept_", StringComparison.Ordinal)).Select(kv => $" {kv.Key[5..]} {100 * kv.Value:0}%")) +
         $" {p.StepsPerSecond:0.00} it/s";
 
@@ -77,6 +78,8 @@ internal static class Views
         foreach (var modality in m.KeptHeads.Keys)
             kept.AddRow(modality, $"{100 * m.KeptHeads[modality]:0.0}%", $"{100 * m.KeptNeurons.GetValueOrDefault(modality, 1):0.0}%");
         AnsiConsole.Write(kept);
+        if (m.Stem is { } stem && !stem.Before.SequenceEqual(stem.After))
+            AnsiConsole.WriteLine($"conv stem channels (vision): {string.Join("/", stem.Before)} -> {string.Join("/", stem.After)}");
     }
 
     /// <summary>

@@ -34,7 +34,12 @@ public sealed record JobOutput(
     [property: Id(1)] VariantMetrics? Metrics,
     [property: Id(2)] IReadOnlyDictionary<string, double>? KeptHeads,
     [property: Id(3)] IReadOnlyDictionary<string, double>? KeptNeurons,
-    [property: Id(4)] long? Parameters);
+    [property: Id(4)] long? Parameters,
+    [property: Id(5)] StemWidths? Stem = null);
+
+/// <summary>The conv stem's inner widths before and after pruning (a model with a conv stem only).</summary>
+[GenerateSerializer, Immutable]
+public sealed record StemWidths([property: Id(0)] IReadOnlyList<int> Before, [property: Id(1)] IReadOnlyList<int> After);
 
 /// <summary>
 /// A grain that owns a job (a compact model's distillation, a variant's stages). It decides what runs

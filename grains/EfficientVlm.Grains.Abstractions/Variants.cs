@@ -151,7 +151,8 @@ public sealed record VariantMetrics(
     [property: Id(6)] double SpeedUpBatch1,
     [property: Id(7)] double SpeedUpBatch32,
     [property: Id(8)] IReadOnlyDictionary<string, double> KeptHeads,
-    [property: Id(9)] IReadOnlyDictionary<string, double> KeptNeurons);
+    [property: Id(9)] IReadOnlyDictionary<string, double> KeptNeurons,
+    [property: Id(10)] StemWidths? Stem = null);
 
 /// <summary>A variant as its grain holds it (ids and hashes only).</summary>
 [GenerateSerializer, Immutable]

@@ -22,6 +22,7 @@ public sealed class VariantState
     [Id(8)] public Dictionary<string, double> KeptNeurons { get; set; } = new();
     /// <summary>Replicas serving now (0: not decided yet, the configured starting count).</summary>
     [Id(9)] public int Replicas { get; set; }
+    [Id(10)] public StemWidths? Stem { get; set; }
 }
 
 /// <summary>
@@ -290,11 +291,12 @@ public sealed class VariantGrain(
                 a[Shrunk] = output.Artifact ?? throw new InvalidOperationException("The shrink returned no model.");
                 s.KeptHeads = output.KeptHeads?.ToDictionary() ?? [];
                 s.KeptNeurons = output.KeptNeurons?.ToDictionary() ?? [];
+                s.Stem = output.Stem;
                 return nameof(VariantStage.Evaluate);
             default:
                 s.Metrics = (output.Metrics ?? throw new InvalidOperationException("The evaluation returned no metrics.")) with
                 {
-                    KeptHeads = s.KeptHeads, KeptNeurons = s.KeptNeurons,
+                    KeptHeads = s.KeptHeads, KeptNeurons = s.KeptNeurons, Stem = s.Stem,
                 };
                 a.Remove(JobArtifacts.Pruned); // it lived in the job's scope, deleted with it
                 s.Stage = VariantStage.Ready;

@@ -210,7 +210,8 @@ public sealed class FleetJobGrain(DeviceExecutor executor, BlobArtifactStore sto
             {
                 var report = await Pipeline.ShrinkAsync(executor, await input(JobArtifacts.Pruned), Path.Combine(run, "shrunk"), await input(JobArtifacts.Dataset));
                 var shrunk = await store.PutFolderAsync(JobArtifacts.Model, Path.Combine(run, "shrunk"), Uploads);
-                return new JobOutput(shrunk.Hash, null, report.KeptHeads, report.KeptNeurons, report.ParametersAfter);
+                var stem = report.StemWidths is { } w ? new StemWidths(w.Before, w.After) : null;
+                return new JobOutput(shrunk.Hash, null, report.KeptHeads, report.KeptNeurons, report.ParametersAfter, stem);
             }
             case JobKind.Evaluate:
             {
