@@ -39,7 +39,7 @@ vlm() { dotnet model/EfficientVlm.Tool/bin/Release/net10.0/vlm.dll "$@"; }
 DEMO_SCALE="${DEMO_SCALE:-demo}"
 case "$DEMO_SCALE" in
   demo)
-    model=compact-cpu; vqa_budget=(--train-limit 2048); nlvr2_budget=(); distill_schedule=(); more_tasks=()
+    model=compact-cpu; vqa_budget=(--train-limit 2048); nlvr2_budget=(); distill_schedule=(); more_tasks=(); stem=()
     echo "== data (ShapesWorld: 4,000 train images, 300 test images with 600 questions, 4,000 + 500 NLVR2 pairs)"
     data="$state/data-v2"
     if [[ ! -f "$data/vocab.txt" ]]; then
@@ -49,6 +49,7 @@ case "$DEMO_SCALE" in
     model=compact-cpu-full; vqa_budget=(--train-limit 8192); nlvr2_budget=(--train-limit 12000)
     distill_schedule=(--decay Cosine --warmup 0.05)   # as scripts/compress.sh distils
     more_tasks=(retrieval captioning)                 # the other two tasks' variants too, at compress.sh's budgets
+    stem=(--stem-target 0.65 --frozen-mask-epochs 1)  # as compress.sh prunes VQA, NLVR2 and retrieval
     echo "== data (ShapesWorld, the default sizes: 20,000 train images, 20,000 NLVR2 pairs; test 2,000 questions, 2,000 pairs)"
     data="${FULL_DATA:-data/shapes}"
     [[ -f "$data/annotations/instances_train.json" ]] || vlm data generate --out "$data" --seed 1;;
@@ -89,12 +90,13 @@ fleet models create --id "$model" --preset cpu --teacher "$teachers/teacher" "${
   --distill-epochs 1 --lr 3e-4 "${distill_schedule[@]}" --checkpoint-every 50 --watch
 fleet models list
 fleet variants create --task vqa --model "$model" --target 0.35 --dataset "$dataset" \
-  --prune-epochs 4 --prune-warmup-epochs 1 --prune-lr 3e-4 "${vqa_budget[@]}" --checkpoint-every 100 --watch
+  --prune-epochs 4 --prune-warmup-epochs 1 --prune-lr 3e-4 "${vqa_budget[@]}" "${stem[@]}" --checkpoint-every 100 --watch
 fleet variants create --task nlvr2 --model "$model" --target 0.25 --dataset "$dataset" \
-  --prune-epochs 4 --prune-warmup-epochs 1 --prune-lr 5e-4 "${nlvr2_budget[@]}" --checkpoint-every 100 --watch
+  --prune-epochs 4 --prune-warmup-epochs 1 --prune-lr 5e-4 "${nlvr2_budget[@]}" "${stem[@]}" --checkpoint-every 100 --watch
 for task in "${more_tasks[@]}"; do
+  task_stem=("${stem[@]}"); [[ $task == captioning ]] && task_stem=()
   fleet variants create --task "$task" --model "$model" --target 0.25 --dataset "$dataset" \
-    --prune-epochs 2 --prune-warmup-epochs 1 --prune-lr 3e-4 --train-limit 8000 --checkpoint-every 100 --watch
+    --prune-epochs 2 --prune-warmup-epochs 1 --prune-lr 3e-4 --train-limit 8000 "${task_stem[@]}" --checkpoint-every 100 --watch
 done
 echo "== the fleet's variants (full test split; speed-up over the task teacher, measured side by side)"
 fleet variants list
