@@ -141,7 +141,7 @@ public sealed class ServingModel : IDisposable
         return logits.argmax(1).cpu().data<long>().ToArray().Select(v => v == 1).ToArray();
     }
 
-    /// <summary>A caption for each image (beam search; the image encoder runs once for the batch).</summary>
+    /// <summary>A caption for each image (beam search, all images' beams decoded together; the image encoder runs once for the batch).</summary>
     public string[] Caption(IReadOnlyList<float[]> images, Device device, BeamSettings? beam = null)
     {
         Require(VlmTask.Captioning);
@@ -149,9 +149,8 @@ public sealed class ServingModel : IDisposable
         using var _ = torch.no_grad();
         long[] prompt = [Tokenizer.Special.Cls, .. Tokenizer.EncodeWithoutSpecials(Training.TaskData.CaptionPrompt)];
         var tokens = Model.EncodeImage(Images(images, device)).Last;
-        return Enumerable.Range(0, images.Count)
-            .Select(i => Tokenizer.Decode(Captioning.Generate(Model, tokens.narrow(0, i, 1), prompt, Tokenizer.Special.Sep, beam ?? new BeamSettings())))
-            .ToArray();
+        return Captioning.GenerateBatch(Model, tokens, prompt, Tokenizer.Special.Sep, beam ?? new BeamSettings())
+            .Select(Tokenizer.Decode).ToArray();
     }
 
     /// <summary>

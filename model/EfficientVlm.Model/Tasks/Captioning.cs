@@ -69,40 +69,66 @@ public static class Captioning
         ModelGates? gates = null)
     {
         if (imageTokens.shape[0] != 1) throw new ArgumentException("Generate takes the tokens of one image [1, N, D].");
+        return GenerateBatch(model, imageTokens, prompt, endToken, settings, gates)[0];
+    }
+
+    /// <summary>
+    /// <see cref="Generate"/> for each of several images [B, N, D] at once: every step runs the live beams of all images as
+    /// one batch (each beam reads its own image's tokens), and each image keeps its own beams, so the result is that of
+    /// one search per image, in a B-th of the forward passes.
+    /// </summary>
+    public static long[][] GenerateBatch(VlmModel model, Tensor imageTokens, long[] prompt, long endToken, BeamSettings settings,
+        ModelGates? gates = null)
+    {
+        int images = (int)imageTokens.shape[0];
         var device = imageTokens.device;
-        var beams = new List<(long[] Tokens, double Score)> { (prompt, 0.0) };
-        var finished = new List<(long[] Tokens, double Score)>();
-        for (int step = 0; step < settings.MaxTokens && beams.Count > 0; step++)
+        var beams = Enumerable.Range(0, images).Select(_ => new List<(long[] Tokens, double Score)> { (prompt, 0.0) }).ToArray();
+        var finished = Enumerable.Range(0, images).Select(_ => new List<(long[] Tokens, double Score)>()).ToArray();
+        var searching = Enumerable.Repeat(true, images).ToArray();
+        for (int step = 0; step < settings.MaxTokens && searching.Any(s => s); step++)
         {
             using var scope = torch.NewDisposeScope();
-            int n = beams.Count, len = beams[0].Tokens.Length;
-            var ids = torch.tensor(beams.SelectMany(b => b.Tokens).ToArray(), device: device).view(n, len);
-            var logits = NextTokenLogits(model, imageTokens.expand(n, -1, -1), ids, torch.ones_like(ids), gates);
+            // every live beam has the same length: the prompt and one token per step
+            var rows = Enumerable.Range(0, images).Where(i => searching[i]).SelectMany(i => beams[i].Select(b => (Image: i, Beam: b))).ToList();
+            int n = rows.Count, len = prompt.Length + step;
+            var ids = torch.tensor(rows.SelectMany(r => r.Beam.Tokens).ToArray(), device: device).view(n, len);
+            var owners = torch.tensor(rows.Select(r => (long)r.Image).ToArray(), device: device);
+            var tokens = images == 1 ? imageTokens.expand(n, -1, -1) : imageTokens.index_select(0, owners);
+            var logits = NextTokenLogits(model, tokens, ids, torch.ones_like(ids), gates);
             var logProbs = functional.log_softmax(logits.select(1, len - 1), -1);           // (n, V)
             if (step < settings.MinTokens) logProbs[TensorIndex.Colon, endToken] = torch.tensor(double.NegativeInfinity);
             var (values, indices) = logProbs.topk(settings.Beams, dim: 1);
             var v = values.cpu().data<float>().ToArray();
             var ix = indices.cpu().data<long>().ToArray();
-            var candidates = new List<(long[] Tokens, double Score, bool End)>();
-            for (int b = 0; b < n; b++)
-            for (int j = 0; j < settings.Beams; j++)
+            int row = 0;
+            for (int i = 0; i < images; i++)
             {
-                var token = ix[b * settings.Beams + j];
-                var score = beams[b].Score + v[b * settings.Beams + j];
-                candidates.Add(([.. beams[b].Tokens, token], score, token == endToken));
+                if (!searching[i]) continue;
+                var candidates = new List<(long[] Tokens, double Score, bool End)>();
+                foreach (var beam in beams[i])
+                {
+                    for (int j = 0; j < settings.Beams; j++)
+                    {
+                        var token = ix[row * settings.Beams + j];
+                        candidates.Add(([.. beam.Tokens, token], beam.Score + v[row * settings.Beams + j], token == endToken));
+                    }
+                    row++;
+                }
+                beams[i] = [];
+                foreach (var c in candidates.OrderByDescending(c => c.Score))
+                {
+                    if (double.IsNegativeInfinity(c.Score)) continue;
+                    if (c.End) finished[i].Add((c.Tokens[..^1], c.Score / (c.Tokens.Length - prompt.Length)));
+                    else if (beams[i].Count < settings.Beams) beams[i].Add((c.Tokens, c.Score));
+                    if (beams[i].Count == settings.Beams) break;
+                }
+                if (finished[i].Count >= settings.Beams || beams[i].Count == 0) searching[i] = false;
             }
-            beams = [];
-            foreach (var c in candidates.OrderByDescending(c => c.Score))
-            {
-                if (double.IsNegativeInfinity(c.Score)) continue;
-                if (c.End) finished.Add((c.Tokens[..^1], c.Score / (c.Tokens.Length - prompt.Length)));
-                else if (beams.Count < settings.Beams) beams.Add((c.Tokens, c.Score));
-                if (beams.Count == settings.Beams) break;
-            }
-            if (finished.Count >= settings.Beams) break;
         }
-        finished.AddRange(beams.Select(b => (b.Tokens, b.Score / Math.Max(1, b.Tokens.Length - prompt.Length))));
-        var best = finished.OrderByDescending(f => f.Score).First();
-        return best.Tokens[prompt.Length..];
+        return Enumerable.Range(0, images).Select(i =>
+        {
+            var all = finished[i].Concat(beams[i].Select(b => (b.Tokens, Score: b.Score / Math.Max(1, b.Tokens.Length - prompt.Length))));
+            return all.OrderByDescending(f => f.Score).First().Tokens[prompt.Length..];
+        }).ToArray();
     }
 }

@@ -237,6 +237,9 @@ public sealed class TaskHeadTests
         var caption1 = Captioning.Generate(model, tokens.narrow(0, 1, 1), [Cls, 20, 21], Sep, new BeamSettings(3, 10, 5));
         Assert.Equal(new long[] { 30, 31, 32, 33, 34, 35 }, caption0);
         Assert.Equal(new long[] { 40, 41, 42, 43, 44, 45 }, caption1);
+        // both images' beams decoded together give each image's own search
+        var together = Captioning.GenerateBatch(model, tokens, [Cls, 20, 21], Sep, new BeamSettings(3, 10, 5));
+        Assert.Equal([caption0, caption1], together);
         // min length is enforced even when the model would stop at once
         var forced = Captioning.Generate(model, tokens.narrow(0, 0, 1), [Cls, 20, 21, 30, 31, 32, 33, 34, 35], Sep, new BeamSettings(3, 8, 2));
         Assert.True(forced.Length >= 2);
