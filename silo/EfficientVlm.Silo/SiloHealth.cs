@@ -1,3 +1,4 @@
+using EfficientVlm.Grains;
 using EfficientVlm.Model.Runtime;
 using Microsoft.Extensions.Options;
 using Orleans.Runtime;
@@ -55,14 +56,11 @@ public sealed class SiloHealth(DeviceExecutor executor, IClusterMembershipServic
     {
         try
         {
-            // trace(A A^T) for A = arange(6) as 2x3 is the sum of the squares 0..5
-            float trace = await executor.RunAsync(ctx =>
-            {
-                var a = TorchSharp.torch.arange(6, dtype: TorchSharp.torch.float32, device: ctx.Device).reshape(2, 3);
-                return a.mm(a.t()).trace().item<float>();
-            }, cancellationToken: stoppingToken);
-            _deviceFailed = trace != 55f;
-            if (_deviceFailed) logger.LogError("The device check computed {Trace} instead of 55 on {Device}.", trace, executor.Device);
+            // the same check as the probe grain's (fleet probe)
+            float trace = await DeviceProbeGrain.TraceAsync(executor, stoppingToken);
+            _deviceFailed = trace != DeviceProbeGrain.ExpectedTrace;
+            if (_deviceFailed)
+                logger.LogError("The device check computed {Trace} instead of {Expected} on {Device}.", trace, DeviceProbeGrain.ExpectedTrace, executor.Device);
         }
         catch (Exception e) when (e is not OperationCanceledException)
         {

@@ -280,7 +280,7 @@ public static class Pipeline
         var hash = Checkpoint.Save(shrunk, outDir);
         new TaskData(dataDir, best.Config, model: Path.Combine(pruneRunDir, "best")).WriteWords(outDir, best.Config.Task);
         var (heads, neurons) = KeptFractions(best.Config, keep);
-        var stem = best.Config.Stem == VisionStem.Conv ? (best.Config.StemWidths, shrunk.Config.StemWidths) : ((IReadOnlyList<int>, IReadOnlyList<int>)?)null;
+        (IReadOnlyList<int>, IReadOnlyList<int>)? stem = best.Config.Stem == VisionStem.Conv ? (best.Config.StemWidths, shrunk.Config.StemWidths) : null;
         return new ShrinkReport(ParameterCounts.Count(best), ParameterCounts.Count(shrunk), hash, heads, neurons, stem);
     });
 

@@ -96,11 +96,17 @@ public sealed class SparsityController : IDisposable
     /// <summary>How far along the ramp a global step is (0 at the start, 1 from the end of the warm-up).</summary>
     private double Ramp(int step) => WarmupSteps == 0 ? 1 : Math.Min(1.0, step / (double)WarmupSteps);
 
+    /// <summary>A target <paramref name="target"/> ramped from where the masks started, <paramref name="start"/>, at a global step.</summary>
+    private double Ramped(double start, double target, int step) => start + (target - start) * Ramp(step);
+
     /// <summary>The target in force at a global step (the mean over modalities in the uniform mode).</summary>
-    public double TargetAt(int step) => StartSparsity + (Target - StartSparsity) * Ramp(step);
+    public double TargetAt(int step) => Ramped(StartSparsity, Target, step);
 
     /// <summary>The stem's target in force at a global step (ramped from where its masks started, like the global one).</summary>
-    public double StemTargetAt(int step) => StemTarget is { } t ? _stemStart + (t - _stemStart) * Ramp(step) : 0;
+    public double StemTargetAt(int step) => StemTarget is { } t ? Ramped(_stemStart, t, step) : 0;
+
+    /// <summary>lambda1 gap + lambda2 gap^2, summed (the add has its alpha: no temporary Scalar, docs/platform.md).</summary>
+    private static Tensor Penalty(Tensor lambda1, Tensor lambda2, Tensor gap) => lambda1.mul(gap).add(lambda2.mul(gap.mul(gap)), Scalars.One).sum();
 
     /// <summary>Clears the gradients of masks and lambdas (call with the model's zero_grad).</summary>
     public void ZeroGrad()
@@ -117,15 +123,14 @@ public sealed class SparsityController : IDisposable
     public (Tensor Loss, Tensor ExpectedSparsity) Lagrangian(int step)
     {
         var sparsity = Masks.ExpectedSparsity();
-        double ramp = Ramp(step);
-        // no temporary Scalar in this per-step call (docs/platform.md): the target is a tensor made from floats, the add has its alpha
-        var target = torch.tensor(_start.Select(s0 => (float)(s0 + (Target - s0) * ramp)).ToArray(), device: sparsity.device);
+        // no temporary Scalar in this per-step call (docs/platform.md): the targets are tensors made from floats
+        var target = torch.tensor(_start.Select(s0 => (float)Ramped(s0, Target, step)).ToArray(), device: sparsity.device);
         var gap = Mode == SparsityMode.Global ? sparsity.sub(target.squeeze()) : Masks.ExpectedSparsityPerModality().sub(target);
-        var loss = _lambda1.mul(gap).add(_lambda2.mul(gap.mul(gap)), Scalars.One).sum();
+        var loss = Penalty(_lambda1, _lambda2, gap);
         if (StemTarget is not null)
         {
             var stemGap = Masks.ExpectedStemSparsity().sub(torch.tensor((float)StemTargetAt(step), device: sparsity.device));
-            loss = loss.add(_stemLambda1!.mul(stemGap).add(_stemLambda2!.mul(stemGap.mul(stemGap)), Scalars.One), Scalars.One);
+            loss = loss.add(Penalty(_stemLambda1!, _stemLambda2!, stemGap), Scalars.One);
         }
         return (loss, sparsity);
     }

@@ -74,9 +74,9 @@ public sealed class PruneStage<TBatch> : ITrainingStage<TBatch>
     /// <summary>The stem's window is wider: a stem channel is 0.9-2.5% of its multiply-adds, against 0.013% of the pool for a neuron.</summary>
     private const double StemWindow = 0.03;
 
-    private bool InWindow(double sparsity) => Math.Abs(sparsity - Controller.Target) <= TargetWindow && StemInWindow();
-
-    private bool StemInWindow() => StemDistance() <= StemWindow;
+    /// <summary>Both sparsities within their windows (<paramref name="stemDistance"/>: <see cref="StemDistance"/>).</summary>
+    private bool InWindow(double sparsity, double stemDistance) =>
+        Math.Abs(sparsity - Controller.Target) <= TargetWindow && stemDistance <= StemWindow;
 
     /// <summary>How far the stem's expected multiply-add sparsity is from its target (0 when the stem is not pruned).</summary>
     private double StemDistance()
@@ -90,7 +90,7 @@ public sealed class PruneStage<TBatch> : ITrainingStage<TBatch>
     {
         _step = step;
         Controller.ZeroGrad();
-        if (_frozenSince is null && _freezeMasksAtStep is { } f && step >= f && InWindow(Masks.ExpectedSparsity().item<float>()))
+        if (_frozenSince is null && _freezeMasksAtStep is { } f && step >= f && InWindow(Masks.ExpectedSparsity().item<float>(), StemDistance()))
             _frozenSince = step;
         bool frozen = _frozenSince is not null;
         var gates = frozen ? Masks.DeterministicGates() : Masks.Sample();
@@ -124,12 +124,12 @@ public sealed class PruneStage<TBatch> : ITrainingStage<TBatch>
     {
         var gates = Masks.DeterministicGates();
         double score = _validate(device, gates);
-        double sparsity = Masks.ExpectedSparsity().item<float>();
-        bool reached = _step + 1 >= Controller.WarmupSteps && InWindow(sparsity);
+        double sparsity = Masks.ExpectedSparsity().item<float>(), stemDistance = StemDistance();
+        bool reached = _step + 1 >= Controller.WarmupSteps && InWindow(sparsity, stemDistance);
         // Reached: ranked by score (scores are at most 1, or 100 for CIDEr). Not reached: below every reached step, and
         // ranked by closeness to the target, so a short run that never lands in the window keeps the masks nearest to it
         // (ranking those by score would favour the least pruned).
-        double ranked = reached ? score : -1000 - Math.Abs(sparsity - Controller.Target) - StemDistance();
+        double ranked = reached ? score : -1000 - Math.Abs(sparsity - Controller.Target) - stemDistance;
         if (ranked > _best)
         {
             _best = ranked;
